@@ -1,0 +1,233 @@
+"""The reference ResNet18/34 for 32x32 images, as one Keras 3 model class.
+
+The architecture is data: blocks and filters per stage. `ResNet` is a
+functional model whose `train_step`/`test_step` come from the backend's
+train-step class (see `keras_cifar_resnet.train_steps`), so `fit` and
+`evaluate` run the package's own steps on TensorFlow, PyTorch and JAX.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import keras
+from keras import layers
+
+from keras_cifar_resnet.train_steps import backend_train_step_class
+
+BLOCK_TYPES = ("basic_block",)
+
+
+def _validate(name, value, ok, expected):
+    if not ok:
+        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
+
+
+def basic_block(x, filters, stride, batch_norm_momentum, name):
+    """conv3x3(stride)-BN-ReLU-conv3x3-BN, plus a shortcut, then add and ReLU.
+
+    The shortcut is a 1x1 conv with the block's stride (no BN) when the
+    stride is not 1, the identity otherwise, as in the reference write-up.
+    """
+    shortcut = x
+    if stride != 1:
+        shortcut = layers.Conv2D(
+            filters, 1, strides=stride, name=f"{name}_shortcut_conv"
+        )(x)
+    x = layers.Conv2D(
+        filters, 3, strides=stride, padding="same", name=f"{name}_conv1"
+    )(x)
+    x = layers.BatchNormalization(momentum=batch_norm_momentum, name=f"{name}_bn1")(
+        x
+    )
+    x = layers.ReLU(name=f"{name}_relu1")(x)
+    x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv2")(x)
+    x = layers.BatchNormalization(momentum=batch_norm_momentum, name=f"{name}_bn2")(
+        x
+    )
+    x = layers.Add(name=f"{name}_add")([shortcut, x])
+    return layers.ReLU(name=f"{name}_out")(x)
+
+
+BLOCKS = {"basic_block": basic_block}
+
+
+@keras.saving.register_keras_serializable(package="keras_cifar_resnet")
+class ResNet(backend_train_step_class(), keras.Model):
+    """ResNet for CIFAR-sized images, taking raw 0-255 pixels.
+
+    The first layer scales pixels to [-1, 1] (`2 * x / 255 - 1`), so a saved
+    model takes uint8 or float images as they come. Stem: 3x3 conv (valid
+    padding), BN, ReLU, 2x2 max-pool with stride 1 (same padding); then one
+    stage per entry of `stackwise_num_blocks`, the first block of each stage
+    striding by `stackwise_strides`; global average pooling; `Dense` logits.
+
+    Args:
+        stackwise_num_blocks: tuple of int, blocks per stage. Defaults to
+            `(2, 2, 2, 2)` (ResNet18).
+        stackwise_num_filters: tuple of int, filters per stage. Defaults to
+            `(64, 128, 256, 512)`.
+        stackwise_strides: tuple of int, stride of each stage's first block.
+            Defaults to `(1, 2, 2, 2)`.
+        block_type: str, the residual block. Only `"basic_block"`.
+        stem_filters: int, filters of the stem conv. Defaults to 64.
+        num_classes: int, number of logits. Defaults to 10.
+        input_shape: tuple of 3 ints, `(height, width, channels)`. Defaults
+            to `(32, 32, 3)`.
+        batch_norm_momentum: float, BatchNorm moving-average momentum.
+            Defaults to Keras's 0.99.
+        name: str, the model's name.
+
+    Example:
+
+    >>> model = ResNet(stackwise_num_blocks=(2, 2, 2, 2))
+    >>> logits = model.predict(images)  # (N, 32, 32, 3) uint8 -> (N, 10)
+    """
+
+    def __init__(
+        self,
+        stackwise_num_blocks=(2, 2, 2, 2),
+        stackwise_num_filters=(64, 128, 256, 512),
+        stackwise_strides=(1, 2, 2, 2),
+        block_type="basic_block",
+        stem_filters=64,
+        num_classes=10,
+        input_shape=(32, 32, 3),
+        batch_norm_momentum=0.99,
+        name="resnet",
+        **kwargs,
+    ):
+        stackwise_num_blocks = tuple(stackwise_num_blocks)
+        stackwise_num_filters = tuple(stackwise_num_filters)
+        stackwise_strides = tuple(stackwise_strides)
+        input_shape = tuple(input_shape)
+        _validate(
+            "stackwise_num_blocks",
+            stackwise_num_blocks,
+            len(stackwise_num_blocks) > 0
+            and all(isinstance(n, int) and n > 0 for n in stackwise_num_blocks),
+            "a non-empty sequence of positive ints",
+        )
+        for arg, value in (
+            ("stackwise_num_filters", stackwise_num_filters),
+            ("stackwise_strides", stackwise_strides),
+        ):
+            _validate(
+                arg,
+                value,
+                len(value) == len(stackwise_num_blocks)
+                and all(isinstance(n, int) and n > 0 for n in value),
+                f"{len(stackwise_num_blocks)} positive ints, one per stage",
+            )
+        _validate("block_type", block_type, block_type in BLOCKS, f"one of {BLOCK_TYPES}")
+        _validate(
+            "stem_filters",
+            stem_filters,
+            isinstance(stem_filters, int) and stem_filters > 0,
+            "a positive int",
+        )
+        _validate(
+            "num_classes",
+            num_classes,
+            isinstance(num_classes, int) and num_classes >= 2,
+            "an int >= 2",
+        )
+        _validate(
+            "input_shape",
+            input_shape,
+            len(input_shape) == 3
+            and all(isinstance(n, int) and n > 0 for n in input_shape)
+            and min(input_shape[:2]) >= 3,
+            "(height, width, channels) with height and width >= 3",
+        )
+        _validate(
+            "batch_norm_momentum",
+            batch_norm_momentum,
+            isinstance(batch_norm_momentum, float) and 0.0 <= batch_norm_momentum < 1.0,
+            "a float in [0, 1)",
+        )
+
+        inputs = keras.Input(shape=input_shape, name="images")
+        x = layers.Rescaling(2.0 / 255.0, offset=-1.0, name="rescale")(inputs)
+        x = layers.Conv2D(stem_filters, 3, padding="valid", name="stem_conv")(x)
+        x = layers.BatchNormalization(momentum=batch_norm_momentum, name="stem_bn")(x)
+        x = layers.ReLU(name="stem_relu")(x)
+        x = layers.MaxPooling2D(2, strides=1, padding="same", name="stem_pool")(x)
+        block = BLOCKS[block_type]
+        for stage, (num_blocks, filters, stride) in enumerate(
+            zip(stackwise_num_blocks, stackwise_num_filters, stackwise_strides),
+            start=1,
+        ):
+            for index in range(1, num_blocks + 1):
+                x = block(
+                    x,
+                    filters,
+                    stride if index == 1 else 1,
+                    batch_norm_momentum,
+                    name=f"stage{stage}_block{index}",
+                )
+        x = layers.GlobalAveragePooling2D(name="pool")(x)
+        outputs = layers.Dense(num_classes, name="logits")(x)
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+
+        self.stackwise_num_blocks = stackwise_num_blocks
+        self.stackwise_num_filters = stackwise_num_filters
+        self.stackwise_strides = stackwise_strides
+        self.block_type = block_type
+        self.stem_filters = stem_filters
+        self.num_classes = num_classes
+        self.image_shape = input_shape
+        self.batch_norm_momentum = batch_norm_momentum
+
+    def get_config(self):
+        return {
+            "stackwise_num_blocks": list(self.stackwise_num_blocks),
+            "stackwise_num_filters": list(self.stackwise_num_filters),
+            "stackwise_strides": list(self.stackwise_strides),
+            "block_type": self.block_type,
+            "stem_filters": self.stem_filters,
+            "num_classes": self.num_classes,
+            "input_shape": list(self.image_shape),
+            "batch_norm_momentum": self.batch_norm_momentum,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def _variant(name, stackwise_num_blocks, doc):
+    def build(**kwargs):
+        kwargs.setdefault("name", name)
+        return ResNet(stackwise_num_blocks=stackwise_num_blocks, **kwargs)
+
+    build.__name__ = build.__qualname__ = name.replace("resnet", "ResNet")
+    build.__doc__ = doc
+    return build
+
+
+ResNet18 = _variant(
+    "resnet18",
+    (2, 2, 2, 2),
+    "ResNet18: `ResNet` with blocks (2, 2, 2, 2); 11,184,778 parameters at 10 "
+    "classes. Takes `ResNet`'s keyword arguments.",
+)
+ResNet34 = _variant(
+    "resnet34",
+    (3, 4, 6, 3),
+    "ResNet34: `ResNet` with blocks (3, 4, 6, 3); 21,304,074 parameters at 10 "
+    "classes. Takes `ResNet`'s keyword arguments.",
+)
+
+# For tests only: the same code path at a size that trains in milliseconds.
+TinyResNet = functools.partial(
+    ResNet,
+    stackwise_num_blocks=(1, 1),
+    stackwise_num_filters=(8, 16),
+    stackwise_strides=(1, 2),
+    stem_filters=8,
+    name="tiny_resnet",
+)
+
+MODELS = {"resnet18": ResNet18, "resnet34": ResNet34}

@@ -1,0 +1,29 @@
+"""TensorFlow train step: GradientTape, then `optimizer.apply`.
+
+Keras wraps it in `tf.function` (and XLA with `jit_compile=True`).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from keras_cifar_resnet.train_steps.common import TrainStepBase
+
+
+class TensorFlowTrainStep(TrainStepBase):
+    def train_step(self, data):
+        images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        images = self.augment_batch(images, self.optimizer.iterations)
+        with tf.GradientTape() as tape:
+            logits = self(images, training=True)
+            objective, loss = self.training_loss(labels, logits, self.trainable_variables)
+            # Identity unless the optimizer is a LossScaleOptimizer (float16).
+            scaled_objective = self.optimizer.scale_loss(objective)
+        gradients = tape.gradient(scaled_objective, self.trainable_variables)
+        # apply() unscales and, under loss scaling, skips non-finite steps.
+        self.optimizer.apply(gradients, self.trainable_variables)
+        return self.update_metrics(loss, labels, logits)
+
+    def test_step(self, data):
+        return self.stateful_test_step(data)

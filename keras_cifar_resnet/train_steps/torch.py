@@ -1,0 +1,31 @@
+"""PyTorch train step: autograd on the Keras variables, then `optimizer.apply`."""
+
+from __future__ import annotations
+
+import keras
+import torch
+
+from keras_cifar_resnet.train_steps.common import TrainStepBase
+
+
+class TorchTrainStep(TrainStepBase):
+    def train_step(self, data):
+        images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        images = self.augment_batch(images, self.optimizer.iterations)
+        # Gradients accumulate in .grad across backward() calls; without this
+        # every step would add the previous steps' gradients (no error, just
+        # worse training).
+        self.zero_grad()
+        logits = self(images, training=True)
+        objective, loss = self.training_loss(labels, logits, self.trainable_variables)
+        # Identity unless the optimizer is a LossScaleOptimizer (float16).
+        self.optimizer.scale_loss(objective).backward()
+        trainable_weights = self.trainable_weights
+        gradients = [v.value.grad for v in trainable_weights]
+        # The update itself must not be recorded by autograd.
+        with torch.no_grad():
+            self.optimizer.apply(gradients, trainable_weights)
+        return self.update_metrics(loss.detach(), labels, logits.detach())
+
+    def test_step(self, data):
+        return self.stateful_test_step(data)
