@@ -1,0 +1,29 @@
+"""Shared fixtures for the test suite."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# The variable CI (.ci/run) sets to the unpacked real CIFAR-10.
+DATA_ENV_VAR = "KERAS_CIFAR_RESNET_DATA"
+
+
+@pytest.fixture(scope="session")
+def real_data_dir():
+    """The real CIFAR-10 folder named by KERAS_CIFAR_RESNET_DATA.
+
+    Skips the test, with the reason, when the variable is unset or names
+    nothing: the real data is optional for a local run, and CI sets it.
+    """
+    value = os.environ.get(DATA_ENV_VAR)
+    if not value:
+        pytest.skip(f"real CIFAR-10 not available: {DATA_ENV_VAR} is not set")
+    path = Path(value).expanduser()
+    if not path.exists():
+        pytest.skip(
+            f"real CIFAR-10 not available: {DATA_ENV_VAR}={value} does not exist"
+        )
+    return path
