@@ -26,7 +26,9 @@ def _install_test_tools(session):
 def lint(session):
     """Ruff: lint and import order."""
     session.install("ruff")
-    session.run("ruff", "check", "keras_cifar_resnet", "tests", "benchmarks", "noxfile.py")
+    session.run(
+        "ruff", "check", "keras_cifar_resnet", "tests", "benchmarks", "noxfile.py"
+    )
 
 
 @nox.session

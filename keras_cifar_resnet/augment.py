@@ -49,7 +49,9 @@ def random_integers(batch_size, seed, step, draw, maxval):
     """
     index = ops.arange(batch_size, dtype="int32")
     key = hash32(
-        ops.add(ops.convert_to_tensor(seed & 0x7FFFFFFF, "int32"), ops.cast(step, "int32"))
+        ops.add(
+            ops.convert_to_tensor(seed & 0x7FFFFFFF, "int32"), ops.cast(step, "int32")
+        )
     )
     key = hash32(ops.bitwise_xor(key, _to_int32((draw * 0x9E3779B9) & 0xFFFFFFFF)))
     bits = hash32(ops.add(ops.multiply(index, _to_int32(0x85EBCA6B)), key))

@@ -34,17 +34,13 @@ def basic_block(x, filters, stride, batch_norm_momentum, name):
         shortcut = layers.Conv2D(
             filters, 1, strides=stride, name=f"{name}_shortcut_conv"
         )(x)
-    x = layers.Conv2D(
-        filters, 3, strides=stride, padding="same", name=f"{name}_conv1"
-    )(x)
-    x = layers.BatchNormalization(momentum=batch_norm_momentum, name=f"{name}_bn1")(
+    x = layers.Conv2D(filters, 3, strides=stride, padding="same", name=f"{name}_conv1")(
         x
     )
+    x = layers.BatchNormalization(momentum=batch_norm_momentum, name=f"{name}_bn1")(x)
     x = layers.ReLU(name=f"{name}_relu1")(x)
     x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv2")(x)
-    x = layers.BatchNormalization(momentum=batch_norm_momentum, name=f"{name}_bn2")(
-        x
-    )
+    x = layers.BatchNormalization(momentum=batch_norm_momentum, name=f"{name}_bn2")(x)
     x = layers.Add(name=f"{name}_add")([shortcut, x])
     return layers.ReLU(name=f"{name}_out")(x)
 
@@ -119,7 +115,9 @@ class ResNet(backend_train_step_class(), keras.Model):
                 and all(isinstance(n, int) and n > 0 for n in value),
                 f"{len(stackwise_num_blocks)} positive ints, one per stage",
             )
-        _validate("block_type", block_type, block_type in BLOCKS, f"one of {BLOCK_TYPES}")
+        _validate(
+            "block_type", block_type, block_type in BLOCKS, f"one of {BLOCK_TYPES}"
+        )
         _validate(
             "stem_filters",
             stem_filters,
@@ -155,7 +153,12 @@ class ResNet(backend_train_step_class(), keras.Model):
         x = layers.MaxPooling2D(2, strides=1, padding="same", name="stem_pool")(x)
         block = BLOCKS[block_type]
         for stage, (num_blocks, filters, stride) in enumerate(
-            zip(stackwise_num_blocks, stackwise_num_filters, stackwise_strides),
+            zip(
+                stackwise_num_blocks,
+                stackwise_num_filters,
+                stackwise_strides,
+                strict=True,
+            ),
             start=1,
         ):
             for index in range(1, num_blocks + 1):

@@ -73,7 +73,9 @@ class TrainStepBase:
         # Which trainable variables weight decay applies to, by position, so
         # JAX's stateless step can pick the same ones out of its state.
         self.decayed_variable_indices = [
-            i for i, v in enumerate(self.trainable_variables) if v.path.endswith("kernel")
+            i
+            for i, v in enumerate(self.trainable_variables)
+            if v.path.endswith("kernel")
         ]
 
     def get_compile_config(self):

@@ -23,7 +23,7 @@ class JAXTrainStep(TrainStepBase):
         objective, loss = self.training_loss(labels, logits, trainable_values)
         # scale_loss reads the loss scale (float16 only) from the optimizer's
         # variables, so it must see this step's values, not the stale ones.
-        mapping = list(zip(self.optimizer.variables, optimizer_values))
+        mapping = list(zip(self.optimizer.variables, optimizer_values, strict=True))
         with keras.StatelessScope(state_mapping=mapping):
             scaled_objective = self.optimizer.scale_loss(objective)
         return scaled_objective, (loss, logits, non_trainable_values)
@@ -60,16 +60,20 @@ class JAXTrainStep(TrainStepBase):
 
     def _iterations_index(self):
         variables = self.optimizer.variables
-        return next(i for i, v in enumerate(variables) if v is self.optimizer.iterations)
+        return next(
+            i for i, v in enumerate(variables) if v is self.optimizer.iterations
+        )
 
     def _stateless_update_metrics(self, metrics_values, loss, labels, logits):
         # The metrics' variables are state too: update each metric from its
         # own slice of the flat list and return the new values.
-        mapping = list(zip(self.metrics_variables, metrics_values))
+        mapping = list(zip(self.metrics_variables, metrics_values, strict=True))
         with keras.StatelessScope(state_mapping=mapping) as scope:
             logs = self.update_metrics(loss, labels, logits)
         new_values = [
-            scope.get_current_value(v) if scope.get_current_value(v) is not None else value
+            scope.get_current_value(v)
+            if scope.get_current_value(v) is not None
+            else value
             for v, value in mapping
         ]
         return logs, new_values

@@ -17,7 +17,9 @@ class TensorFlowTrainStep(TrainStepBase):
         images = self.augment_batch(images, self.optimizer.iterations)
         with tf.GradientTape() as tape:
             logits = self(images, training=True)
-            objective, loss = self.training_loss(labels, logits, self.trainable_variables)
+            objective, loss = self.training_loss(
+                labels, logits, self.trainable_variables
+            )
             # Identity unless the optimizer is a LossScaleOptimizer (float16).
             scaled_objective = self.optimizer.scale_loss(objective)
         gradients = tape.gradient(scaled_objective, self.trainable_variables)

@@ -1,0 +1,42 @@
+"""Run Python code under a given Keras backend, in a fresh process.
+
+The backend is fixed per process, so cross-backend checks (weights saved
+under one backend, loaded under another) need a subprocess each.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+BACKENDS = ("jax", "tensorflow", "torch")
+
+
+def current_backend():
+    import keras
+
+    return keras.backend.backend()
+
+
+def run_under_backend(backend, code, *, timeout=300, cwd=None):
+    """Runs `code` with KERAS_BACKEND=backend; returns its stdout.
+
+    Raises AssertionError with the child's output when it fails, so a test
+    shows why.
+    """
+    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONWARNINGS="ignore")
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, (
+        f"child under {backend} failed ({result.returncode}):\n"
+        f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
+    return result.stdout
