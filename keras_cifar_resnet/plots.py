@@ -31,7 +31,7 @@ def _new_figure(**kwargs):
             f"drawing pictures needs matplotlib, which is not installed: "
             f"{_INSTALL_HINT}"
         ) from error
-    figure = Figure(**kwargs)
+    figure = Figure(layout="constrained", **kwargs)
     FigureCanvasAgg(figure)
     return figure
 

@@ -1,0 +1,278 @@
+"""Classify your own images with a saved model: top-k classes and probabilities.
+
+Each image is made to look like a CIFAR-10 image before the model sees it:
+EXIF rotation applied, converted to RGB (transparent parts over white),
+cropped to the largest centred square (`--fit crop`, the default) or
+squashed whole (`--fit stretch`), then resized to the model's input size
+(32x32) with Pillow's bicubic filter, which averages over the source pixels
+when shrinking (antialiased).
+
+    python -m keras_cifar_resnet.predict runs/resnet18 cat.jpg photos/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from keras_cifar_resnet.evaluate import (
+    ModelFileError,
+    default_class_names,
+    load_model,
+    positive_int,
+    softmax,
+)
+
+# Files a folder argument contributes; a file named on its own is always tried.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+FITS = ("crop", "stretch")
+
+
+class ImageError(Exception):
+    """An image file that cannot be read (message: one line)."""
+
+
+def _import_pillow():
+    try:
+        from PIL import Image, ImageOps
+    except ImportError as error:
+        raise ImportError(
+            "reading images needs Pillow, which is not installed: "
+            "pip install 'keras-cifar-resnet[plots]'"
+        ) from error
+    return Image, ImageOps
+
+
+def load_image(path, size=(32, 32), fit="crop"):
+    """An image file as a uint8 array shaped like a CIFAR-10 image.
+
+    Args:
+        path: str or Path, a PNG or JPEG (anything Pillow reads) of any size.
+        size: (height, width), the model's input size. Defaults to (32, 32).
+        fit: `"crop"` (default) cuts the largest centred square first, keeping
+            the aspect ratio; `"stretch"` resizes the whole image, distorting
+            it if it is not square.
+
+    Returns:
+        (height, width, 3) uint8 numpy array.
+
+    Raises:
+        ImageError: the file is missing or not a readable image.
+        ValueError: `fit` is not one of `FITS`.
+    """
+    if fit not in FITS:
+        raise ValueError(f"`fit` must be one of {FITS}. Received: {fit=}")
+    Image, ImageOps = _import_pillow()
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a folder") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        # Pillow's "cannot identify image file" for non-images, truncation
+        # errors for broken ones.
+        message = " ".join(str(error).split())
+        raise ImageError(f"{path}: not a readable image ({message})") from None
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        # Transparent pixels over white, as a photo of the object would be,
+        # instead of whatever colour the file stores under alpha 0.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    image = image.convert("RGB")
+    if fit == "crop":
+        side = min(image.size)
+        left = (image.width - side) // 2
+        top = (image.height - side) // 2
+        image = image.crop((left, top, left + side, top + side))
+    height, width = size
+    image = image.resize((width, height), Image.Resampling.BICUBIC)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def expand_inputs(paths):
+    """The image files to classify, and one-line errors for arguments that give none.
+
+    A folder contributes its files ending in `IMAGE_SUFFIXES` (any case),
+    sorted by name, not its subfolders. A file is taken as it is, whatever
+    its name, so that a wrong file gets a clear error of its own.
+
+    Returns:
+        (list of Path, list of {"path", "error"} dicts).
+    """
+    files, errors = [], []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(
+                child
+                for child in path.iterdir()
+                if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES
+            )
+            if not found:
+                message = f"{path}: folder has no {'/'.join(IMAGE_SUFFIXES)} files"
+                errors.append({"path": str(path), "error": message})
+            files.extend(found)
+        else:
+            files.append(path)
+    return files, errors
+
+
+def top_k(probabilities, class_names, k):
+    """The `k` most probable classes, most probable first.
+
+    Returns:
+        list of {"class": str, "probability": float}.
+    """
+    order = np.argsort(-probabilities, kind="stable")[:k]
+    return [
+        {"class": class_names[index], "probability": float(probabilities[index])}
+        for index in order
+    ]
+
+
+def predict_files(model, paths, top=3, fit="crop", class_names=None, batch_size=64):
+    """Classify image files with `model`; unreadable files get an error instead.
+
+    Args:
+        model: a Keras model taking raw 0-255 pixels and returning logits.
+        paths: sequence of str or Path, image files.
+        top: int, classes to report per image. Defaults to 3.
+        fit: `"crop"` or `"stretch"`, see `load_image`.
+        class_names: sequence of str or None (CIFAR-10's names).
+        batch_size: int, images per forward pass. Defaults to 64.
+
+    Returns:
+        list, one dict per path in order: `{"path", "predictions"}` with the
+        `top_k` list, or `{"path", "error"}` with a one-line message.
+    """
+    from keras_cifar_resnet.evaluate import predict_logits
+
+    height, width = model.input_shape[1:3]
+    num_classes = model.output_shape[-1]
+    if class_names is None:
+        class_names = default_class_names(num_classes)
+    results, images, loaded = [], [], []
+    for path in paths:
+        try:
+            images.append(load_image(path, (height, width), fit))
+        except ImageError as error:
+            results.append({"path": str(path), "error": str(error)})
+            continue
+        results.append({"path": str(path)})
+        loaded.append(results[-1])
+    if images:
+        logits = predict_logits(model, np.stack(images), batch_size)
+        for result, probabilities in zip(loaded, softmax(logits), strict=True):
+            result["predictions"] = top_k(probabilities, class_names, top)
+    return results
+
+
+def format_results(results):
+    """The results as text: each image, then its classes with percentages."""
+    lines = []
+    for result in results:
+        if "error" in result:
+            continue
+        lines.append(result["path"])
+        width = max(len(p["class"]) for p in result["predictions"])
+        for rank, prediction in enumerate(result["predictions"], start=1):
+            lines.append(
+                f"  {rank}. {prediction['class']:{width}}  "
+                f"{100 * prediction['probability']:5.1f}%"
+            )
+    return "\n".join(lines)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_cifar_resnet.predict",
+        description=(
+            "Classify PNG/JPEG images of any size with a saved model and print "
+            "the top-k CIFAR-10 classes with their probabilities. Each image is "
+            "converted to RGB (transparent parts over white), cropped to the "
+            "largest centred square (or, with --fit stretch, squashed whole), "
+            "and resized to 32x32 with Pillow's bicubic filter (antialiased "
+            "when shrinking)."
+        ),
+        epilog=(
+            "Exit status: 0 all images classified, 1 some image could not be "
+            "read or the model could not be loaded, 2 bad usage (unknown flag, "
+            "missing model file). Unreadable images are reported one line each "
+            "on stderr; the others are still classified."
+        ),
+    )
+    parser.add_argument(
+        "model",
+        help="a .keras file, or a training run's output folder (best.keras first)",
+    )
+    parser.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help=(
+            "image files, or folders whose .png/.jpg/.jpeg files are all "
+            "classified (sorted by name, not recursive)"
+        ),
+    )
+    parser.add_argument(
+        "--top-k",
+        type=positive_int,
+        default=3,
+        help="classes to show per image, most probable first (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--fit",
+        choices=FITS,
+        default="crop",
+        help=(
+            "crop: cut the largest centred square, keeping proportions; "
+            "stretch: squash the whole image (default: %(default)s)"
+        ),
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help=(
+            'print JSON instead: a list of {"path", "predictions": [{"class", '
+            '"probability"}]} or {"path", "error"}, in argument order'
+        ),
+    )
+    return parser
+
+
+def main(argv=None):
+    """Run the command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        _import_pillow()
+        model, _ = load_model(args.model)
+    except ModelFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2 if error.usage else 1
+    except ImportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    files, folder_errors = expand_inputs(args.images)
+    results = folder_errors + predict_files(model, files, top=args.top_k, fit=args.fit)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        text = format_results(results)
+        if text:
+            print(text)
+    errors = [result["error"] for result in results if "error" in result]
+    for message in errors:
+        print(f"error: {message}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
