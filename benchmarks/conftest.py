@@ -1,0 +1,232 @@
+"""Options and parametrization of the step benchmarks.
+
+Profiles (one at most; each option below overrides the profile's value):
+    (none)   GPU profile: resnet18 and resnet34, batch 128 and 512, float32
+             and mixed (bf16), 10 rounds of 10 steps after 2 warm-up rounds.
+    --quick  minutes on a CPU: resnet18, batch 128, float32, 3 rounds of one
+             step after one warm-up round.
+    --tiny   for CI: the test model, batch 8, one round of one step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+PROFILES = {
+    "full": dict(
+        models=("resnet18", "resnet34"),
+        batch_sizes=(128, 512),
+        precisions=("float32", "mixed"),
+        rounds=10,
+        steps=10,
+        warmup=2,
+    ),
+    "quick": dict(
+        models=("resnet18",),
+        batch_sizes=(128,),
+        precisions=("float32",),
+        rounds=3,
+        steps=1,
+        warmup=1,
+    ),
+    "tiny": dict(
+        models=("tiny",),
+        batch_sizes=(8,),
+        precisions=("float32",),
+        rounds=1,
+        steps=1,
+        warmup=0,
+    ),
+}
+# The native reference's variants: (memory format, precision, compiled).
+NATIVE_VARIANTS = {
+    "eager": ("nchw", "float32", False),
+    "eager-bf16": ("nchw", "mixed", False),
+    "channels_last-bf16": ("channels_last", "mixed", False),
+    "compiled-channels_last-bf16": ("channels_last", "mixed", True),
+    "channels_last": ("channels_last", "float32", False),
+}
+GPU_NATIVE_VARIANTS = (
+    "eager",
+    "eager-bf16",
+    "channels_last-bf16",
+    "compiled-channels_last-bf16",
+)
+CPU_NATIVE_VARIANTS = ("eager", "channels_last")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    models: tuple
+    batch_sizes: tuple
+    precisions: tuple
+    rounds: int
+    steps: int
+    warmup: int
+    native: tuple
+    inference: bool
+
+
+def _csv(value):
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("keras-cifar-resnet benchmarks")
+    group.addoption(
+        "--quick",
+        action="store_true",
+        help="CPU profile: resnet18, batch 128, float32, 3 rounds.",
+    )
+    group.addoption(
+        "--tiny",
+        action="store_true",
+        help="CI profile: the test model, batch 8, one round.",
+    )
+    group.addoption(
+        "--models",
+        type=_csv,
+        default=None,
+        help="comma-separated: resnet18,resnet34,tiny.",
+    )
+    group.addoption(
+        "--batch-sizes",
+        type=_csv,
+        default=None,
+        help="comma-separated batch sizes, e.g. 128,512.",
+    )
+    group.addoption(
+        "--precisions",
+        type=_csv,
+        default=None,
+        help="comma-separated: float32,mixed (mixed = bf16).",
+    )
+    group.addoption(
+        "--rounds", type=int, default=None, help="timed rounds per configuration."
+    )
+    group.addoption(
+        "--steps-per-round",
+        type=int,
+        default=None,
+        help="steps per timed round (one synchronisation each).",
+    )
+    group.addoption(
+        "--warmup-rounds",
+        type=int,
+        default=None,
+        help="untimed rounds after the first (compiling) step.",
+    )
+    group.addoption(
+        "--native",
+        type=_csv,
+        default=None,
+        nargs="?",
+        const="auto",
+        help="also time the native PyTorch reference; variants "
+        f"from {sorted(NATIVE_VARIANTS)}, or 'auto' (GPU: "
+        f"{', '.join(GPU_NATIVE_VARIANTS)}; CPU: "
+        f"{', '.join(CPU_NATIVE_VARIANTS)}).",
+    )
+    group.addoption(
+        "--no-inference", action="store_true", help="skip the inference benchmarks."
+    )
+
+
+def settings_from(config):
+    profile = (
+        "tiny"
+        if config.getoption("--tiny")
+        else ("quick" if config.getoption("--quick") else "full")
+    )
+    values = dict(PROFILES[profile])
+    for option, key in (
+        ("--models", "models"),
+        ("--precisions", "precisions"),
+        ("--rounds", "rounds"),
+        ("--steps-per-round", "steps"),
+        ("--warmup-rounds", "warmup"),
+    ):
+        if config.getoption(option) is not None:
+            values[key] = config.getoption(option)
+    if config.getoption("--batch-sizes") is not None:
+        values["batch_sizes"] = tuple(int(b) for b in config.getoption("--batch-sizes"))
+    native = config.getoption("--native") or ()
+    if native == ("auto",):
+        from harness import gpu_present
+
+        native = GPU_NATIVE_VARIANTS if gpu_present() else CPU_NATIVE_VARIANTS
+    unknown = sorted(set(native) - set(NATIVE_VARIANTS))
+    if unknown:
+        raise pytest.UsageError(
+            f"--native variants must be among {sorted(NATIVE_VARIANTS)}. "
+            f"Received: {unknown}"
+        )
+    bad = sorted(set(values["precisions"]) - {"float32", "mixed"})
+    if bad:
+        raise pytest.UsageError(
+            f"--precisions must be among float32, mixed. Received: {bad}"
+        )
+    return Settings(
+        native=tuple(native), inference=not config.getoption("--no-inference"), **values
+    )
+
+
+def _configurations(settings):
+    # Smallest first: JAX's GPU memory peak cannot be reset, so each figure
+    # is the peak so far; ascending order keeps it the configuration's own.
+    order = {"tiny": 0, "resnet18": 1, "resnet34": 2}
+    configs = [
+        (model, batch, precision)
+        for batch in sorted(settings.batch_sizes)
+        for model in sorted(settings.models, key=lambda m: order.get(m, 9))
+        for precision in sorted(settings.precisions, reverse=True)
+    ]
+    return configs
+
+
+def pytest_generate_tests(metafunc):
+    settings = settings_from(metafunc.config)
+    configs = _configurations(settings)
+    functions = ("train", "inference") if settings.inference else ("train",)
+    if "keras_case" in metafunc.fixturenames:
+        cases = [(*c, f) for f in functions for c in configs]
+        metafunc.parametrize(
+            "keras_case", cases, ids=[f"{f}-{m}-b{b}-{p}" for m, b, p, f in cases]
+        )
+    if "native_case" in metafunc.fixturenames:
+        # The variant fixes the precision, so one case per (model, batch);
+        # inference is timed for the plain eager variant only.
+        pairs = list(dict.fromkeys((m, b) for m, b, _ in configs))
+        cases = [
+            (v, m, b, f)
+            for f in functions
+            for m, b in pairs
+            for v in settings.native
+            if f == "train" or v == "eager"
+        ]
+        metafunc.parametrize(
+            "native_case", cases, ids=[f"{f}-{v}-{m}-b{b}" for v, m, b, f in cases]
+        )
+
+
+@pytest.fixture(scope="session")
+def bench_settings(request):
+    return settings_from(request.config)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """Prints this process's figures, with ratios to native eager if timed."""
+    session = getattr(config, "_benchmarksession", None)
+    if session is None or not session.benchmarks:
+        return
+    from report import format_rows, rows_from_benchmarks
+
+    rows = rows_from_benchmarks(
+        [b.as_dict(include_data=False) for b in session.benchmarks]
+    )
+    if rows:
+        terminalreporter.write_line("")
+        for line in format_rows(rows):
+            terminalreporter.write_line(line)

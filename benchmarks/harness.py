@@ -1,0 +1,429 @@
+"""Times the package's own compiled Keras train step, as `fit` calls it.
+
+Nothing here re-implements the step: the model is the package's `ResNet`,
+compiled with the package's `compile` (its own loss, weight decay and
+augmentation), and each step is one call of the function Keras built with
+`make_train_function()`, fed the way each backend's `fit` feeds it
+(`keras/src/backend/*/trainer.py`):
+
+- JAX: `logs, state = model.train_function(state, iterator)`, the state
+  (trainable, non-trainable, optimizer, metrics values) threaded from step to
+  step, as `fit` does between syncs; the first call is `train_on_batch`, which
+  jits the same `train_step` and pays the compilation.
+- torch: `logs = model.train_function([batch])` with the module in train mode.
+- TensorFlow: `logs = model.train_function(iterator)`, the `tf.function`.
+
+Batches are converted to the backend's tensors before timing (on the
+accelerator where there is one), so the figure is the step, not the input
+pipeline (which `benchmarks/input_pipeline.py` measures). Several batches
+rotate so that no cache holds the one input. A round is `steps_per_round`
+steps followed by a synchronisation: a host copy of the loss, plus
+`block_until_ready` on JAX's whole state and `torch.cuda.synchronize()` on a
+GPU, so the clock never stops while the device is still working.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import resource
+import subprocess
+import time
+
+import keras
+import numpy as np
+
+from keras_cifar_resnet import Augmentation
+from keras_cifar_resnet.config import TrainConfig
+from keras_cifar_resnet.models import MODELS, TinyResNet
+
+# The network costs about 3.1 GFLOP per training image at 32x32 (forward and
+# backward); kept here to turn images/s into an achieved rate.
+TRAIN_GFLOP_PER_IMAGE = {"resnet18": 3.1}
+
+# The step is the default recipe's (keras_cifar_resnet.config.TrainConfig):
+# Nesterov SGD, coupled weight decay, label smoothing, crop+flip+cutout and
+# its BatchNorm momentum; the learning rate is held at the recipe's peak (a
+# schedule costs nothing measurable). The native PyTorch reference
+# (benchmarks/torch_reference.py) takes the same values.
+RECIPE = TrainConfig()
+AUGMENTATION = Augmentation(
+    crop_padding=RECIPE.crop_padding,
+    flip=RECIPE.flip,
+    cutout_size=RECIPE.cutout_size,
+    seed=RECIPE.seed,
+)
+
+PRECISIONS = {"float32": "float32", "mixed": "mixed_bfloat16"}
+
+
+def build_model(model_name):
+    """The package's model by name: `resnet18`, `resnet34` or `tiny`."""
+    momentum = RECIPE.batch_norm_momentum
+    if model_name == "tiny":
+        return TinyResNet(batch_norm_momentum=momentum)
+    if model_name not in MODELS:
+        raise ValueError(
+            f"`model_name` must be one of {sorted(MODELS) + ['tiny']}. "
+            f"Received: model_name={model_name!r}"
+        )
+    return MODELS[model_name](batch_norm_momentum=momentum)
+
+
+def compile_model(model):
+    """Compiles with the package's `compile`, Keras's default `jit_compile`."""
+    model.compile(
+        optimizer=keras.optimizers.SGD(
+            learning_rate=RECIPE.learning_rate, momentum=RECIPE.momentum, nesterov=True
+        ),
+        label_smoothing=RECIPE.label_smoothing,
+        weight_decay=RECIPE.weight_decay,
+        augmentation=AUGMENTATION,
+    )
+    return model
+
+
+def native_step_kwargs():
+    """The same recipe for `torch_reference.TorchTrainStep`."""
+    return dict(
+        optimizer_kwargs=dict(
+            learning_rate=RECIPE.learning_rate,
+            momentum=RECIPE.momentum,
+            nesterov=True,
+            weight_decay=RECIPE.weight_decay,
+        ),
+        label_smoothing=RECIPE.label_smoothing,
+        crop_padding=RECIPE.crop_padding,
+        flip=RECIPE.flip,
+        cutout_size=RECIPE.cutout_size,
+        batch_norm_momentum=RECIPE.batch_norm_momentum,
+    )
+
+
+def jit_compile_of(model):
+    """What Keras resolved `jit_compile="auto"` to for this model."""
+    return bool(getattr(model, "jit_compile", False))
+
+
+def synthetic_batches(batch_size, count, seed=0):
+    """`count` batches of uint8 NHWC images and int32 labels, as numpy.
+
+    Random pixels cost the step exactly what real ones do (no data-dependent
+    control flow), and need no data on the machine.
+    """
+    rng = np.random.default_rng(seed)
+    return [
+        (
+            rng.integers(0, 256, size=(batch_size, 32, 32, 3), dtype=np.uint8),
+            rng.integers(0, 10, size=(batch_size,), dtype=np.int32),
+        )
+        for _ in range(count)
+    ]
+
+
+def to_backend(batches):
+    """Numpy batches as the backend's tensors, on its default device."""
+    return [
+        (keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y))
+        for x, y in batches
+    ]
+
+
+class PeakMemory:
+    """Peak memory of one measurement: GPU allocator peak, or the process RSS.
+
+    On CPU the kernel's high-water mark (VmHWM) is reset before the
+    measurement by writing 5 to /proc/self/clear_refs, so each configuration
+    reports its own peak even though all run in one process; where that is
+    refused, `ru_maxrss` (the process's peak so far) is reported and said so.
+    On GPU: `torch.cuda.max_memory_allocated` after a reset; JAX's
+    `peak_bytes_in_use`, which cannot be reset (so a process's runs go
+    smallest first and each figure is the peak so far).
+    """
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.kind = None
+
+    def reset(self):
+        if self.backend == "torch" and _torch_cuda():
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+            self.kind = "gpu_allocated_peak"
+            return
+        if self.backend == "jax" and _jax_gpu() is not None:
+            self.kind = "gpu_peak_so_far"
+            return
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.kind = "rss_peak"
+        except OSError:
+            self.kind = "rss_peak_so_far"
+
+    def read_mib(self):
+        if self.kind == "gpu_allocated_peak":
+            import torch
+
+            return torch.cuda.max_memory_allocated() / 2**20
+        if self.kind == "gpu_peak_so_far":
+            stats = _jax_gpu().memory_stats() or {}
+            return stats.get("peak_bytes_in_use", 0) / 2**20
+        if self.kind == "rss_peak":
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        # ru_maxrss is in KiB on Linux.
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _torch_cuda():
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _jax_gpu():
+    import jax
+
+    gpus = [d for d in jax.devices() if d.platform == "gpu"]
+    return gpus[0] if gpus else None
+
+
+def synchronize(backend, outputs):
+    """Waits until the device has finished everything `outputs` depends on.
+
+    A host copy of the loss is the portable barrier; JAX also blocks on the
+    whole threaded state (its buffers may be signalled separately) and torch
+    on the CUDA stream.
+    """
+    if backend == "jax":
+        import jax
+
+        jax.block_until_ready(outputs)
+    elif backend == "torch" and _torch_cuda():
+        import torch
+
+        torch.cuda.synchronize()
+    logs = outputs[0] if backend == "jax" else outputs
+    return float(keras.ops.convert_to_numpy(logs["loss"]))
+
+
+class KerasTrainStep:
+    """One compiled model and its batches; `run(steps)` trains that many steps.
+
+    Args:
+        model_name: str, `resnet18`, `resnet34` or `tiny`.
+        batch_size: int, images per step.
+        precision: str, `float32` or `mixed` (Keras's `mixed_bfloat16`).
+        num_batches: int, distinct batches to rotate. Defaults to 4.
+    """
+
+    def __init__(self, model_name, batch_size, precision, num_batches=4):
+        self.backend = keras.backend.backend()
+        self.batch_size = batch_size
+        previous_policy = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(PRECISIONS[precision])
+        try:
+            self.model = compile_model(build_model(model_name))
+        finally:
+            # The policy is read when layers are built; restore it so the next
+            # configuration in this process starts from the default.
+            keras.config.set_dtype_policy(previous_policy)
+        self.batches = to_backend(synthetic_batches(batch_size, num_batches))
+        self._next = 0
+        self._state = None
+
+    def _batch(self):
+        batch = self.batches[self._next % len(self.batches)]
+        self._next += 1
+        return batch
+
+    def first_step(self):
+        """Builds and compiles through `train_on_batch`; returns its seconds."""
+        images, labels = self._batch()
+        start = time.perf_counter()
+        self.model.train_on_batch(images, labels, return_dict=True)
+        return time.perf_counter() - start
+
+    def run(self, steps):
+        """`steps` compiled train steps, then a synchronisation; returns the loss."""
+        model = self.model
+        if self.backend == "jax":
+            if self._state is None:
+                self._state = model._get_jax_state(
+                    trainable_variables=True,
+                    non_trainable_variables=True,
+                    optimizer_variables=True,
+                    metrics_variables=True,
+                )
+            for _ in range(steps):
+                logs, self._state = model.train_function(
+                    self._state, iter([self._batch()])
+                )
+            return synchronize(self.backend, (logs, self._state))
+        if self.backend == "torch":
+            model.train()
+            for _ in range(steps):
+                logs = model.train_function([self._batch()])
+            return synchronize(self.backend, logs)
+        for _ in range(steps):
+            logs = model.train_function(iter([self._batch()]))
+        return synchronize(self.backend, logs)
+
+    def finish(self):
+        """Writes JAX's threaded state back into the model's variables."""
+        if self.backend == "jax" and self._state is not None:
+            trainable, non_trainable, optimizer, metrics = self._state
+            self.model._jax_state = {
+                "trainable_variables": trainable,
+                "non_trainable_variables": non_trainable,
+                "optimizer_variables": optimizer,
+                "metrics_variables": metrics,
+            }
+            self.model._jax_state_synced = False
+            self.model.jax_state_sync()
+            self._state = None
+
+    def predict(self, steps):
+        """`steps` inference batches through `predict_on_batch` (host copy)."""
+        for _ in range(steps):
+            logits = self.model.predict_on_batch(self._batch()[0])
+        return float(np.asarray(logits).ravel()[0])
+
+
+@dataclasses.dataclass
+class CPUUse:
+    """Cores kept busy over a stretch: process CPU seconds / wall seconds.
+
+    It tells a threading mode apart: TensorFlow's slow CPU mode keeps about
+    one core busy, the fast one all of them.
+    """
+
+    wall: float = 0.0
+    cpu: float = 0.0
+
+    def __enter__(self):
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self._wall
+        self.cpu = time.process_time() - self._cpu
+
+    @property
+    def busy_cores(self):
+        return self.cpu / self.wall if self.wall else 0.0
+
+
+def threading_settings(backend):
+    """The backend's thread settings, as it reports them, for the record."""
+    settings = {
+        name: os.environ[name]
+        for name in (
+            "OMP_NUM_THREADS",
+            "TF_NUM_INTRAOP_THREADS",
+            "TF_NUM_INTEROP_THREADS",
+            "TF_ENABLE_ONEDNN_OPTS",
+            "XLA_FLAGS",
+        )
+        if name in os.environ
+    }
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        # 0 means "TensorFlow picks", which is where the two speeds come from.
+        settings["tf_intra_op_threads"] = (
+            tf.config.threading.get_intra_op_parallelism_threads()
+        )
+        settings["tf_inter_op_threads"] = (
+            tf.config.threading.get_inter_op_parallelism_threads()
+        )
+    if backend == "torch":
+        import torch
+
+        settings["torch_num_threads"] = torch.get_num_threads()
+        settings["torch_num_interop_threads"] = torch.get_num_interop_threads()
+    return settings
+
+
+def device_name(backend):
+    """The accelerator's name, or the CPU model and core count."""
+    if backend in ("torch", "native-torch"):
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    if backend == "jax":
+        gpu = _jax_gpu()
+        if gpu is not None:
+            return gpu.device_kind
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            details = tf.config.experimental.get_device_details(gpus[0])
+            return details.get("device_name", "GPU")
+    return cpu_name()
+
+
+def cpu_name():
+    model = platform.processor() or "CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model} ({os.cpu_count()} cores)"
+
+
+def gpu_present():
+    """True when `nvidia-smi -L` lists a GPU (the rule the nox session uses)."""
+    try:
+        result = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return result.returncode == 0 and "GPU" in result.stdout
+
+
+def versions(backend):
+    """Versions of keras and the frameworks this process has imported."""
+    import importlib.metadata as metadata
+    import sys
+
+    found = {"python": platform.python_version(), "keras": keras.__version__}
+    for module, dist in (
+        ("jax", "jax"),
+        ("torch", "torch"),
+        ("tensorflow", "tensorflow"),
+    ):
+        if module in sys.modules:
+            found[module] = sys.modules[module].__version__
+        elif backend == module:
+            found[module] = metadata.version(dist)
+    return found
+
+
+def round_statistics(round_seconds, steps_per_round, batch_size):
+    """images/s and ms/step (median, spread) from per-round wall times."""
+    per_step = np.asarray(round_seconds, dtype=float) / steps_per_round
+    median = float(np.median(per_step))
+    q1, q3 = (float(q) for q in np.percentile(per_step, [25, 75]))
+    return {
+        "ms_per_step_median": 1000 * median,
+        "ms_per_step_iqr": 1000 * (q3 - q1),
+        "ms_per_step_min": 1000 * float(per_step.min()),
+        "ms_per_step_max": 1000 * float(per_step.max()),
+        "images_per_second": batch_size / median,
+        "rounds": len(per_step),
+        "steps_per_round": steps_per_round,
+    }

@@ -1,0 +1,133 @@
+"""Training-step and inference throughput: the package's Keras model on the
+current backend (KERAS_BACKEND), and with `--native` the native PyTorch
+reference, measured in the same process.
+
+    KERAS_BACKEND=jax pytest benchmarks --quick --benchmark-json=out.json
+
+Every figure lands in the benchmark's `extra_info` (images/s, ms/step median
+and spread, first-step seconds, peak memory, cores kept busy, device,
+versions, thread settings), which `benchmarks/report.py` turns into a table
+and a chart.
+"""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import os
+import time
+
+import keras
+from conftest import NATIVE_VARIANTS
+from harness import (
+    CPUUse,
+    KerasTrainStep,
+    PeakMemory,
+    device_name,
+    jit_compile_of,
+    native_step_kwargs,
+    round_statistics,
+    synthetic_batches,
+    threading_settings,
+    versions,
+)
+
+
+def _measure(benchmark, runner, settings, backend, function, memory):
+    """First call, warm-up, timed rounds; returns the record for extra_info."""
+    memory.reset()
+    # The first call builds and compiles (train: the step; inference: the
+    # predict function), so it is timed apart from the steady rounds.
+    start = time.perf_counter()
+    if function == "train":
+        runner.first_step()
+    else:
+        runner.predict(1)
+    first_call_s = time.perf_counter() - start
+    target = runner.run if function == "train" else runner.predict
+    with CPUUse() as use:
+        benchmark.pedantic(
+            target,
+            args=(settings.steps,),
+            rounds=settings.rounds,
+            warmup_rounds=settings.warmup,
+            iterations=1,
+        )
+    framework = "torch" if backend == "native-torch" else backend
+    record = {
+        "function": function,
+        "backend": backend,
+        "batch_size": runner.batch_size,
+        "first_step_s": first_call_s,
+        "peak_memory_mib": memory.read_mib(),
+        "memory_kind": memory.kind,
+        "busy_cores": use.busy_cores,
+        # Other processes compete for a shared CPU; the load says how much.
+        "load_average_1min": os.getloadavg()[0],
+        "device": device_name(backend),
+        "versions": versions(framework),
+        "threading": threading_settings(framework),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"
+        ),
+    }
+    if benchmark.enabled and benchmark.stats is not None:
+        record.update(
+            round_statistics(
+                benchmark.stats.stats.data, settings.steps, runner.batch_size
+            )
+        )
+    runner.finish()
+    return record
+
+
+def test_keras(benchmark, bench_settings, keras_case):
+    """The package's model and compiled step on the current backend."""
+    model, batch_size, precision, function = keras_case
+    backend = keras.backend.backend()
+    benchmark.group = f"{function}-{model}-b{batch_size}-{precision}"
+    runner = KerasTrainStep(model, batch_size, precision)
+    record = _measure(
+        benchmark, runner, bench_settings, backend, function, PeakMemory(backend)
+    )
+    record.update(
+        implementation="keras",
+        variant=f"keras-{backend}",
+        model=model,
+        precision=precision,
+        jit_compile=jit_compile_of(runner.model),
+    )
+    benchmark.extra_info.update(record)
+    del runner
+    gc.collect()
+
+
+def test_native_torch(benchmark, bench_settings, native_case):
+    """The same network and step in plain PyTorch, the anchor of the ratios."""
+    import torch_reference
+
+    variant, model, batch_size, function = native_case
+    memory_format, precision, compiled = NATIVE_VARIANTS[variant]
+    benchmark.group = f"{function}-{model}-b{batch_size}-{precision}"
+    runner = torch_reference.TorchTrainStep(
+        model,
+        batch_size,
+        precision,
+        channels_last=memory_format == "channels_last",
+        compile=compiled,
+        batches=synthetic_batches(batch_size, 4),
+        **native_step_kwargs(),
+    )
+    record = _measure(
+        benchmark, runner, bench_settings, "native-torch", function, PeakMemory("torch")
+    )
+    record.update(
+        implementation="native-torch",
+        variant=f"native-torch-{variant}",
+        model=model,
+        precision=precision,
+        jit_compile=compiled,
+    )
+    benchmark.extra_info.update(record)
+    del runner
+    gc.collect()

@@ -1,0 +1,366 @@
+"""The anchor: the same ResNet and training step in plain PyTorch.
+
+What a user would write without Keras, kept to exactly the network of
+`keras_cifar_resnet.models` (a test checks the parameter counts and, with
+Keras's weights copied in, the logits):
+
+- input scaling `2 * x / 255 - 1` inside the model, images NHWC uint8 in;
+- conv biases on (Keras's default), BatchNorm eps 1e-3 (Keras's) and
+  momentum `1 - m` for Keras's `m` (Keras's momentum weighs the old
+  statistics, torch's the new);
+- stem conv 3x3 *valid*, max-pool 2x2 stride 1 *same* (TensorFlow's "same"
+  pads right/bottom, with -inf);
+- strided 3x3 convs padded as TensorFlow's "same" does (the extra pixel on
+  the right/bottom), shortcut a 1x1 conv with the stride, without BatchNorm;
+- the step: random crop, flip and cutout on the whole batch, softmax
+  cross-entropy with label smoothing, SGD with Nesterov momentum and coupled
+  weight decay on conv and dense kernels only (what the package's L2 term
+  does), through torch's own `SGD(weight_decay=...)` per parameter group.
+
+Variants: NCHW or `channels_last`, float32 or bf16 autocast, eager or
+`torch.compile`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BATCH_NORM_EPSILON = 1e-3
+
+STAGES = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3), "tiny": (1, 1)}
+FILTERS = {
+    "resnet18": (64, 128, 256, 512),
+    "resnet34": (64, 128, 256, 512),
+    "tiny": (8, 16),
+}
+STRIDES = {"resnet18": (1, 2, 2, 2), "resnet34": (1, 2, 2, 2), "tiny": (1, 2)}
+STEM_FILTERS = {"resnet18": 64, "resnet34": 64, "tiny": 8}
+
+
+def same_padding(size, kernel, stride):
+    """(before, after) padding of TensorFlow's "same": the extra goes after."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class SameConv2d(nn.Conv2d):
+    """Conv2d with TensorFlow's "same" padding, asymmetric where it must be."""
+
+    def forward(self, x):
+        kernel, stride = self.kernel_size[0], self.stride[0]
+        top, bottom = same_padding(x.shape[-2], kernel, stride)
+        left, right = same_padding(x.shape[-1], kernel, stride)
+        if top == bottom and left == right:
+            return F.conv2d(x, self.weight, self.bias, stride, (top, left))
+        return F.conv2d(
+            F.pad(x, (left, right, top, bottom)), self.weight, self.bias, stride
+        )
+
+
+def batch_norm(channels, keras_momentum):
+    return nn.BatchNorm2d(
+        channels, eps=BATCH_NORM_EPSILON, momentum=1.0 - keras_momentum
+    )
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_channels, filters, stride, batch_norm_momentum):
+        super().__init__()
+        self.conv1 = SameConv2d(in_channels, filters, 3, stride=stride)
+        self.bn1 = batch_norm(filters, batch_norm_momentum)
+        self.conv2 = SameConv2d(filters, filters, 3)
+        self.bn2 = batch_norm(filters, batch_norm_momentum)
+        # As the reference: a strided 1x1 conv (valid, no BN) when the block
+        # strides, the identity otherwise (the channels then match).
+        self.shortcut = (
+            nn.Conv2d(in_channels, filters, 1, stride=stride)
+            if stride != 1
+            else nn.Identity()
+        )
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(self.shortcut(x) + out)
+
+
+class TorchResNet(nn.Module):
+    """The package's ResNet in plain PyTorch; NHWC uint8 (or float) images in.
+
+    Args:
+        model_name: str, `resnet18`, `resnet34` or `tiny` (the test model).
+        num_classes: int. Defaults to 10.
+        batch_norm_momentum: float, in Keras's convention (weight of the old
+            statistics). Defaults to Keras's 0.99.
+    """
+
+    def __init__(self, model_name="resnet18", num_classes=10, batch_norm_momentum=0.99):
+        super().__init__()
+        stem = STEM_FILTERS[model_name]
+        self.stem_conv = nn.Conv2d(3, stem, 3)  # valid padding
+        self.stem_bn = batch_norm(stem, batch_norm_momentum)
+        blocks, channels = [], stem
+        for num_blocks, filters, stride in zip(
+            STAGES[model_name], FILTERS[model_name], STRIDES[model_name], strict=True
+        ):
+            for index in range(num_blocks):
+                blocks.append(
+                    BasicBlock(
+                        channels,
+                        filters,
+                        stride if index == 0 else 1,
+                        batch_norm_momentum,
+                    )
+                )
+                channels = filters
+        self.blocks = nn.Sequential(*blocks)
+        self.logits = nn.Linear(channels, num_classes)
+
+    def forward(self, images):
+        # NHWC -> NCHW once; the memory format of the rest follows the
+        # module's (channels_last keeps NHWC strides underneath).
+        x = images.permute(0, 3, 1, 2).float() * (2.0 / 255.0) - 1.0
+        if self.stem_conv.weight.is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)
+        else:
+            x = x.contiguous()
+        x = F.relu(self.stem_bn(self.stem_conv(x)))
+        # TensorFlow's "same" for a 2x2 stride-1 pool: one -inf row/column
+        # after, none before.
+        x = F.max_pool2d(F.pad(x, (0, 1, 0, 1), value=float("-inf")), 2, stride=1)
+        x = self.blocks(x)
+        return self.logits(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def parameter_counts(module):
+    """(trainable, non_trainable) as Keras counts them.
+
+    Keras's non-trainable weights are BatchNorm's moving mean and variance;
+    torch keeps those as buffers (beside a step counter Keras has not).
+    """
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    moving = sum(
+        b.numel()
+        for name, b in module.named_buffers()
+        if name.endswith(("running_mean", "running_var"))
+    )
+    return trainable, moving
+
+
+def augment(images, crop_padding=4, flip=True, cutout_size=0):
+    """Random crop after zero padding, horizontal flip and cutout, NHWC batch.
+
+    The same operations as `keras_cifar_resnet.Augmentation` (not the same
+    random draws: torch's generator here, a counter hash there).
+    """
+    n, h, w, _ = images.shape
+    device = images.device
+    images = images.float()
+    if crop_padding:
+        p = crop_padding
+        padded = F.pad(images, (0, 0, p, p, p, p))
+        offset_y = torch.randint(0, 2 * p + 1, (n,), device=device)
+        offset_x = torch.randint(0, 2 * p + 1, (n,), device=device)
+        rows = (offset_y[:, None] + torch.arange(h, device=device))[:, :, None]
+        cols = (offset_x[:, None] + torch.arange(w, device=device))[:, None, :]
+        batch = torch.arange(n, device=device)[:, None, None]
+        images = padded[batch, rows, cols]
+    if flip:
+        flips = torch.rand(n, device=device) < 0.5
+        images = torch.where(flips[:, None, None, None], images.flip(2), images)
+    if cutout_size:
+        half = cutout_size // 2
+        centre_y = torch.randint(0, h, (n, 1), device=device)
+        centre_x = torch.randint(0, w, (n, 1), device=device)
+        rows = torch.arange(h, device=device)[None, :] - centre_y
+        cols = torch.arange(w, device=device)[None, :] - centre_x
+        inside_rows = (rows >= -half) & (rows < cutout_size - half)
+        inside_cols = (cols >= -half) & (cols < cutout_size - half)
+        inside = inside_rows[:, :, None] & inside_cols[:, None, :]
+        images = images.masked_fill(inside[..., None], 0.0)
+    return images
+
+
+def make_optimizer(module, learning_rate, momentum, nesterov, weight_decay):
+    """SGD with decay on conv/dense weights only, as the package's L2 term."""
+    decayed = [
+        p for n, p in module.named_parameters() if n.endswith("weight") and p.dim() > 1
+    ]
+    plain = [
+        p
+        for n, p in module.named_parameters()
+        if not (n.endswith("weight") and p.dim() > 1)
+    ]
+    return torch.optim.SGD(
+        [
+            {"params": decayed, "weight_decay": weight_decay},
+            {"params": plain, "weight_decay": 0.0},
+        ],
+        lr=learning_rate,
+        momentum=momentum,
+        nesterov=nesterov,
+    )
+
+
+class TorchTrainStep:
+    """The native step with the same interface as `harness.KerasTrainStep`.
+
+    Args:
+        model_name: str, `resnet18`, `resnet34` or `tiny`.
+        batch_size: int.
+        precision: str, `float32` or `mixed` (bf16 autocast).
+        channels_last: bool, `torch.channels_last` memory format.
+        compile: bool, `torch.compile` the step.
+        optimizer_kwargs: dict for `make_optimizer`.
+        batches: list of numpy (images, labels) to rotate.
+        label_smoothing: float. Defaults to 0.
+        crop_padding, flip, cutout_size: the augmentation, as `augment`.
+        batch_norm_momentum: float, Keras's convention. Defaults to 0.99.
+    """
+
+    def __init__(
+        self,
+        model_name,
+        batch_size,
+        precision,
+        channels_last,
+        compile,
+        optimizer_kwargs,
+        batches,
+        label_smoothing=0.0,
+        crop_padding=4,
+        flip=True,
+        cutout_size=0,
+        batch_norm_momentum=0.99,
+    ):
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.batch_size = batch_size
+        self.model = TorchResNet(
+            model_name, batch_norm_momentum=batch_norm_momentum
+        ).to(self.device)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model.train()
+        self.optimizer = make_optimizer(self.model, **optimizer_kwargs)
+        self.autocast = precision == "mixed"
+        self.label_smoothing = label_smoothing
+        self.augment_kwargs = dict(
+            crop_padding=crop_padding, flip=flip, cutout_size=cutout_size
+        )
+        self.batches = [
+            (
+                torch.from_numpy(x).to(self.device),
+                torch.from_numpy(y).long().to(self.device),
+            )
+            for x, y in batches
+        ]
+        self._next = 0
+        self._step = torch.compile(self._eager_step) if compile else self._eager_step
+        self._predict = (
+            torch.compile(self._eager_predict) if compile else self._eager_predict
+        )
+
+    def _eager_step(self, images, labels):
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.autocast
+        ):
+            logits = self.model(augment(images, **self.augment_kwargs))
+        loss = F.cross_entropy(
+            logits.float(), labels, label_smoothing=self.label_smoothing
+        )
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def _eager_predict(self, images):
+        with (
+            torch.no_grad(),
+            torch.autocast(
+                self.device.type, dtype=torch.bfloat16, enabled=self.autocast
+            ),
+        ):
+            return self.model(images)
+
+    def _batch(self):
+        batch = self.batches[self._next % len(self.batches)]
+        self._next += 1
+        return batch
+
+    def _sync(self, tensor):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return float(tensor.float().ravel()[0])
+
+    def first_step(self):
+        start = time.perf_counter()
+        self._sync(self._step(*self._batch()))
+        return time.perf_counter() - start
+
+    def run(self, steps):
+        self.model.train()
+        for _ in range(steps):
+            loss = self._step(*self._batch())
+        return self._sync(loss)
+
+    def finish(self):
+        pass
+
+    def predict(self, steps):
+        self.model.eval()
+        for _ in range(steps):
+            logits = self._predict(self._batch()[0])
+        value = self._sync(logits)
+        self.model.train()
+        return value
+
+
+def load_keras_weights(module, keras_model):
+    """Copies a Keras `ResNet`'s weights into `module` (names line up).
+
+    Used by the test that proves the two networks compute the same function.
+    """
+    weights = {w.path: np.asarray(w.numpy()) for w in keras_model.weights}
+    prefix = keras_model.name + "/"
+    weights = {
+        k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in weights.items()
+    }
+
+    def conv(target, name):
+        kernel = weights[f"{name}/kernel"]  # (kh, kw, in, out)
+        target.weight.data = torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy())
+        target.bias.data = torch.from_numpy(weights[f"{name}/bias"].copy())
+
+    def bn(target, name):
+        target.weight.data = torch.from_numpy(weights[f"{name}/gamma"].copy())
+        target.bias.data = torch.from_numpy(weights[f"{name}/beta"].copy())
+        target.running_mean.data = torch.from_numpy(
+            weights[f"{name}/moving_mean"].copy()
+        )
+        target.running_var.data = torch.from_numpy(
+            weights[f"{name}/moving_variance"].copy()
+        )
+
+    conv(module.stem_conv, "stem_conv")
+    bn(module.stem_bn, "stem_bn")
+    stage_blocks = keras_model.stackwise_num_blocks
+    blocks = iter(module.blocks)
+    for stage, num_blocks in enumerate(stage_blocks, start=1):
+        for index in range(1, num_blocks + 1):
+            block, name = next(blocks), f"stage{stage}_block{index}"
+            conv(block.conv1, f"{name}_conv1")
+            bn(block.bn1, f"{name}_bn1")
+            conv(block.conv2, f"{name}_conv2")
+            bn(block.bn2, f"{name}_bn2")
+            if isinstance(block.shortcut, nn.Conv2d):
+                conv(block.shortcut, f"{name}_shortcut_conv")
+    module.logits.weight.data = torch.from_numpy(weights["logits/kernel"].T.copy())
+    module.logits.bias.data = torch.from_numpy(weights["logits/bias"].copy())
+    return module

@@ -1,0 +1,185 @@
+"""The benchmark code keeps working: tiny runs, never a speed asserted.
+
+The benchmarks themselves (benchmarks/) run in a subprocess under the current
+backend, as `nox -s benchmark` runs them, in the CI profile (`--tiny`: the
+test model, batch 8, one round); the report is built from what they wrote.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.backend_subprocess import current_backend, run_under_backend
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+report = _load("report")
+
+
+def _record(variant, images_per_second, precision="float32", function="train"):
+    return {
+        "name": variant,
+        "extra_info": {
+            "function": function,
+            "variant": variant,
+            "implementation": "native-torch" if "native" in variant else "keras",
+            "backend": "native-torch" if "native" in variant else "jax",
+            "model": "resnet18",
+            "batch_size": 128,
+            "precision": precision,
+            "images_per_second": images_per_second,
+        },
+    }
+
+
+def test_report_ratios_are_to_native_eager_of_the_same_precision():
+    rows = report.rows_from_benchmarks(
+        [
+            _record("native-torch-eager", 50.0),
+            _record("native-torch-eager-bf16", 80.0, precision="mixed"),
+            _record("keras-jax", 25.0),
+            _record("keras-jax", 40.0, precision="mixed"),
+            {"name": "someone else's benchmark", "extra_info": {}},
+        ]
+    )
+    ratios = {(r["variant"], r["precision"]): r.get("ratio_to_native") for r in rows}
+    assert ratios == {
+        ("native-torch-eager", "float32"): 1.0,
+        ("native-torch-eager-bf16", "mixed"): 1.0,
+        ("keras-jax", "float32"): 0.5,
+        ("keras-jax", "mixed"): 0.5,
+    }
+
+
+def test_report_without_native_leaves_the_ratio_empty():
+    rows = report.rows_from_benchmarks([_record("keras-jax", 25.0)])
+    assert "ratio_to_native" not in rows[0]
+    table = "\n".join(report.format_rows(rows))
+    assert "| keras-jax | resnet18 | 128 | float32 | 25.0 |" in table
+
+
+def test_report_cli_rejects_missing_input(tmp_path, capsys):
+    assert report.main([str(tmp_path / "missing")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    assert report.main([str(tmp_path)]) == 2
+    assert "no benchmark figures" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_native_reference_is_the_keras_network():
+    """Same parameter counts, same logits with Keras's weights, same BN update."""
+    run_under_backend(
+        current_backend(),
+        f"""
+        import sys
+        sys.path.insert(0, {str(BENCHMARKS)!r})
+        import numpy as np
+        import torch
+        import keras
+        from keras_cifar_resnet import ResNet18
+        import torch_reference
+
+        keras_model = ResNet18(batch_norm_momentum=0.9)
+        module = torch_reference.TorchResNet("resnet18", batch_norm_momentum=0.9)
+        trainable, moving = torch_reference.parameter_counts(module)
+        assert trainable + moving == keras_model.count_params() == 11_184_778
+        assert moving == 7_808, moving
+
+        torch_reference.load_keras_weights(module, keras_model)
+        images = np.random.default_rng(0).integers(
+            0, 256, size=(3, 32, 32, 3), dtype=np.uint8)
+        module.eval()
+        with torch.no_grad():
+            native = module(torch.from_numpy(images)).numpy()
+        # Eager calls: no XLA compilation of ResNet18 under JAX in a unit test.
+        ours = keras.ops.convert_to_numpy(
+            keras_model(keras.ops.convert_to_tensor(images), training=False))
+        error = np.abs(native - ours).max() / np.abs(ours).max()
+        assert error < 1e-4, error
+
+        # One training-mode forward: batch statistics (eps) and the moving
+        # average (momentum convention) must move the same way.
+        module.train()
+        with torch.no_grad():
+            native = module(torch.from_numpy(images)).numpy()
+        ours = keras.ops.convert_to_numpy(
+            keras_model(keras.ops.convert_to_tensor(images), training=True))
+        error = np.abs(native - ours).max() / np.abs(ours).max()
+        assert error < 1e-3, error
+        keras_mean = keras.ops.convert_to_numpy(
+            keras_model.get_layer("stage3_block1_bn1").moving_mean)
+        native_mean = module.blocks[4].bn1.running_mean.numpy()
+        assert np.allclose(keras_mean, native_mean, rtol=1e-4, atol=1e-5)
+        print("ok")
+        """,
+    )
+
+
+@pytest.mark.slow
+def test_tiny_benchmark_run_and_report(tmp_path):
+    """The benchmark files run end to end and the report reads their JSON."""
+    backend = current_backend()
+    output = tmp_path / f"benchmark-{backend}.json"
+    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONWARNINGS="ignore")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(BENCHMARKS / "test_step_throughput.py"),
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "--tiny",
+            "--native",
+            "eager",
+            f"--benchmark-json={output}",
+        ],
+        cwd=BENCHMARKS.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+
+    records = {
+        (b["extra_info"]["variant"], b["extra_info"]["function"]): b["extra_info"]
+        for b in json.loads(output.read_text())["benchmarks"]
+    }
+    assert set(records) == {
+        (f"keras-{backend}", "train"),
+        (f"keras-{backend}", "inference"),
+        ("native-torch-eager", "train"),
+        ("native-torch-eager", "inference"),
+    }
+    for record in records.values():
+        assert record["images_per_second"] > 0
+        assert record["first_step_s"] > 0
+        assert record["peak_memory_mib"] > 0
+        assert record["rounds"] == 1
+    assert records[(f"keras-{backend}", "train")]["versions"]["keras"]
+
+    assert report.main([str(tmp_path), "--command", "tiny"]) == 0
+    table = (tmp_path / "table.md").read_text()
+    row = next(
+        line for line in table.splitlines() if line.startswith(f"| keras-{backend}")
+    )
+    ratio = row.split("|")[7].strip()
+    assert float(ratio) > 0
+    assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
