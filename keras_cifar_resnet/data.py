@@ -1,0 +1,790 @@
+"""CIFAR-10: found in any official form, loaded safely, fed to `fit` on any backend.
+
+`load_cifar10()` reads the python version (pickles) or the binary version of
+CIFAR-10, as extracted folders or as the official `.tar.gz` archives, and
+downloads the python archive into the Keras cache when it finds nothing.
+Reading never runs code from the data: pickles go through an unpickler that
+only rebuilds numpy arrays, and archives are read member by member in memory,
+refusing any archive with a path that leaves it or a link. Every file is
+checked (size, shape, label range) and any problem is one `DataError` naming
+the file.
+
+`TrainingBatches` feeds uint8 batches to `Model.fit` in an order that is a pure
+function of `(seed, epoch, batch index)`, with numpy only, so JAX and torch
+runs never import TensorFlow. Augmentation is not done here: the model's train
+step applies `keras_cifar_resnet.Augmentation` to whole batches on the device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import shutil
+import socket
+import tarfile
+import threading
+import urllib.parse
+from pathlib import Path, PurePosixPath
+
+import keras
+import numpy as np
+
+CLASS_NAMES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+NUM_CLASSES = len(CLASS_NAMES)
+IMAGE_SHAPE = (32, 32, 3)
+
+# Where the user can point the loader without an argument.
+DATA_ENV_VAR = "KERAS_CIFAR_RESNET_DATA"
+
+PYTHON_ARCHIVE_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+PYTHON_ARCHIVE_SHA256 = (
+    "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
+)
+PYTHON_ARCHIVE = "cifar-10-python.tar.gz"
+BINARY_ARCHIVE = "cifar-10-binary.tar.gz"
+PYTHON_FOLDER = "cifar-10-batches-py"
+BINARY_FOLDER = "cifar-10-batches-bin"
+
+# The Keras cache layout of `keras.datasets.cifar10.load_data()`: Keras 3
+# downloads to `<home>/datasets/cifar-10-batches-py-target_archive` and
+# extracts into `cifar-10-batches-py-target/`; Keras 2 extracted straight
+# into `cifar-10-batches-py/`. Downloads here use the Keras 3 names, so either
+# loader finds what the other fetched.
+_KERAS_ARCHIVE = "cifar-10-batches-py-target_archive"
+_KERAS_FOLDER = "cifar-10-batches-py-target"
+
+_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+_TEST_FILE = "test_batch"
+_IMAGE_BYTES = 32 * 32 * 3
+_RECORD_BYTES = 1 + _IMAGE_BYTES  # binary version: label byte, then CHW pixels
+DEFAULT_DOWNLOAD_TIMEOUT = 20.0
+# Batches tf.data may fetch ahead of the epoch fit() has begun.
+_PREFETCH_SLACK = 64
+
+
+class DataError(Exception):
+    """Missing, unreadable, corrupt or unsafe data; the message names the file."""
+
+
+# ---------------------------------------------------------------- unpickling
+
+# The official pickles were written by Python 2 with numpy 1, and rebuild
+# their arrays through these globals (numpy 2 renamed `numpy.core` to
+# `numpy._core`; protocol 5 pickles use `_frombuffer`). The functions come
+# from numpy's own reducers, not from its private modules.
+_RECONSTRUCT = np.ndarray((0,)).__reduce__()[0]
+_FROMBUFFER = np.arange(1).__reduce_ex__(5)[0]
+_ALLOWED_GLOBALS = {
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy.core.numeric", "_frombuffer"): _FROMBUFFER,
+    ("numpy._core.numeric", "_frombuffer"): _FROMBUFFER,
+}
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays, and refuses any other global.
+
+    A pickle runs code only through the globals it names (a `__reduce__`
+    calling `os.system`, say); with every global outside numpy's array
+    reconstruction refused, loading the file cannot run anything.
+    """
+
+    def find_class(self, module, name):
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"refused to load `{module}.{name}`: a CIFAR-10 pickle holds only "
+                "numpy arrays, so the file is corrupt or malicious"
+            ) from None
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("refused a persistent reference")
+
+
+def _unpickle(raw, where):
+    try:
+        # encoding="bytes": Python 2's str keys and values load as bytes.
+        return _ArrayOnlyUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except pickle.UnpicklingError as err:
+        raise DataError(f"{where}: {err}") from None
+    except EOFError:
+        raise DataError(
+            f"{where}: the pickle ends early; the file is truncated"
+        ) from None
+    except Exception as err:  # noqa: BLE001 -- any other failure means a bad file
+        raise DataError(
+            f"{where}: not a readable CIFAR-10 pickle ({type(err).__name__}: {err})"
+        ) from None
+
+
+# ------------------------------------------------------------ batch parsing
+
+
+def _parse_python_batch(raw, where):
+    """(images NHWC uint8, labels int64) from one python-version batch file."""
+    batch = _unpickle(raw, where)
+    if not isinstance(batch, dict):
+        raise DataError(
+            f"{where}: expected a dict of 'data' and 'labels', found a "
+            f"{type(batch).__name__}"
+        )
+    batch = {
+        k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()
+    }
+    if "data" not in batch or "labels" not in batch:
+        hint = " (CIFAR-100 has 'fine_labels')" if "fine_labels" in batch else ""
+        raise DataError(
+            f"{where}: expected keys 'data' and 'labels', found "
+            f"{sorted(map(str, batch))}{hint}"
+        )
+    data = batch["data"]
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != _IMAGE_BYTES
+        or data.shape[0] == 0
+    ):
+        described = (
+            f"{data.dtype} array of shape {data.shape}"
+            if isinstance(data, np.ndarray)
+            else type(data).__name__
+        )
+        raise DataError(
+            f"{where}: 'data' must be a uint8 array of shape (N, {_IMAGE_BYTES}), "
+            f"found a {described}"
+        )
+    try:
+        labels = np.asarray(batch["labels"])
+    except Exception:  # noqa: BLE001
+        labels = np.asarray([])
+    if labels.shape != (data.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(
+            f"{where}: 'labels' must be {data.shape[0]} integers, one per image, found "
+            f"{labels.dtype} of shape {labels.shape}"
+        )
+    return _channels_last(data), _checked_labels(labels, where)
+
+
+def _parse_binary_batch(raw, where):
+    """(images NHWC uint8, labels int64) from one binary-version batch file."""
+    if len(raw) == 0 or len(raw) % _RECORD_BYTES:
+        raise DataError(
+            f"{where}: {len(raw)} bytes is not a whole number of {_RECORD_BYTES}-byte "
+            "records (1 label byte + 3072 pixel bytes); the file is truncated or "
+            "not CIFAR-10"
+        )
+    records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, _RECORD_BYTES)
+    return _channels_last(records[:, 1:]), _checked_labels(records[:, 0], where)
+
+
+def _channels_last(rows):
+    # Both versions store each image as 1024 red, 1024 green, 1024 blue bytes.
+    return np.ascontiguousarray(rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+
+
+def _checked_labels(labels, where):
+    labels = labels.astype(np.int64)
+    bad = np.flatnonzero((labels < 0) | (labels >= NUM_CLASSES))
+    if bad.size:
+        raise DataError(
+            f"{where}: label {labels[bad[0]]} of image {bad[0]} is outside 0-"
+            f"{NUM_CLASSES - 1}"
+        )
+    return labels
+
+
+def _assemble(batches, where):
+    """Training and test sets from the six parsed batch files, checked for agreement.
+
+    The official files hold 10,000 images each; smaller files are accepted when
+    all six agree, so that a file cut short at a record boundary still shows.
+    """
+    counts = {name: len(images) for name, (images, _) in batches.items()}
+    if len(set(counts.values())) != 1:
+        expected = max(counts.values())
+        short = [name for name, count in counts.items() if count != expected]
+        raise DataError(
+            f"{where}: {short[0]} holds {counts[short[0]]} images but the other "
+            f"batches hold {expected}; the file is truncated or from another dataset"
+        )
+    x_train = np.concatenate([batches[name][0] for name in _TRAIN_FILES])
+    y_train = np.concatenate([batches[name][1] for name in _TRAIN_FILES])
+    x_test, y_test = batches[_TEST_FILE]
+    return (x_train, y_train), (x_test, y_test)
+
+
+# ---------------------------------------------------------- folders, archives
+
+
+def _batch_file_names(version):
+    suffix = ".bin" if version == "binary" else ""
+    return {name: name + suffix for name in (*_TRAIN_FILES, _TEST_FILE)}
+
+
+def _load_folder(folder, version):
+    parse = _parse_binary_batch if version == "binary" else _parse_python_batch
+    batches = {}
+    for name, file_name in _batch_file_names(version).items():
+        path = folder / file_name
+        if not path.is_file():
+            raise DataError(
+                f"{path}: missing; the CIFAR-10 folder {folder} is incomplete"
+            )
+        try:
+            raw = path.read_bytes()
+        except OSError as err:
+            raise DataError(f"{path}: cannot be read ({err.strerror})") from None
+        batches[name] = parse(raw, path)
+    return _assemble(batches, folder)
+
+
+def _unsafe_member_reason(member):
+    """Why an archive member could write or point outside the archive, or None."""
+    path = PurePosixPath(member.name)
+    if path.is_absolute() or ".." in path.parts:
+        return f"its path {member.name!r} leaves the extraction folder"
+    if member.issym() or member.islnk():
+        return f"{member.name!r} is a link (to {member.linkname!r})"
+    if not (member.isfile() or member.isdir()):
+        return f"{member.name!r} is a device or other special file"
+    return None
+
+
+def _read_archive(archive):
+    """The CIFAR-10 batch files in a tar archive: (version, {file name: bytes}).
+
+    Reads in one forward pass (a .tar.gz cannot seek back cheaply) and writes
+    nothing; refuses the whole archive if any member is unsafe, so a tampered
+    archive is reported rather than half-used.
+    """
+    members = {}
+    try:
+        with tarfile.open(archive, mode="r|*") as tar:
+            for member in tar:
+                reason = _unsafe_member_reason(member)
+                if reason:
+                    raise DataError(f"{archive}: refused unsafe archive: {reason}")
+                path = PurePosixPath(member.name)
+                if (
+                    member.isfile()
+                    and len(path.parts) == 2
+                    and path.parts[0]
+                    in (
+                        PYTHON_FOLDER,
+                        BINARY_FOLDER,
+                    )
+                ):
+                    members[member.name] = tar.extractfile(member).read()
+    except DataError:
+        raise
+    except (tarfile.TarError, EOFError, OSError, ValueError) as err:
+        raise DataError(
+            f"{archive}: not a readable tar archive; truncated or corrupt "
+            f"({type(err).__name__}: {err})"
+        ) from None
+    for version, folder in (("python", PYTHON_FOLDER), ("binary", BINARY_FOLDER)):
+        if f"{folder}/data_batch_1{'.bin' if version == 'binary' else ''}" in members:
+            files = {
+                file_name: members.get(f"{folder}/{file_name}")
+                for file_name in _batch_file_names(version).values()
+            }
+            missing = [name for name, raw in files.items() if raw is None]
+            if missing:
+                raise DataError(f"{archive}: {folder}/{missing[0]} is missing")
+            return version, files
+    raise DataError(
+        f"{archive}: no {PYTHON_FOLDER}/ or {BINARY_FOLDER}/ batch files inside; "
+        "not a CIFAR-10 archive"
+    )
+
+
+def _load_archive(archive):
+    version, files = _read_archive(archive)
+    parse = _parse_binary_batch if version == "binary" else _parse_python_batch
+    batches = {
+        name: parse(files[file_name], f"{archive}:{file_name}")
+        for name, file_name in _batch_file_names(version).items()
+    }
+    return _assemble(batches, archive)
+
+
+def _find_form(path):
+    """(form, path) of the CIFAR-10 in `path`, or None where there is none.
+
+    `form` is "python" or "binary" (an extracted folder) or "archive".
+    """
+    if path.is_file():
+        return "archive", path
+    if not path.is_dir():
+        return None
+    if (path / "data_batch_1").is_file():
+        return "python", path
+    if (path / "data_batch_1.bin").is_file():
+        return "binary", path
+    # Extracted folders first (no decompression), the binary one first (no
+    # unpickling); then the archives.
+    for name, form in ((BINARY_FOLDER, "binary"), (PYTHON_FOLDER, "python")):
+        if (
+            path / name / f"data_batch_1{'.bin' if form == 'binary' else ''}"
+        ).is_file():
+            return form, path / name
+    for name in (BINARY_ARCHIVE, PYTHON_ARCHIVE):
+        if (path / name).is_file():
+            return "archive", path / name
+    return None
+
+
+def _load_path(path, origin):
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"{path}: does not exist (given as {origin})")
+    found = _find_form(path)
+    if found is None:
+        raise DataError(
+            f"{path}: no CIFAR-10 here (given as {origin}); expected the extracted "
+            f"{PYTHON_FOLDER}/ or {BINARY_FOLDER}/ folder, {PYTHON_ARCHIVE} or "
+            f"{BINARY_ARCHIVE}, or a folder holding one of them"
+        )
+    form, path = found
+    if form == "archive":
+        return _load_archive(path)
+    return _load_folder(path, form)
+
+
+# --------------------------------------------------------------- Keras cache
+
+
+def keras_datasets_dir():
+    """The folder where `keras.datasets` and `keras.utils.get_file` cache data.
+
+    `$KERAS_HOME/datasets`, else `~/.keras/datasets` (Keras's own rule, read
+    here from the environment because Keras keeps its accessor private).
+    """
+    home = os.environ.get("KERAS_HOME")
+    if not home:
+        base = os.path.expanduser("~")
+        home = os.path.join(base if os.access(base, os.W_OK) else "/tmp", ".keras")
+    return Path(home).expanduser() / "datasets"
+
+
+def _cached_folder(datasets):
+    for folder in (datasets / _KERAS_FOLDER / PYTHON_FOLDER, datasets / PYTHON_FOLDER):
+        if (folder / "data_batch_1").is_file():
+            return folder
+    return None
+
+
+def _where_to_put_files(datasets):
+    return (
+        f"put {PYTHON_ARCHIVE} or {BINARY_ARCHIVE} (or its extracted {PYTHON_FOLDER}/ "
+        f"or {BINARY_FOLDER}/ folder) in a folder and pass that folder as data_dir "
+        f"or set {DATA_ENV_VAR} to it, or extract {PYTHON_ARCHIVE} into "
+        f"{datasets / _KERAS_FOLDER}"
+    )
+
+
+def _resolve_host(url, timeout):
+    """Looks the host up in a daemon thread, so a dead resolver cannot hang us."""
+    host = urllib.parse.urlsplit(url).hostname
+    outcome = {}
+
+    def resolve():
+        try:
+            socket.getaddrinfo(host, None)
+            outcome["ok"] = True
+        except OSError as err:
+            outcome["error"] = err
+
+    thread = threading.Thread(target=resolve, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if "ok" in outcome:
+        return None
+    if "error" in outcome:
+        return f"cannot resolve {host}: {outcome['error']}"
+    return f"no answer resolving {host} within {timeout:g} s"
+
+
+def _download(datasets, url, timeout):
+    """Downloads and extracts the python archive into the Keras cache.
+
+    Returns the extracted `cifar-10-batches-py` folder. On any failure nothing
+    is left that looks like good data: Keras removes a partial download, this
+    removes a file with the wrong hash, and the folder appears only complete
+    (extracted beside it, then renamed).
+    """
+    created = [folder for folder in (datasets.parent, datasets) if not folder.exists()]
+    archive = datasets / _KERAS_ARCHIVE
+    try:
+        # Keras falls back to /tmp/.keras for a cache folder that does not
+        # exist yet (it checks write access); create it so the data lands here.
+        datasets.mkdir(parents=True, exist_ok=True)
+        if not archive.is_file():
+            reason = _resolve_host(url, timeout)
+            if reason:
+                raise DataError(f"could not download CIFAR-10 from {url}: {reason}")
+        previous_timeout = socket.getdefaulttimeout()
+        # urllib's sockets take this default: it bounds the connection and
+        # every read, so a silent network fails in seconds, not minutes.
+        socket.setdefaulttimeout(timeout)
+        try:
+            path = keras.utils.get_file(
+                fname=_KERAS_ARCHIVE,
+                origin=url,
+                file_hash=PYTHON_ARCHIVE_SHA256,
+                hash_algorithm="sha256",
+                cache_dir=str(datasets.parent),
+                cache_subdir=datasets.name,
+            )
+        except Exception as err:  # noqa: BLE001 -- Keras raises a bare Exception
+            reason = str(err).rstrip(".") or type(err).__name__
+            raise DataError(
+                f"could not download CIFAR-10 from {url}: {reason}"
+            ) from None
+        finally:
+            socket.setdefaulttimeout(previous_timeout)
+        archive = Path(path)
+        version, files = _read_archive(archive)
+        if version != "python":
+            raise DataError(f"{archive}: expected the python version of CIFAR-10")
+        target = archive.parent / _KERAS_FOLDER
+        staging = archive.parent / f".{_KERAS_FOLDER}.partial-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            (staging / PYTHON_FOLDER).mkdir(parents=True)
+            for file_name, raw in files.items():
+                (staging / PYTHON_FOLDER / file_name).write_bytes(raw)
+            if target.exists():
+                # Left by an interrupted Keras extraction: ours is complete.
+                shutil.rmtree(target)
+            staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target / PYTHON_FOLDER
+    except DataError as err:
+        if archive.is_file() and not _has_official_hash(archive):
+            archive.unlink()
+        for folder in reversed(created):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise DataError(f"{err}; {_where_to_put_files(datasets)}") from None
+
+
+def _has_official_hash(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest() == PYTHON_ARCHIVE_SHA256
+
+
+# ----------------------------------------------------------------- public API
+
+
+def load_cifar10(data_dir=None, *, download=True, timeout=DEFAULT_DOWNLOAD_TIMEOUT):
+    """Loads CIFAR-10 from wherever it is, downloading it as a last resort.
+
+    Looks, in this order, at `data_dir`; the folder or archive named by the
+    environment variable `KERAS_CIFAR_RESNET_DATA`; the Keras cache (where
+    `keras.datasets.cifar10.load_data()` leaves the data, under `$KERAS_HOME`
+    or `~/.keras`); and otherwise downloads the official python-version archive
+    into that cache with `keras.utils.get_file`, checking its SHA-256.
+
+    `data_dir` (or the variable) may name the extracted `cifar-10-batches-py/`
+    or `cifar-10-batches-bin/` folder, the `cifar-10-python.tar.gz` or
+    `cifar-10-binary.tar.gz` archive, or a folder holding any of them.
+
+    Args:
+        data_dir: str or path, or None. Defaults to None.
+        download: bool, whether to download when nothing is found. Defaults to
+            True.
+        timeout: float, seconds each network operation (name lookup,
+            connection, each read) may take before the download fails.
+            Defaults to 20.
+
+    Returns:
+        `((x_train, y_train), (x_test, y_test))`: uint8 images of shape
+        (N, 32, 32, 3) (channels last, whatever Keras's image data format) and
+        int64 labels of shape (N,); 50,000 training and 10,000 test images.
+
+    Raises:
+        DataError: data missing, unreadable, truncated, of the wrong shape or
+            label range, unsafe (a pickle naming code, an archive member
+            leaving the archive), or not downloadable. The message names the
+            file and the problem in one line.
+
+    Example:
+
+    ```python
+    (x_train, y_train), (x_test, y_test) = load_cifar10("~/data/cifar-10-batches-bin")
+    ```
+    """
+    if data_dir is not None:
+        return _load_path(data_dir, "data_dir")
+    from_env = os.environ.get(DATA_ENV_VAR)
+    if from_env:
+        return _load_path(from_env, f"{DATA_ENV_VAR}={from_env}")
+    datasets = keras_datasets_dir()
+    folder = _cached_folder(datasets)
+    if folder is not None:
+        return _load_folder(folder, "python")
+    if not download:
+        raise DataError(f"CIFAR-10 not found; {_where_to_put_files(datasets)}")
+    return _load_folder(_download(datasets, PYTHON_ARCHIVE_URL, timeout), "python")
+
+
+def split_validation(images, labels, validation_size=5000, seed=0):
+    """Holds out a fixed, seeded subset of the training set for model selection.
+
+    The same `(seed, validation_size)` on the same training set always holds
+    out the same images, so checkpoints are chosen on data the model never
+    trained on, and the test set is kept for the final figure only.
+
+    Args:
+        images: array (N, ...), the training images.
+        labels: array (N,), their labels.
+        validation_size: int in [0, N), images to hold out. Defaults to 5000.
+        seed: int, picks which images. Defaults to 0.
+
+    Returns:
+        `((train_images, train_labels), (val_images, val_labels))`, each part in
+        the original order; the validation arrays are empty for size 0.
+
+    Raises:
+        ValueError: for a size that is negative, not an int, or leaves no
+            training images, or for images and labels of different lengths.
+    """
+    count = len(images)
+    if len(labels) != count:
+        raise ValueError(
+            f"`images` and `labels` must have the same length. Received: "
+            f"{count} images and {len(labels)} labels"
+        )
+    if isinstance(validation_size, bool) or not isinstance(
+        validation_size, (int, np.integer)
+    ):
+        raise ValueError(
+            f"`validation_size` must be an int. Received: {validation_size=!r}"
+        )
+    if not 0 <= validation_size < count:
+        raise ValueError(
+            f"`validation_size` must be in [0, {count}) for {count} training "
+            f"images. Received: {validation_size=}"
+        )
+    order = np.random.default_rng(seed).permutation(count)
+    held_out = np.sort(order[:validation_size])
+    kept = np.sort(order[validation_size:])
+    return (images[kept], labels[kept]), (images[held_out], labels[held_out])
+
+
+def synthetic_cifar10(num_train=50_000, num_test=10_000, seed=0):
+    """Random images and labels shaped like CIFAR-10, for smoke tests and timing.
+
+    Args:
+        num_train: int, training images. Defaults to 50,000.
+        num_test: int, test images. Defaults to 10,000.
+        seed: int. Defaults to 0.
+
+    Returns:
+        The structure `load_cifar10` returns: uint8 (N, 32, 32, 3) images and
+        int64 (N,) labels.
+    """
+    for name, value in (("num_train", num_train), ("num_test", num_test)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, np.integer))
+            or value < 0
+        ):
+            raise ValueError(
+                f"`{name}` must be an int >= 0. Received: {name}={value!r}"
+            )
+    rng = np.random.default_rng(seed)
+
+    def part(count):
+        images = rng.integers(0, 256, (count, *IMAGE_SHAPE), dtype=np.uint8)
+        return images, rng.integers(0, NUM_CLASSES, count, dtype=np.int64)
+
+    return part(num_train), part(num_test)
+
+
+class TrainingBatches(keras.utils.PyDataset):
+    """Shuffled uint8 training batches for `Model.fit`, reproducible per epoch.
+
+    Batch `i` is a pure function of `(seed, epoch, i)`: epoch `e` visits the
+    images in the order `numpy.random.default_rng([seed, e]).permutation(N)`.
+    So a run resumed at epoch `k` (`start_epoch=k`) trains on exactly the
+    batches the uninterrupted run would have, and prefetching threads (tf.data
+    under TensorFlow) cannot see a half-updated state, because there is none.
+
+    The dataset spans all epochs: batch `i` belongs to epoch
+    `start_epoch + i // steps_per_epoch`. Keras therefore needs
+    `steps_per_epoch` (and `shuffle=False`: the order is already shuffled and
+    must not be re-shuffled by Keras):
+
+    ```python
+    batches = TrainingBatches(x_train, y_train, batch_size=128, seed=0,
+                              start_epoch=initial_epoch)
+    model.fit(batches, epochs=epochs, initial_epoch=initial_epoch,
+              steps_per_epoch=batches.steps_per_epoch, shuffle=False)
+    ```
+
+    Batches are the stored uint8 pixels and int64 labels: four times less to
+    copy to the device than float32, and the model's own train step scales
+    and augments them there. Only numpy is used, so no backend imports
+    TensorFlow for the input. One worker: a batch is one fancy-indexing copy
+    (about a millisecond), which threads would not speed up.
+
+    Args:
+        images: uint8 array (N, 32, 32, 3).
+        labels: int array (N,).
+        batch_size: int. Defaults to 128.
+        seed: int, picks the order of every epoch. Defaults to 0.
+        start_epoch: int, the epoch of batch 0 (the `initial_epoch` of a
+            resumed `fit`). Defaults to 0.
+        drop_remainder: bool, whether to drop the last `N % batch_size` images
+            of each epoch's order (different images each epoch), so that every
+            batch has the same shape and compiled steps are not traced again.
+            Defaults to True.
+        max_queue_size: int, batches Keras may hold ready. Defaults to 10.
+    """
+
+    def __init__(
+        self,
+        images,
+        labels,
+        batch_size=128,
+        *,
+        seed=0,
+        start_epoch=0,
+        drop_remainder=True,
+        max_queue_size=10,
+    ):
+        super().__init__(
+            workers=1, use_multiprocessing=False, max_queue_size=max_queue_size
+        )
+        if len(images) != len(labels):
+            raise ValueError(
+                f"`images` and `labels` must have the same length. Received: "
+                f"{len(images)} images and {len(labels)} labels"
+            )
+        if isinstance(batch_size, bool) or not isinstance(
+            batch_size, (int, np.integer)
+        ):
+            raise ValueError(f"`batch_size` must be an int. Received: {batch_size=!r}")
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` must be >= 1. Received: {batch_size=}")
+        self.images = images
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.start_epoch = start_epoch
+        self.drop_remainder = bool(drop_remainder)
+        count = len(images)
+        if self.drop_remainder:
+            self.steps_per_epoch = count // self.batch_size
+        else:
+            self.steps_per_epoch = -(-count // self.batch_size)
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"No full batch: {count} images, `batch_size`={self.batch_size} and "
+                "`drop_remainder`=True. Use a smaller batch or drop_remainder=False."
+            )
+        self._order_cache = (None, None)
+        self._lock = threading.Lock()
+
+    @property
+    def start_epoch(self):
+        """The epoch of batch 0; set it to `initial_epoch` before reusing in `fit`."""
+        return self._start_epoch
+
+    @start_epoch.setter
+    def start_epoch(self, epoch):
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)):
+            raise ValueError(f"`start_epoch` must be an int. Received: {epoch!r}")
+        if epoch < 0:
+            raise ValueError(f"`start_epoch` must be >= 0. Received: {epoch}")
+        self._start_epoch = int(epoch)
+        # Epochs `fit` has begun since; only for the misuse checks in __getitem__.
+        self._epochs_begun = 0
+
+    def on_epoch_begin(self):
+        self._epochs_begun += 1
+
+    @property
+    def num_batches(self):
+        # None tells Keras the dataset does not end with an epoch; fit's
+        # `steps_per_epoch` marks the epochs, and indices keep counting.
+        return None
+
+    def epoch_order(self, epoch):
+        """The permutation of the images that epoch `epoch` visits."""
+        with self._lock:
+            cached_epoch, order = self._order_cache
+            if cached_epoch != epoch:
+                order = np.random.default_rng([self.seed, epoch]).permutation(
+                    len(self.images)
+                )
+                self._order_cache = (epoch, order)
+            return order
+
+    def locate(self, index):
+        """(epoch, batch within the epoch) of overall batch `index`."""
+        if index < 0:
+            raise IndexError(f"batch index must be >= 0. Received: {index}")
+        epoch, step = divmod(int(index), self.steps_per_epoch)
+        return self.start_epoch + epoch, step
+
+    def __getitem__(self, index):
+        self._check_fit_usage(index)
+        epoch, step = self.locate(index)
+        chosen = self.epoch_order(epoch)[
+            step * self.batch_size : (step + 1) * self.batch_size
+        ]
+        # Sorted reads walk the array forwards (faster); the batch's order
+        # within itself does not matter to the gradient.
+        chosen = np.sort(chosen)
+        return self.images[chosen], self.labels[chosen]
+
+    def _check_fit_usage(self, index):
+        """Turns the two ways `fit` can misuse an endless dataset into errors.
+
+        Within one `fit`, batch `index` belongs to the epoch `fit` has begun,
+        or a little ahead of it (tf.data prefetches). Far ahead means `fit`
+        got no `steps_per_epoch` and its first epoch would never end; behind
+        means a second `fit` restarted the indices at 0 on this object, which
+        would repeat `start_epoch`'s batches.
+        """
+        begun = self._epochs_begun
+        if not begun:  # not inside fit: read freely
+            return
+        if index >= begun * self.steps_per_epoch + _PREFETCH_SLACK:
+            raise ValueError(
+                f"TrainingBatches was asked for batch {index} in epoch {begun} of "
+                "fit(): fit() needs `steps_per_epoch=batches.steps_per_epoch` "
+                f"({self.steps_per_epoch}), else its first epoch never ends"
+            )
+        if index < (begun - 1) * self.steps_per_epoch:
+            raise ValueError(
+                f"TrainingBatches was asked for batch {index} after {begun} epochs "
+                "began: it is being reused by another fit(), which would repeat "
+                "its first epoch's batches; set `batches.start_epoch = "
+                "initial_epoch` before each fit() (or make a new one)"
+            )
