@@ -479,7 +479,9 @@ def _download(datasets, url, timeout):
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return target / PYTHON_FOLDER
-    except DataError as err:
+    except (DataError, OSError) as err:
+        if isinstance(err, OSError):
+            err = f"cannot write CIFAR-10 into the Keras cache {datasets}: {err}"
         if archive.is_file() and not _has_official_hash(archive):
             archive.unlink()
         for folder in reversed(created):
@@ -537,6 +539,12 @@ def load_cifar10(data_dir=None, *, download=True, timeout=DEFAULT_DOWNLOAD_TIMEO
     (x_train, y_train), (x_test, y_test) = load_cifar10("~/data/cifar-10-batches-bin")
     ```
     """
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or timeout <= 0
+    ):
+        raise ValueError(f"`timeout` must be a number > 0. Received: {timeout=!r}")
     if data_dir is not None:
         return _load_path(data_dir, "data_dir")
     from_env = os.environ.get(DATA_ENV_VAR)

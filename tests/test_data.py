@@ -355,6 +355,15 @@ def test_silent_server_times_out(tmp_path, monkeypatch):
     assert not datasets.exists() or not any(datasets.iterdir())
 
 
+def test_unwritable_cache_is_a_data_error(tmp_path, monkeypatch):
+    (tmp_path / "a_file").write_text("not a folder")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "a_file"))
+    with pytest.raises(DataError, match="cannot write CIFAR-10 into the Keras cache"):
+        load_cifar10()
+    with pytest.raises(ValueError, match="timeout"):
+        load_cifar10(timeout=0)
+
+
 def test_no_download_when_told_not_to(tmp_path):
     with pytest.raises(DataError, match="CIFAR-10 not found; put cifar-10-python"):
         load_cifar10(download=False)
@@ -369,6 +378,7 @@ def archive_server(tmp_path, monkeypatch):
     served.mkdir()
     archive = _write_archive(served / data.PYTHON_ARCHIVE, folder)
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+
     class QuietHandler(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
