@@ -20,8 +20,12 @@ class TensorFlowTrainStep(TrainStepBase):
             objective, loss = self.training_loss(
                 labels, logits, self.trainable_variables
             )
+            # Under tf.distribute each replica runs this step on its part of
+            # the batch and optimizer.apply sums their gradients; dividing by
+            # the replica count makes that sum the global batch's mean.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
             # Identity unless the optimizer is a LossScaleOptimizer (float16).
-            scaled_objective = self.optimizer.scale_loss(objective)
+            scaled_objective = self.optimizer.scale_loss(objective / replicas)
         gradients = tape.gradient(scaled_objective, self.trainable_variables)
         # apply() unscales and, under loss scaling, skips non-finite steps.
         self.optimizer.apply(gradients, self.trainable_variables)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import torch
 
+from keras_cifar_resnet.distribute import forward_module
 from keras_cifar_resnet.train_steps.common import TrainStepBase
 
 
@@ -16,7 +17,10 @@ class TorchTrainStep(TrainStepBase):
         # every step would add the previous steps' gradients (no error, just
         # worse training).
         self.zero_grad()
-        logits = self(images, training=True)
+        # Under --distribute data-parallel the forward pass goes through the
+        # DistributedDataParallel wrapper, whose hooks average the gradients
+        # over the ranks during backward(); bypassing it would skip them.
+        logits = forward_module(self)(images, training=True)
         objective, loss = self.training_loss(labels, logits, self.trainable_variables)
         # Identity unless the optimizer is a LossScaleOptimizer (float16).
         self.optimizer.scale_loss(objective).backward()

@@ -1,0 +1,229 @@
+"""Data-parallel training: the engine setup, batch sharding, and equivalence.
+
+The equivalence tests run one SGD step data-parallel over 2 devices on this
+CPU (two virtual XLA devices on JAX, two logical CPUs on TensorFlow, two gloo
+ranks under torchrun on torch) in a subprocess, `tests/distributed_step.py`,
+and compare the variables with single-device steps from the same
+checkpoint. Each CI session runs only its own backend's.
+
+Tolerance: `rtol=1e-5, atol=1e-6` on float32 values of order 0.01-1; the
+engines differ from one device only in summation order (~1e-8 here), while
+global and per-replica BatchNorm statistics differ by ~1e-3 after one step,
+which each test also checks, so it can tell the two apart.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from keras_cifar_resnet.distribute import (
+    MODES,
+    DistributionError,
+    ProcessShard,
+    SingleDevice,
+    forward_module,
+    setup_distribution,
+)
+from tests.backend_subprocess import current_backend
+
+STEP_SCRIPT = Path(__file__).with_name("distributed_step.py")
+RTOL, ATOL = 1e-5, 1e-6
+# Smallest largest-difference between global- and per-replica-BatchNorm
+# results that shows the comparison can tell them apart (measured: ~3e-3).
+DISTINGUISHABLE = 1e-4
+
+
+class _Batches(keras.utils.PyDataset):
+    """Global batch `i` holds images numbered `i * 8` to `i * 8 + 7`."""
+
+    def __init__(self):
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.epochs_begun = 0
+
+    @property
+    def num_batches(self):
+        return 3
+
+    def on_epoch_begin(self):
+        self.epochs_begun += 1
+
+    def __getitem__(self, index):
+        numbers = np.arange(index * 8, index * 8 + 8)
+        return numbers.reshape(8, 1, 1, 1), numbers % 10
+
+
+def test_single_device_is_a_no_op():
+    distribution = setup_distribution("none")
+    assert isinstance(distribution, SingleDevice)
+    assert (distribution.num_replicas, distribution.process_count) == (1, 1)
+    assert distribution.is_chief
+    batches = _Batches()
+    assert distribution.shard_batches(batches) is batches
+    model = types.SimpleNamespace()
+    assert distribution.prepare_model(model) is model
+    assert forward_module(model) is model
+    distribution.check_batch_size(7)
+
+
+def test_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match="mode must be one of|`mode` must be one"):
+        setup_distribution("model-parallel")
+    assert MODES == ("none", "data-parallel")
+
+
+def test_process_shards_cover_each_global_batch_once():
+    batches = _Batches()
+    shards = [ProcessShard(batches, index, 4) for index in range(4)]
+    assert shards[0].num_batches == 3
+    for step in range(3):
+        parts = [shard[step] for shard in shards]
+        images = np.concatenate([images for images, _ in parts])
+        labels = np.concatenate([labels for _, labels in parts])
+        expected_images, expected_labels = batches[step]
+        np.testing.assert_array_equal(images, expected_images)
+        np.testing.assert_array_equal(labels, expected_labels)
+        assert all(len(part[0]) == 2 for part in parts)
+    shards[0].on_epoch_begin()
+    assert batches.epochs_begun == 1
+
+
+def test_uneven_split_is_a_clear_error():
+    with pytest.raises(DistributionError, match="does not split over 3 processes"):
+        ProcessShard(_Batches(), 0, 3)[0]
+    distribution = SingleDevice()
+    distribution.num_replicas = 4
+    with pytest.raises(DistributionError, match="--batch-size 6 .* multiple of 4"):
+        distribution.check_batch_size(6)
+
+
+@pytest.mark.skipif(current_backend() != "torch", reason="torch's launcher check")
+def test_torch_outside_torchrun_says_how_to_launch(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(DistributionError, match="torchrun --nproc-per-node"):
+        setup_distribution("data-parallel")
+
+
+def _run_step(tmp_path):
+    """Runs the 2-device step for the current backend; returns per-process results."""
+    backend = current_backend()
+    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONWARNINGS="ignore")
+    command = [sys.executable, str(STEP_SCRIPT), str(tmp_path)]
+    if backend == "jax":
+        env["XLA_FLAGS"] = (
+            env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+        )
+    elif backend == "torch":
+        command[1:1] = [
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+        ]
+        # Two ranks share this CPU's cores.
+        env.setdefault("OMP_NUM_THREADS", "1")
+    elif backend == "tensorflow":
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    result = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, (
+        f"{' '.join(command)} failed ({result.returncode}):\n"
+        f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
+    results = []
+    for path in sorted(tmp_path.glob("result-*.npz")):
+        with np.load(path) as contents:
+            data = {name: contents[name] for name in contents.files}
+        names = [str(name) for name in data["names"]]
+
+        def values(key, data=data, names=names):
+            if f"{key}/000" not in data:
+                return None
+            return [data[f"{key}/{i:03d}"] for i in range(len(names))]
+
+        results.append(
+            {
+                "names": names,
+                "batch_norm_statistics": str(data["batch_norm_statistics"]),
+                **{
+                    key: values(key)
+                    for key in ("parallel", "full", "half0", "half1", "reloaded")
+                },
+            }
+        )
+    return results
+
+
+def _largest_difference(left, right):
+    return max(float(np.max(np.abs(a - b))) for a, b in zip(left, right, strict=True))
+
+
+def _assert_close(names, actual, expected, what):
+    for name, a, e in zip(names, actual, expected, strict=True):
+        np.testing.assert_allclose(
+            a, e, rtol=RTOL, atol=ATOL, err_msg=f"{name}: {what}"
+        )
+
+
+def _is_moving_statistic(name):
+    return name.endswith(("moving_mean", "moving_variance"))
+
+
+@pytest.mark.slow
+def test_data_parallel_step_matches_single_device(tmp_path):
+    backend = current_backend()
+    results = _run_step(tmp_path)
+    expected_processes = 2 if backend == "torch" else 1
+    assert len(results) == expected_processes
+    for process, result in enumerate(results):
+        names, parallel = result["names"], result["parallel"]
+        half_average = [
+            (a + b) / 2 for a, b in zip(result["half0"], result["half1"], strict=True)
+        ]
+        if backend == "jax":
+            # XLA partitions the jitted step over the batch axis, so BatchNorm
+            # sees the whole global batch: the same step as one device.
+            assert result["batch_norm_statistics"] == "global"
+            _assert_close(names, parallel, result["full"], "vs one device")
+            assert _largest_difference(parallel, half_average) > DISTINGUISHABLE
+        else:
+            # Per-replica BatchNorm: each replica normalises its own half, and
+            # the gradients are averaged, so the weights equal the average of
+            # one step on each half alone (plain SGD is linear in the
+            # gradient). Moving statistics stay per replica: TensorFlow reads
+            # replica 0's copy, torch rank r keeps half r's.
+            assert result["batch_norm_statistics"] in ("per replica", "per rank")
+            own_half = (
+                result["half0"]
+                if backend == "tensorflow"
+                else (result[f"half{process}"])
+            )
+            for name, value, average, own in zip(
+                names, parallel, half_average, own_half, strict=True
+            ):
+                expected = own if _is_moving_statistic(name) else average
+                np.testing.assert_allclose(
+                    value, expected, rtol=RTOL, atol=ATOL, err_msg=name
+                )
+            assert _largest_difference(parallel, result["full"]) > DISTINGUISHABLE
+        if process == 0:
+            # The chief's checkpoint of the data-parallel model loads into a
+            # single-device one unchanged (and every model above started from
+            # a single-device checkpoint).
+            for name, value, reloaded in zip(
+                names, parallel, result["reloaded"], strict=True
+            ):
+                np.testing.assert_array_equal(value, reloaded, err_msg=name)
+        else:
+            assert result["reloaded"] is None
+    # Only the chief wrote the run's checkpoint.
+    assert [p.name for p in tmp_path.glob("parallel*.npz")] == ["parallel.npz"]
