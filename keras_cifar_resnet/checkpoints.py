@@ -1,0 +1,170 @@
+"""Atomic training checkpoints: everything needed to continue a run exactly.
+
+One `.npz` file holds the model's variables (weights and BatchNorm moving
+statistics), the optimizer's variables (step counter, momentum or Adam
+moments, loss scale), the metrics' running totals (for a checkpoint taken in
+the middle of an epoch) and a JSON record of where the run stands (epoch,
+step within the epoch, seed, best validation accuracy so far). Values are
+stored as numpy arrays keyed by position and checked against the variables'
+paths and shapes on load, so a checkpoint written under one backend loads
+under another.
+
+The file is written beside its final name and renamed over it (`os.replace`,
+atomic on POSIX and Windows), so a run killed while writing leaves the
+previous checkpoint intact.
+
+The data order and the augmentation need no saved random state: the order of
+epoch `e` is a function of `(seed, e)` (`data.TrainingBatches`) and the
+augmentation of step `s` a function of `(seed, s)`, where `s` is the
+optimizer's step counter saved here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+
+CHECKPOINT_NAME = "checkpoint.npz"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(Exception):
+    """A checkpoint is missing, unreadable, or does not fit the model."""
+
+
+def _signature(group, variable):
+    """What must match between saved and restored variables: path and shape.
+
+    Optimizer paths start with the optimizer's name, which Keras makes unique
+    per process (`sgd`, `sgd_1`, ...), so that first part is left out.
+    """
+    path = variable.path
+    if group == "optimizer":
+        path = path.split("/", 1)[-1]
+    return [path, list(variable.shape)]
+
+
+def _groups(model):
+    """The variables a checkpoint holds, by group, in a fixed order."""
+    return {
+        "model": list(model.variables),
+        "optimizer": list(model.optimizer.variables) if model.optimizer else [],
+        "metrics": list(model.metrics_variables),
+    }
+
+
+def save_checkpoint(path, model, state):
+    """Writes `model`'s variables and `state` to `path`, atomically.
+
+    Under JAX, call `model.jax_state_sync()` first when inside `fit`: until
+    then the variables do not hold the latest values.
+
+    Args:
+        path: str or Path, the checkpoint file (`.npz`).
+        model: a compiled Keras model whose optimizer has been built.
+        state: dict, JSON-ready: where the run stands (epoch, step, seed...).
+
+    Returns:
+        Path, the written file.
+    """
+    path = Path(path)
+    arrays = {}
+    paths = {}
+    for group, variables in _groups(model).items():
+        paths[group] = [_signature(group, v) for v in variables]
+        for index, variable in enumerate(variables):
+            # The variable, not `.value`: under tf.distribute the metrics' totals
+            # are per-replica (sync-on-read) and only the variable sums them.
+            arrays[f"{group}/{index:05d}"] = keras.ops.convert_to_numpy(variable)
+    record = {"format": FORMAT_VERSION, "state": state, "variables": paths}
+    arrays["record"] = np.frombuffer(json.dumps(record).encode(), dtype=np.uint8)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as file:
+            np.savez(file, **arrays)
+            file.flush()
+            # The bytes must be on disk before the rename makes them the
+            # checkpoint, or a power cut could leave an empty file.
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+    return path
+
+
+def _read(path):
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint there")
+    try:
+        with np.load(path, allow_pickle=False) as contents:
+            arrays = {name: contents[name] for name in contents.files}
+        record = json.loads(arrays.pop("record").tobytes().decode())
+    except (OSError, ValueError, KeyError) as err:
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({type(err).__name__}: {err})"
+        ) from None
+    if record.get("format") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {record.get('format')!r}, expected "
+            f"{FORMAT_VERSION}"
+        )
+    return record, arrays
+
+
+def read_checkpoint_state(path):
+    """The `state` dict saved in the checkpoint at `path`, without loading values.
+
+    Raises:
+        CheckpointError: missing or unreadable file.
+    """
+    return _read(path)[0]["state"]
+
+
+def load_checkpoint(path, model):
+    """Restores `model`'s, its optimizer's and its metrics' variables from `path`.
+
+    Builds the optimizer first if needed. Every variable's path and shape
+    must match the saved ones (same architecture, optimizer and precision
+    policy), else nothing is assigned.
+
+    Args:
+        path: str or Path, a file written by `save_checkpoint`.
+        model: the compiled model, built as when the checkpoint was written.
+
+    Returns:
+        dict, the `state` saved with the checkpoint.
+
+    Raises:
+        CheckpointError: missing or unreadable file, or variables that do not
+            match the model's.
+    """
+    record, arrays = _read(path)
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    groups = _groups(model)
+    for group, variables in groups.items():
+        saved = record["variables"].get(group, [])
+        current = [_signature(group, v) for v in variables]
+        if saved != current:
+            mismatch = next(
+                (
+                    f"#{i}: saved {s}, model has {c}"
+                    for i, (s, c) in enumerate(zip(saved, current, strict=False))
+                    if s != c
+                ),
+                f"saved {len(saved)} variables, model has {len(current)}",
+            )
+            raise CheckpointError(
+                f"{path}: the {group} variables do not match this run's ({mismatch});"
+                " the checkpoint is from a different model, optimizer or precision"
+            )
+    for group, variables in groups.items():
+        for index, variable in enumerate(variables):
+            variable.assign(arrays[f"{group}/{index:05d}"])
+    return record["state"]
