@@ -500,7 +500,7 @@ def test_drop_remainder():
     )
     dropped = TrainingBatches(images, labels, batch_size=8)
     assert dropped.steps_per_epoch == 2
-    with pytest.raises(ValueError, match="No full batch"):
+    with pytest.raises(ValueError, match="No batch to make"):
         TrainingBatches(images, labels, batch_size=32)
 
 
