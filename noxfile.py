@@ -42,3 +42,24 @@ def tests(session, backend):
         *session.posargs,
         env={"KERAS_BACKEND": backend, "KERAS_HOME": session.create_tmp()},
     )
+
+
+@nox.session(default=False)
+@nox.parametrize("backend", BACKENDS)
+def train(session, backend):
+    """Train ResNet18 with the default recipe under one backend; posargs go to train.
+
+    `nox -s "train(backend='jax')" -- --epochs 1` passes `--epochs 1` to
+    `python -m keras_cifar_resnet.train` (see its --help). The data comes
+    from --data-dir, $KERAS_CIFAR_RESNET_DATA or the Keras cache (downloaded
+    on first use); the run is written to runs/ unless --output-dir says
+    otherwise. Then `python -m keras_cifar_resnet.evaluate runs/<run>`.
+    """
+    session.install("-e", f".[{backend},plots]")
+    session.run(
+        "python",
+        "-m",
+        "keras_cifar_resnet.train",
+        *session.posargs,
+        env={"KERAS_BACKEND": backend},
+    )
