@@ -7,6 +7,10 @@ Environment (set by .ci/run; useful on any CPU-only machine):
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -41,6 +45,73 @@ def tests(session, backend):
         "-ra",
         *session.posargs,
         env={"KERAS_BACKEND": backend, "KERAS_HOME": session.create_tmp()},
+    )
+
+
+# Extras of the benchmark session: the CPU builds, or with a GPU present the
+# CUDA ones (pyproject's `jax-cuda`, `tensorflow-cuda`; PyPI's Linux torch
+# wheel already carries CUDA, unless UV_CONSTRAINT pins a CPU build).
+BENCHMARK_EXTRAS = {
+    False: {"jax": "jax", "tensorflow": "tensorflow", "torch": "torch"},
+    True: {"jax": "jax-cuda", "tensorflow": "tensorflow-cuda", "torch": "torch"},
+}
+# Options this session reads itself; the rest of posargs go to pytest.
+BENCHMARK_SESSION_OPTIONS = ("--no-accuracy",)
+
+
+def _gpu_present():
+    if shutil.which("nvidia-smi") is None:
+        return False
+    result = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+    return result.returncode == 0 and "GPU" in result.stdout
+
+
+@nox.session(default=False)
+@nox.parametrize("backend", BACKENDS)
+def benchmark(session, backend):
+    """Step throughput, inference and accuracy of one backend beside native PyTorch.
+
+    Writes benchmark-results/: pytest-benchmark JSON per backend, the accuracy
+    run, table.md and chart.png merged over every backend run so far. posargs
+    go to the benchmarks' pytest (`-- --quick` for a CPU; see
+    benchmarks/README.md); `--no-accuracy` skips the training run. The torch
+    session also times the native PyTorch reference.
+    """
+    gpu = _gpu_present()
+    extra = BENCHMARK_EXTRAS[gpu][backend]
+    session.install("-e", f".[{extra},plots]", "--group", "test")
+    posargs = [a for a in session.posargs if a not in BENCHMARK_SESSION_OPTIONS]
+    results = "benchmark-results"
+    os.makedirs(results, exist_ok=True)
+    env = {"KERAS_BACKEND": backend, "KERAS_HOME": session.create_tmp()}
+    # The native PyTorch reference runs in the torch session, which has torch.
+    native = ["--native", "auto"] if backend == "torch" else []
+    session.run(
+        "pytest",
+        "benchmarks/test_step_throughput.py",
+        "-p",
+        "no:cacheprovider",
+        f"--benchmark-json={results}/benchmark-{backend}.json",
+        *native,
+        *posargs,
+        env=env,
+    )
+    if "--no-accuracy" not in session.posargs:
+        profile = "gpu" if gpu else ("quick" if "--quick" in posargs else "full")
+        session.run(
+            "python",
+            "benchmarks/accuracy.py",
+            "--profile",
+            profile,
+            "--output-dir",
+            results,
+            env=env,
+        )
+    command = "nox -s benchmark" + (
+        " -- " + " ".join(session.posargs) if session.posargs else ""
+    )
+    session.run(
+        "python", "benchmarks/report.py", results, "--command", command, env=env
     )
 
 

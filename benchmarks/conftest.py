@@ -230,3 +230,13 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.write_line("")
         for line in format_rows(rows):
             terminalreporter.write_line(line)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Drops the native benchmarks unless --native asked for them."""
+    if settings_from(config).native:
+        return
+    dropped = [item for item in items if "native_case" in item.fixturenames]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if item not in dropped]

@@ -25,6 +25,7 @@ GPU, so the clock never stops while the device is still working.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import platform
 import resource
@@ -384,6 +385,7 @@ def cpu_name():
     return f"{model} ({os.cpu_count()} cores)"
 
 
+@functools.lru_cache(maxsize=1)
 def gpu_present():
     """True when `nvidia-smi -L` lists a GPU (the rule the nox session uses)."""
     try:

@@ -183,3 +183,61 @@ def test_tiny_benchmark_run_and_report(tmp_path):
     ratio = row.split("|")[7].strip()
     assert float(ratio) > 0
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+accuracy = _load("accuracy")
+
+
+def test_seconds_to_reach_sums_epochs_until_the_first_epoch_at_threshold():
+    log = [
+        {"seconds": "10", "val_accuracy": "0.90"},
+        {"seconds": "12", "val_accuracy": "0.945"},
+        {"seconds": "11", "val_accuracy": "0.93"},
+        {"seconds": "9", "val_accuracy": "0.951"},
+    ]
+    assert accuracy.seconds_to_reach(log, 0.94) == 22.0
+    assert accuracy.seconds_to_reach(log, 0.95) == 42.0
+    assert accuracy.seconds_to_reach(log, 0.96) is None
+    assert (
+        accuracy.seconds_to_reach([{"seconds": "5", "val_accuracy": ""}], 0.1) is None
+    )
+
+
+@pytest.mark.slow
+def test_accuracy_run_records_what_the_training_command_wrote(tmp_path):
+    """The real training command (tiny profile), read back into the record."""
+    backend = current_backend()
+    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONWARNINGS="ignore")
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "accuracy.py"),
+            "--profile",
+            "tiny",
+            "--output-dir",
+            str(tmp_path),
+        ],
+        cwd=BENCHMARKS.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    record = json.loads((tmp_path / f"accuracy-{backend}.json").read_text())
+    summary = json.loads(
+        (tmp_path / f"accuracy-run-{backend}" / "summary.json").read_text()
+    )
+    assert record["test_accuracy"] == summary["test"]["accuracy"]
+    assert record["backend"] == backend and record["model"] == "tiny"
+    assert record["epochs"] == 1 and record["train_examples"] == 64
+    rows, _ = report.load([str(tmp_path)])
+    assert rows == []
+    assert report.main([str(tmp_path)]) == 0
+    assert "CI check on random images" in (tmp_path / "table.md").read_text()
+
+
+def test_accuracy_cli_needs_a_backend(monkeypatch, capsys):
+    monkeypatch.setenv("KERAS_BACKEND", "numpy")
+    assert accuracy.main(["--profile", "tiny"]) == 2
+    assert "set KERAS_BACKEND" in capsys.readouterr().err
