@@ -21,6 +21,7 @@ from pathlib import Path
 
 # How each native variant's precision maps to the anchor of the ratios.
 ANCHORS = {"float32": "native-torch-eager", "mixed": "native-torch-eager-bf16"}
+ANCHOR_NAMES = {p: v.removeprefix("native-torch-") for p, v in ANCHORS.items()}
 ORDER = ("keras-jax", "keras-tensorflow", "keras-torch")
 
 
@@ -101,6 +102,8 @@ def format_rows(rows, accuracy=None):
             "first call (s)",
             "peak memory (MiB)",
             "cores busy",
+            "images/CPU-s",
+            "load",
         ]
         if function == "train":
             header.append("test accuracy")
@@ -111,10 +114,8 @@ def format_rows(rows, accuracy=None):
         for r in chosen:
             ratio = r.get("ratio_to_native")
             ratio_text = "-" if ratio is None else f"{ratio:.2f}"
-            if ratio is not None and r.get("ratio_anchor") not in (
-                None,
-                "eager",
-                "eager-bf16",
+            if ratio is not None and r.get("ratio_anchor") != ANCHOR_NAMES.get(
+                r["precision"]
             ):
                 ratio_text += f" (vs {r['ratio_anchor']})"
             jit = " (jit)" if r.get("jit_compile") else ""
@@ -134,6 +135,8 @@ def format_rows(rows, accuracy=None):
                 _fmt(r.get("peak_memory_mib"), ".0f")
                 + ("*" if "so_far" in str(r.get("memory_kind")) else ""),
                 _fmt(r.get("busy_cores"), ".2f"),
+                _fmt(_per_cpu_second(r), ".1f"),
+                _fmt(r.get("load_average_1min"), ".1f"),
             ]
             if function == "train":
                 acc = accuracy.get((r["backend"], r["model"]))
@@ -155,7 +158,7 @@ def format_rows(rows, accuracy=None):
         for (backend, model), a in sorted(accuracy.items()):
             lines.append(
                 f"| {backend} | {model} | {a.get('device', '-')} | "
-                f"{a.get('profile', '-')} | {a.get('epochs', '-')} | "
+                f"{a.get('note') or a.get('profile', '-')} | {a.get('epochs', '-')} | "
                 f"{a.get('train_examples') or '-'} | "
                 f"{_fmt(a.get('test_accuracy'), '.4f')} | "
                 f"{_time_to(a.get('seconds_to_94'))} | "
@@ -164,6 +167,18 @@ def format_rows(rows, accuracy=None):
             )
         lines.append("")
     return lines
+
+
+def _per_cpu_second(row):
+    """images/s over cores busy: throughput per CPU-second actually obtained.
+
+    On a CPU shared with other processes a run gets only part of the cores;
+    this figure is far less sensitive to that than images/s (threads that
+    spin while waiting still count as busy, so it is a lower bound).
+    """
+    if not row.get("images_per_second") or not row.get("busy_cores"):
+        return None
+    return row["images_per_second"] / row["busy_cores"]
 
 
 def _time_to(seconds):
@@ -236,7 +251,8 @@ def chart(rows, path):
         fontsize=9,
     )
     for bar, row in zip(bars, train, strict=True):
-        text = f"{row['images_per_second']:.0f}"
+        value = row["images_per_second"]
+        text = f"{value:.1f}" if value < 100 else f"{value:.0f}"
         if row.get("ratio_to_native") is not None and row["implementation"] == "keras":
             text += f"  ({row['ratio_to_native']:.2f}x)"
         ax.text(
@@ -307,7 +323,10 @@ def main(argv=None):
         "Ratios: images/s over native PyTorch eager (NCHW) at the same "
         "model, batch and precision, measured in the same run. `*`: peak "
         "so far in the process (cannot be reset). First call: build, "
-        "compile (trace/jit) and one step.",
+        "compile (trace/jit) and one step. Cores busy: process CPU seconds "
+        "per wall second while timed; images/CPU-s: images/s over that (on a "
+        "shared CPU, steadier than images/s); load: the machine's 1-minute "
+        "load average then.",
     ]
     table = output_dir / "table.md"
     table.write_text("\n".join(lines) + "\n")
