@@ -10,10 +10,12 @@
 #   bash benchmarks/gpu/run.sh          # everything
 #   bash benchmarks/gpu/run.sh stage    # only unpack carried CIFAR-10 parts
 #
-# Knobs (environment): MODELS (resnet18), BATCH_SIZES (128,512), PRECISIONS
-# (float32,mixed), ROUNDS (10), STEPS (10), NATIVE (auto), EPOCHS (15, the
-# accuracy runs' length), BACKENDS ("jax torch"), STAGE_TIMEOUT (240 s per
-# backend's throughput run), ACCURACY_TIMEOUT (240 s per accuracy run).
+# Knobs (environment): MODELS (resnet18), BATCH_SIZES (512), PRECISIONS
+# (float32,mixed), ROUNDS (10), STEPS (10), NATIVE (auto: eager, eager-bf16,
+# channels_last-bf16, compiled-channels_last-bf16), EPOCHS (10, the accuracy
+# runs' length), BACKENDS ("jax torch"), STAGE_TIMEOUT (240 s per throughput
+# stage: JAX, Keras torch, native torch), BUDGET (540 s: accuracy runs get
+# what the throughput stages leave of it).
 #
 # Writes benchmark-results-gpu/ (JSON, table.md, chart.png, logs) and the
 # table as benchmarks/results/<card>-<date>.md; with $OUT set (the device
@@ -66,40 +68,58 @@ day=$(date -u +%Y-%m-%d)
 python3 -c 'import jax, torch; print("jax", jax.__version__, jax.devices(), "| torch", torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(0))'
 
 MODELS=${MODELS:-resnet18}
-BATCH_SIZES=${BATCH_SIZES:-128,512}
+BATCH_SIZES=${BATCH_SIZES:-512}
 PRECISIONS=${PRECISIONS:-float32,mixed}
 ROUNDS=${ROUNDS:-10}
 STEPS=${STEPS:-10}
 NATIVE=${NATIVE:-auto}
-EPOCHS=${EPOCHS:-15}
+EPOCHS=${EPOCHS:-10}
 BACKENDS=${BACKENDS:-jax torch}
 STAGE_TIMEOUT=${STAGE_TIMEOUT:-240}
-ACCURACY_TIMEOUT=${ACCURACY_TIMEOUT:-240}
+BUDGET=${BUDGET:-540}
 bench_args=(--models "$MODELS" --batch-sizes "$BATCH_SIZES" --precisions "$PRECISIONS"
   --rounds "$ROUNDS" --steps-per-round "$STEPS" --warmup-rounds 2)
+elapsed() { echo $(( $(date +%s) - start )); }
 
-for backend in $BACKENDS; do
-  native=()
-  [ "$backend" = torch ] && native=(--native "$NATIVE")
+# One pytest process per stage, each with its own JSON, so a stage that
+# overruns its timeout loses only its own figures.
+stages=()
+for backend in $BACKENDS; do stages+=("$backend:keras"); done
+[[ " $BACKENDS " == *" torch "* ]] && stages+=("torch:native")
+for stage in "${stages[@]}"; do
+  backend=${stage%%:*}
+  what=${stage#*:}
+  if [ "$what" = native ]; then
+    select=(--native "$NATIVE" -k test_native_torch)
+    json=$results/benchmark-native-torch.json
+  else
+    select=()
+    json=$results/benchmark-$backend.json
+  fi
   # JAX takes 75% of the GPU at its first use unless told otherwise; only its
   # own process gets to (keras imports jax under every backend).
   prealloc=false
   [ "$backend" = jax ] && prealloc=true
-  echo "run.sh: throughput, $backend ($(( $(date +%s) - start )) s so far)"
+  echo "run.sh: throughput, $stage ($(elapsed) s so far)"
   XLA_PYTHON_CLIENT_PREALLOCATE=$prealloc KERAS_BACKEND=$backend \
     timeout "$STAGE_TIMEOUT" python3 -m pytest benchmarks/test_step_throughput.py \
-    -p no:cacheprovider -q "${bench_args[@]}" "${native[@]}" \
-    --benchmark-json="$results/benchmark-$backend.json" \
-    || echo "run.sh: throughput run for $backend failed or timed out"
+    -p no:cacheprovider -q "${bench_args[@]}" "${select[@]}" --benchmark-json="$json" \
+    || echo "run.sh: throughput stage $stage failed or timed out"
 done
 
+# Accuracy with whatever is left of BUDGET seconds (the report needs ~20 s).
 if [ "$have" = 6 ]; then
   for backend in $BACKENDS; do
+    left=$(( BUDGET - $(elapsed) - 30 ))
+    if [ "$left" -lt 90 ]; then
+      echo "run.sh: accuracy, $backend: skipped, $left s left of BUDGET=$BUDGET"
+      continue
+    fi
     prealloc=false
     [ "$backend" = jax ] && prealloc=true
-    echo "run.sh: accuracy, $backend, $EPOCHS epochs ($(( $(date +%s) - start )) s so far)"
+    echo "run.sh: accuracy, $backend, $EPOCHS epochs, at most $left s ($(elapsed) s so far)"
     XLA_PYTHON_CLIENT_PREALLOCATE=$prealloc KERAS_BACKEND=$backend \
-      timeout "$ACCURACY_TIMEOUT" python3 benchmarks/accuracy.py --profile gpu \
+      timeout "$left" python3 benchmarks/accuracy.py --profile gpu \
       --epochs "$EPOCHS" --data-dir "$data" --output-dir /tmp/accuracy-runs \
       && cp /tmp/accuracy-runs/accuracy-"$backend".json "$results/" \
       || echo "run.sh: accuracy run for $backend failed or timed out"
@@ -108,7 +128,7 @@ else
   echo "run.sh: accuracy skipped: $have of 6 CIFAR-10 files here (carry the three parts of prepare.sh data)"
 fi
 
-python3 benchmarks/report.py "$results" --command "bash benchmarks/gpu/run.sh (MODELS=$MODELS BATCH_SIZES=$BATCH_SIZES PRECISIONS=$PRECISIONS ROUNDS=$ROUNDS STEPS=$STEPS EPOCHS=$EPOCHS)"
+python3 benchmarks/report.py "$results" --command "bash benchmarks/gpu/run.sh (MODELS=$MODELS BATCH_SIZES=$BATCH_SIZES PRECISIONS=$PRECISIONS ROUNDS=$ROUNDS STEPS=$STEPS EPOCHS=$EPOCHS BUDGET=$BUDGET)"
 mkdir -p benchmarks/results
 target=benchmarks/results/$card-$day.md
 {
@@ -120,7 +140,8 @@ target=benchmarks/results/$card-$day.md
 } > "$target"
 echo "run.sh: wrote $target ($(( $(date +%s) - start )) s in all)"
 if [ -n "${OUT:-}" ]; then
-  cp "$target" "$results/table.md" "$results/chart.png" "$OUT/" 2>/dev/null
+  # At most 8 files come back: the table, chart, log and up to five JSON.
+  cp "$target" "$results/chart.png" "$OUT/" 2>/dev/null
   cp "$results"/benchmark-*.json "$results"/accuracy-*.json "$OUT/" 2>/dev/null
   cp "$log" "$OUT/" 2>/dev/null
 fi
