@@ -72,6 +72,8 @@ class SingleDevice:
     engine = "single device"
     # Per-replica or global BatchNorm batch statistics (documented per engine).
     batch_norm_statistics = "global"
+    # Whether evaluation's last, partial batch must split evenly too.
+    even_evaluation_batches = False
 
     def __init__(self):
         self.num_replicas = 1
@@ -87,17 +89,36 @@ class SingleDevice:
         """The context in which to create and compile the model."""
         return contextlib.nullcontext()
 
-    def check_batch_size(self, batch_size):
-        """Raises DistributionError unless `batch_size` splits evenly.
+    def local_scope(self):
+        """A context in which models use this process's devices only.
+
+        For work one process does alone (the chief's final test-set
+        evaluation), which must not wait on the other processes.
+        """
+        return contextlib.nullcontext()
+
+    def check_batch_size(self, batch_size, evaluation_size=0):
+        """Raises DistributionError unless the batches split evenly.
 
         Args:
             batch_size: int, the global batch size.
+            evaluation_size: int, images evaluated in batches of
+                `batch_size` (the validation set); its last, partial batch
+                must split too where the engine needs even splits.
         """
-        if batch_size % self.num_replicas:
+        n = self.num_replicas
+        if batch_size % n:
             raise DistributionError(
-                f"--batch-size {batch_size} does not split evenly over the "
-                f"{self.num_replicas} replicas of {self.engine}; use a multiple "
-                f"of {self.num_replicas}"
+                f"--batch-size {batch_size} does not split evenly over the {n} "
+                f"replicas of {self.engine}; use a multiple of {n}"
+            )
+        remainder = evaluation_size % batch_size
+        if self.even_evaluation_batches and remainder % n:
+            raise DistributionError(
+                f"the last validation batch ({evaluation_size} images % "
+                f"--batch-size {batch_size} = {remainder}) does not split evenly "
+                f"over {n} devices; choose a --validation-size that leaves a "
+                f"multiple of {n}"
             )
 
     def prepare_model(self, model):
@@ -180,6 +201,8 @@ class JAXDataParallel(SingleDevice):
     # The batch axis is sharded, and XLA's SPMD partitioner turns the batch
     # mean/variance into an all-reduce over it: statistics of the global batch.
     batch_norm_statistics = "global"
+    # Every batch, evaluation's too, is sharded evenly over the devices.
+    even_evaluation_batches = True
 
     def __init__(self):
         super().__init__()
@@ -196,6 +219,16 @@ class JAXDataParallel(SingleDevice):
         # the global batch (jax.make_array_from_process_local_data).
         self.process_index = jax.process_index()
         self.process_count = jax.process_count()
+
+    @contextlib.contextmanager
+    def local_scope(self):
+        # Without a distribution, Keras's JAX trainer neither lays variables
+        # out over the global mesh nor shards the input over it.
+        keras.distribution.set_distribution(None)
+        try:
+            yield
+        finally:
+            keras.distribution.set_distribution(self.distribution)
 
     def close(self):
         keras.distribution.set_distribution(None)
@@ -239,7 +272,39 @@ class TensorFlowDataParallel(SingleDevice):
     def shard_batches(self, batches):
         # Every worker feeds the global batches; tf.distribute splits them
         # (and shards them across workers) itself.
-        return batches
+        return _AfterBuildPass(batches)
+
+
+class _AfterBuildPass(keras.utils.PyDataset):
+    """`batches` minus the extra epoch Keras's TF trainer opens under a strategy.
+
+    Under tf.distribute, each `fit` first iterates its dataset for one batch
+    to build the model symbolically, then starts again at batch 0 (Keras
+    3.15, `TensorFlowTrainer._maybe_symbolic_build`). `TrainingBatches`
+    would count that as an epoch and take the restart for a reused dataset;
+    this wrapper, made anew for each `fit`, hides the first `on_epoch_begin`.
+    """
+
+    def __init__(self, batches):
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.batches = batches
+        self.build_pass = True
+
+    @property
+    def num_batches(self):
+        return self.batches.num_batches
+
+    def on_epoch_begin(self):
+        if self.build_pass:
+            self.build_pass = False
+            return
+        self.batches.on_epoch_begin()
+
+    def on_epoch_end(self):
+        self.batches.on_epoch_end()
+
+    def __getitem__(self, index):
+        return self.batches[index]
 
 
 class TorchDataParallel(SingleDevice):

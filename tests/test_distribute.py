@@ -14,6 +14,7 @@ which each test also checks, so it can tell the two apart.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -112,11 +113,11 @@ def test_torch_outside_torchrun_says_how_to_launch(monkeypatch):
         setup_distribution("data-parallel")
 
 
-def _run_step(tmp_path):
-    """Runs the 2-device step for the current backend; returns per-process results."""
+def _child_command(script, out_dir):
+    """(command, env) running `script OUT_DIR` on 2 devices of this backend."""
     backend = current_backend()
     env = dict(os.environ, KERAS_BACKEND=backend, PYTHONWARNINGS="ignore")
-    command = [sys.executable, str(STEP_SCRIPT), str(tmp_path)]
+    command = [sys.executable, str(script), str(out_dir)]
     if backend == "jax":
         env["XLA_FLAGS"] = (
             env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
@@ -132,6 +133,12 @@ def _run_step(tmp_path):
         env.setdefault("OMP_NUM_THREADS", "1")
     elif backend == "tensorflow":
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return command, env
+
+
+def _run_step(tmp_path):
+    """Runs the 2-device step for the current backend; returns per-process results."""
+    command, env = _child_command(STEP_SCRIPT, tmp_path)
     result = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=600
     )
@@ -227,3 +234,50 @@ def test_data_parallel_step_matches_single_device(tmp_path):
             assert result["reloaded"] is None
     # Only the chief wrote the run's checkpoint.
     assert [p.name for p in tmp_path.glob("parallel*.npz")] == ["parallel.npz"]
+
+
+TRAIN_SCRIPT = Path(__file__).with_name("distributed_train.py")
+
+
+@pytest.mark.slow
+def test_training_command_data_parallel_then_resumed_on_one_device(tmp_path):
+    """`--distribute data-parallel` runs an epoch; one device finishes the run."""
+    backend = current_backend()
+    run_dir = tmp_path / "run"
+    command, env = _child_command(TRAIN_SCRIPT, run_dir)
+    result = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, (
+        f"{' '.join(command)} failed ({result.returncode}):\n"
+        f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
+    # Only the chief wrote, and nothing half-written was left behind.
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "best.keras",
+        "checkpoint.npz",
+        "config.json",
+        "log.csv",
+    ]
+    record = json.loads((run_dir / "config.json").read_text())
+    assert record["config"]["distribute"] == "data-parallel"
+    assert record["distribution"]["num_replicas"] == 2
+    assert len((run_dir / "log.csv").read_text().splitlines()) == 2  # header, epoch 1
+
+    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONWARNINGS="ignore")
+    resume = [
+        sys.executable,
+        "-m",
+        "keras_cifar_resnet.train",
+        "--resume",
+        str(run_dir),
+        "--distribute",
+        "none",
+    ]
+    result = subprocess.run(
+        resume, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert len((run_dir / "log.csv").read_text().splitlines()) == 3
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["epochs"] == 2
