@@ -103,6 +103,11 @@ def test_uneven_split_is_a_clear_error():
     distribution.num_replicas = 4
     with pytest.raises(DistributionError, match="--batch-size 6 .* multiple of 4"):
         distribution.check_batch_size(6)
+    distribution.check_batch_size(8, evaluation_size=10)  # 2 left: evaluated locally
+    distribution.even_evaluation_batches = True  # JAX shards evaluation batches too
+    with pytest.raises(DistributionError, match=r"last validation batch .* = 2\)"):
+        distribution.check_batch_size(8, evaluation_size=10)
+    distribution.check_batch_size(8, evaluation_size=12)
 
 
 @pytest.mark.skipif(current_backend() != "torch", reason="torch's launcher check")
