@@ -2,7 +2,14 @@
 
 Test loss and accuracy, accuracy with horizontal-flip test-time augmentation
 (the mean of the logits of each image and its mirror image), per-class
-accuracy and the confusion matrix, as a JSON-ready dict.
+accuracy and the confusion matrix, as a JSON-ready dict (`evaluate_model`),
+and the command that prints them, writes them as JSON and draws the confusion
+matrix and the most confidently wrong test images beside it:
+
+    python -m keras_cifar_resnet.evaluate runs/resnet18-default-... --help
+
+The model runs in float32 on raw uint8 pixels, so a model saved under one
+backend gives the same predictions under the others.
 """
 
 from __future__ import annotations
@@ -321,7 +328,7 @@ def positive_int(text):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python -m keras_cifar_resnet.evaluate",
+        prog="keras-cifar-resnet-evaluate",
         description=(
             "Evaluate a saved model on the CIFAR-10 test set: loss and accuracy, "
             "with and without horizontal-flip test-time augmentation (the mean "
@@ -344,6 +351,7 @@ def build_parser():
     )
     parser.add_argument(
         "--data-dir",
+        metavar="DIR",
         default=None,
         help=(
             "the CIFAR-10 folder or archive, as for training (default: "
@@ -352,12 +360,14 @@ def build_parser():
     )
     parser.add_argument(
         "--batch-size",
+        metavar="N",
         type=positive_int,
         default=500,
         help="test images per forward pass (default: %(default)s)",
     )
     parser.add_argument(
         "--output",
+        metavar="PATH",
         default=None,
         help=(
             "the JSON report to write; the pictures go beside it as "
@@ -368,12 +378,14 @@ def build_parser():
     )
     parser.add_argument(
         "--max-examples",
+        metavar="N",
         type=positive_int,
         default=None,
         help="evaluate only the first N test images, for a quick look (default: all)",
     )
     parser.add_argument(
         "--mistakes",
+        metavar="N",
         type=int,
         default=24,
         help=(

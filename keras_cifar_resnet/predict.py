@@ -193,11 +193,12 @@ def format_results(results):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python -m keras_cifar_resnet.predict",
+        prog="keras-cifar-resnet-predict",
         description=(
             "Classify PNG/JPEG images of any size with a saved model and print "
             "the top-k CIFAR-10 classes with their probabilities. Each image is "
-            "converted to RGB (transparent parts over white), cropped to the "
+            "turned upright (EXIF orientation), converted to RGB (transparent "
+            "parts over white), cropped to the "
             "largest centred square (or, with --fit stretch, squashed whole), "
             "and resized to 32x32 with Pillow's bicubic filter (antialiased "
             "when shrinking)."
@@ -224,6 +225,7 @@ def build_parser():
     )
     parser.add_argument(
         "--top-k",
+        metavar="K",
         type=positive_int,
         default=3,
         help="classes to show per image, most probable first (default: %(default)s)",

@@ -70,6 +70,19 @@ def test_stretch_keeps_the_whole_image(tmp_path):
     assert image[:, -3, 2].min() > 200 and image[:, -3, 0].max() < 50
 
 
+def test_exif_orientation_is_applied(tmp_path):
+    pixels = np.zeros((32, 64, 3), np.uint8)
+    pixels[:, :32, 0] = 255  # left half red
+    pixels[:, 32:, 2] = 255  # right half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    Image.fromarray(pixels).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    image = load_image(tmp_path / "phone.jpg", fit="stretch").astype(int)
+    # Upright, the left half is on top.
+    assert image[:8, :, 0].min() > 200 and image[:8, :, 2].max() < 60
+    assert image[-8:, :, 2].min() > 200 and image[-8:, :, 0].max() < 60
+
+
 def test_a_32x32_image_is_unchanged(tmp_path):
     pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8)
     Image.fromarray(pixels).save(tmp_path / "same.png")
