@@ -123,7 +123,7 @@ def pytest_addoption(parser):
         type=_csv,
         default=None,
         nargs="?",
-        const="auto",
+        const=("auto",),
         help="also time the native PyTorch reference; variants "
         f"from {sorted(NATIVE_VARIANTS)}, or 'auto' (GPU: "
         f"{', '.join(GPU_NATIVE_VARIANTS)}; CPU: "
