@@ -413,7 +413,7 @@ def write_pictures(report, images, labels, logits, output_path, mistakes):
         report["confusion_matrix"],
         report["class_names"],
         confusion_path,
-        title=f"{report['num_images']} test images, accuracy {accuracy:.2f}%",
+        title=f"{report['num_images']:,} test images, accuracy {accuracy:.2f}%",
     )
     probabilities = softmax(logits)
     indices = plots.most_confident_mistakes(probabilities, labels, mistakes)
