@@ -440,7 +440,7 @@ class TrainingRun:
         )
         self.steps_per_epoch = batches.steps_per_epoch
         distribution, chief = self.distribution, self.distribution.is_chief
-        distribution.check_batch_size(config.batch_size)
+        distribution.check_batch_size(config.batch_size, len(data.val_images))
 
         # Keras's initializers draw their seeds from Python's `random`.
         random.seed(config.seed)
@@ -487,17 +487,19 @@ class TrainingRun:
         distribution.prepare_model(model)
         if chief and config.distribute != "none":
             print(f"data-parallel: {distribution.describe()}", flush=True)
-        print(
-            f"training {config.model} ({model.count_params():,} parameters), recipe "
-            f"{config.recipe}, on {keras.backend.backend()}: "
-            f"{len(data.train_images):,} training images, "
-            f"{len(data.val_images):,} validation, {len(data.test_images):,} test"
-            f"{' (synthetic)' if config.synthetic else ''}"
-            f"; {config.epochs} epochs of {self.steps_per_epoch} steps; writing to "
-            f"{self.output_dir}",
-            flush=True,
-        )
         with _Interrupts() as interrupts:
+            # Printed once SIGINT/SIGTERM are handled: from here on a signal
+            # ends the run with a checkpoint.
+            print(
+                f"training {config.model} ({model.count_params():,} parameters), "
+                f"recipe {config.recipe}, on {keras.backend.backend()}: "
+                f"{len(data.train_images):,} training images, "
+                f"{len(data.val_images):,} validation, {len(data.test_images):,} test"
+                f"{' (synthetic)' if config.synthetic else ''}"
+                f"; {config.epochs} epochs of {self.steps_per_epoch} steps; writing to "
+                f"{self.output_dir}",
+                flush=True,
+            )
             monitor = _RunMonitor(self, interrupts)
             callbacks = [
                 *self.extra_callbacks,
@@ -549,6 +551,8 @@ class TrainingRun:
                 file=sys.stderr,
             )
             return EXIT_FAILED
+        if monitor.stopped_at and not distribution.is_chief:
+            return 128 + interrupts.signum
         if monitor.stopped_at:
             epoch, step = monitor.stopped_at
             where = f"epoch {epoch + 1}, step {step}" if step else f"epoch {epoch}"

@@ -1,0 +1,379 @@
+"""The training command end to end: outputs, resume, signals, failures, flags.
+
+Runs use the test-only `tiny` network on a few hundred images, in-process
+through `main`/`train` (one process keeps compiled code warm), except the
+SIGTERM test, which needs a real process to signal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from keras_cifar_resnet.checkpoints import read_checkpoint_state
+from keras_cifar_resnet.config import (
+    RECIPES,
+    TrainConfig,
+    build_parser,
+    config_from_flags,
+    resolve_config,
+)
+from keras_cifar_resnet.train import (
+    CONFIG_NAME,
+    LOG_COLUMNS,
+    config_for_arguments,
+    main,
+    train,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+# 128 training images in 4 batches of 32, 64 held out, 128 synthetic test images.
+TINY = [
+    "--synthetic",
+    "--model",
+    "tiny",
+    "--max-train-examples",
+    "128",
+    "--batch-size",
+    "32",
+    "--validation-size",
+    "64",
+    "--seed",
+    "3",
+]
+STEPS_PER_EPOCH = 4
+OUTPUTS = (
+    "config.json",
+    "log.csv",
+    "checkpoint.npz",
+    "best.keras",
+    "summary.json",
+    "curves.png",
+)
+
+
+def _log_rows(folder):
+    with open(Path(folder) / "log.csv", newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def _checkpoint_arrays(folder):
+    with np.load(Path(folder) / "checkpoint.npz") as contents:
+        return {name: contents[name] for name in contents.files if name != "record"}
+
+
+def _config(argv):
+    config, resume = config_for_arguments(build_parser().parse_args(argv))
+    assert not resume
+    return config
+
+
+class _SignalAt(keras.callbacks.Callback):
+    """Sends this process `signum` after step `step` (1-based) of the first epoch.
+
+    Listed before the run's own callbacks, so the run sees the signal at the
+    end of that very step: a deterministic stand-in for a user's Ctrl-C.
+    """
+
+    def __init__(self, step, signum=signal.SIGTERM):
+        super().__init__()
+        self.step, self.signum, self.sent = step, signum, False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.sent and batch + 1 == self.step:
+            self.sent = True
+            signal.raise_signal(self.signum)
+
+
+# ---------------------------------------------------------------- config
+
+
+def test_recipes_are_whole_configs_and_flags_override_them():
+    assert RECIPES["default"] == TrainConfig()
+    seed = RECIPES["seed"]
+    assert (seed.optimizer, seed.learning_rate, seed.batch_size, seed.epochs) == (
+        "adam",
+        1e-4,
+        512,
+        100,
+    )
+    assert (seed.crop_padding, seed.flip, seed.cutout_size) == (0, False, 0)
+    assert seed.batch_norm_momentum == 0.99
+    default = RECIPES["default"]
+    assert (default.optimizer, default.schedule, default.batch_norm_momentum) == (
+        "sgd",
+        "cosine",
+        0.9,
+    )
+    config = resolve_config(["--recipe", "seed", "--learning-rate", "0.01"])
+    assert config.learning_rate == 0.01 and config.optimizer == "adam"
+    assert resolve_config(["--no-flip"]).flip is False
+    assert config_from_flags({"epochs": 3}).epochs == 3
+
+
+def test_help_explains_every_flag(capsys):
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for field in dataclasses.fields(TrainConfig):
+        assert "--" + field.name.replace("_", "-") in text
+    assert "--resume" in text
+    # Recipe-set flags say each recipe's value.
+    assert "0.2 (default), 0.0001 (seed)" in " ".join(text.split())
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--epochs", "0"], "--epochs must be an int >= 1"),
+        (["--model", "resnet50"], "invalid choice: 'resnet50'"),
+        (["--batch-size", "many"], "invalid int value: 'many'"),
+        (["--mixed-precision", "fp8"], "invalid choice: 'fp8'"),
+        (["--label-smoothing", "1.5"], "--label-smoothing must be in [0, 1)"),
+        (["--learning-rate", "nan"], "--learning-rate must be a finite number > 0"),
+        (["--unknown-flag"], "unrecognized arguments: --unknown-flag"),
+        (["--resume", "/nonexistent/run"], "no config.json there"),
+        (
+            [*TINY, "--max-train-examples", "16", "--batch-size", "64"],
+            "--batch-size 64 is larger than the 16 training images",
+        ),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line(argv, expected, capsys, tmp_path):
+    if "--resume" not in argv:
+        argv = [*argv, "--output-dir", str(tmp_path / "run")]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert "error: " in lines[0] and expected in lines[0], lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_flags_that_would_change_the_run(tmp_path, capsys):
+    (tmp_path / CONFIG_NAME).write_text("{}")
+    assert main(["--resume", str(tmp_path), "--epochs", "5"]) == 2
+    assert "drop --epochs" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------ end to end
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """Two uninterrupted epochs of the tiny network on synthetic data."""
+    folder = tmp_path_factory.mktemp("straight")
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        status = main([*TINY, "--epochs", "2", "--output-dir", str(folder)])
+    assert status == 0, output.getvalue()[-2000:]
+    return folder, output.getvalue()
+
+
+@pytest.mark.slow
+def test_a_synthetic_run_writes_every_output(straight_run):
+    folder, output = straight_run
+    for name in OUTPUTS:
+        assert (folder / name).is_file() and (folder / name).stat().st_size > 0, name
+
+    record = json.loads((folder / "config.json").read_text())
+    assert record["config"]["model"] == "tiny" and record["config"]["epochs"] == 2
+    assert record["backend"] == keras.backend.backend()
+    assert record["versions"]["keras"] == keras.__version__
+    assert record["device"]["tensor_device"]
+
+    rows = _log_rows(folder)
+    assert [int(row["epoch"]) for row in rows] == [0, 1]
+    assert tuple(rows[0]) == LOG_COLUMNS
+    assert all(np.isfinite(float(row["val_accuracy"])) for row in rows)
+    # Cosine schedule: peak after warm-up (capped at half the run), 0 at the end.
+    assert float(rows[0]["learning_rate"]) == pytest.approx(0.2)
+    assert float(rows[1]["learning_rate"]) == pytest.approx(0.0, abs=1e-7)
+
+    summary = json.loads((folder / "summary.json").read_text())
+    test = summary["test"]
+    assert summary["model_file"] == "best.keras"
+    assert test["num_images"] == 128
+    assert 0.0 <= test["accuracy"] <= 1.0 and 0.0 <= test["tta_accuracy"] <= 1.0
+    assert np.isfinite(test["loss"])
+    assert len(test["per_class_accuracy"]) == 10
+    assert np.asarray(test["confusion_matrix"]).sum() == 128
+
+    assert (folder / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    model = keras.saving.load_model(folder / "best.keras")
+    assert model.predict(np.zeros((2, 32, 32, 3), np.uint8), verbose=0).shape == (2, 10)
+
+    state = read_checkpoint_state(folder / "checkpoint.npz")
+    assert (state["epoch"], state["step"]) == (2, 0)
+    # One summary line per epoch, after Keras's progress bar.
+    assert "epoch 1/2  loss" in output and "epoch 2/2  loss" in output
+    assert "test accuracy" in output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "stop_step",
+    [2, STEPS_PER_EPOCH],
+    ids=["mid-epoch", "end-of-epoch"],
+)
+def test_stop_and_resume_gives_the_straight_run(straight_run, stop_step, tmp_path):
+    """SIGTERM after step `stop_step` of epoch 1, then --resume: same as straight."""
+    straight, _ = straight_run
+    folder = tmp_path / "run"
+    config = _config([*TINY, "--epochs", "2", "--output-dir", str(folder)])
+    assert train(config, callbacks=[_SignalAt(stop_step)]) == 128 + signal.SIGTERM
+    state = read_checkpoint_state(folder / "checkpoint.npz")
+    if stop_step < STEPS_PER_EPOCH:
+        assert (state["epoch"], state["step"]) == (0, stop_step)
+        assert _log_rows(folder) == []
+    else:
+        assert (state["epoch"], state["step"]) == (1, 0)
+        assert len(_log_rows(folder)) == 1
+    assert not (folder / "summary.json").exists()
+
+    assert main(["--resume", str(folder)]) == 0
+    expected, resumed = _checkpoint_arrays(straight), _checkpoint_arrays(folder)
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        # The same computation on the same backend: equal up to float
+        # rounding (in practice bit for bit).
+        np.testing.assert_allclose(resumed[name], expected[name], rtol=1e-6, atol=1e-7)
+    straight_rows, resumed_rows = _log_rows(straight), _log_rows(folder)
+    assert len(resumed_rows) == 2
+    for row, expected_row in zip(resumed_rows, straight_rows, strict=True):
+        for column in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
+            assert float(row[column]) == pytest.approx(float(expected_row[column]))
+    record = json.loads((folder / "config.json").read_text())
+    assert len(record["resumed"]) == 1
+
+
+@pytest.mark.slow
+def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    class PoisonSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                kernel = self.model.get_layer("logits").kernel
+                kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+
+    folder = tmp_path / "run"
+    config = _config([*TINY, "--epochs", "3", "--output-dir", str(folder)])
+    before = None
+
+    class RememberCheckpoint(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            nonlocal before
+            if epoch == 1:
+                before = (folder / "checkpoint.npz").read_bytes()
+
+    assert train(config, callbacks=[RememberCheckpoint(), PoisonSecondEpoch()]) == 1
+    error = capsys.readouterr().err
+    assert "the training loss became nan at epoch 2, step 1" in error
+    assert "the last good checkpoint is" in error
+    assert (folder / "checkpoint.npz").read_bytes() == before
+    assert read_checkpoint_state(folder / "checkpoint.npz")["epoch"] == 1
+    assert not (folder / "summary.json").exists()
+
+
+@pytest.mark.slow
+def test_a_huge_learning_rate_stops_with_a_clear_message(tmp_path, capsys):
+    folder = tmp_path / "run"
+    argv = [*TINY, "--schedule", "constant", "--learning-rate", "1e30"]
+    assert main([*argv, "--epochs", "1", "--output-dir", str(folder)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: the training loss became")
+    assert "no checkpoint was written before it" in error
+    assert "--learning-rate (this run: 1e+30)" in error
+    assert not (folder / "checkpoint.npz").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_command_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    folder = tmp_path / "run"
+    argv = [
+        *TINY,
+        "--epochs",
+        "6",
+        "--validation-size",
+        "0",
+        "--output-dir",
+        str(folder),
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keras_cifar_resnet.train", *argv],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # The run prints this line once its signal handlers are in place.
+        for line in process.stdout:
+            if line.startswith("training "):
+                process.send_signal(signal.SIGTERM)
+                break
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "stopped by SIGTERM" in stdout and "--resume" in stdout
+    assert "Traceback" not in stderr
+    state = read_checkpoint_state(folder / "checkpoint.npz")
+    assert (state["epoch"], state["step"]) < (6, 0)
+
+    # The stopped run finishes from its checkpoint; without validation the
+    # last epoch's model is kept as final.keras.
+    assert main(["--resume", str(folder)]) == 0
+    assert [int(row["epoch"]) for row in _log_rows(folder)] == list(range(6))
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["model_file"] == "final.keras"
+    assert (folder / "final.keras").is_file() and not (folder / "best.keras").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_a_run_on_512_real_images_writes_every_output(real_data_dir, tmp_path):
+    folder = tmp_path / "run"
+    argv = [
+        "--data-dir",
+        str(real_data_dir),
+        "--model",
+        "tiny",
+        "--max-train-examples",
+        "512",
+        "--validation-size",
+        "512",
+        "--batch-size",
+        "128",
+        "--epochs",
+        "1",
+        "--output-dir",
+        str(folder),
+    ]
+    assert main(argv) == 0
+    for name in OUTPUTS:
+        assert (folder / name).is_file(), name
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["train_images"] == 512 and not summary["synthetic"]
+    assert summary["test"]["num_images"] == 10_000
+    assert np.asarray(summary["test"]["confusion_matrix"]).sum() == 10_000
+
+
+@pytest.mark.real_data
+def test_a_validation_set_as_large_as_the_data_exits_2(real_data_dir, capsys, tmp_path):
+    argv = ["--data-dir", str(real_data_dir), "--validation-size", "50000"]
+    assert main([*argv, "--output-dir", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--validation-size must be below the 50000 training images" in error
+    assert not (tmp_path / "run").exists()
