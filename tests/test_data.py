@@ -9,10 +9,7 @@ import io
 import os
 import pickle
 import socket
-import subprocess
-import sys
 import tarfile
-import textwrap
 import threading
 import time
 
@@ -29,6 +26,7 @@ from keras_cifar_resnet.data import (
     split_validation,
     synthetic_cifar10,
 )
+from tests.backend_subprocess import run_under_backend
 
 IMAGES_PER_FILE = 12
 FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
@@ -546,26 +544,16 @@ _FIT_CHILD = """
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["jax", "torch", "tensorflow"])
-def test_fit_on_training_batches(backend):
+def test_fit_on_training_batches():
     """A 2-epoch fit in a fresh process; JAX and torch never import TensorFlow.
 
-    Each backend's check runs in that backend's test session (nox runs the
-    suite once per backend), so the suite starts one such process, not three.
+    It runs under the session's backend (nox runs the suite once per
+    backend), so the suite starts one such process, not three.
     """
-    if keras.backend.backend() != backend:
-        pytest.skip(f"runs in the {backend} session (KERAS_BACKEND={backend})")
-    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONWARNINGS="ignore")
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_FIT_CHILD)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    backend = keras.backend.backend()
+    output = run_under_backend(backend, _FIT_CHILD, timeout=600)
     expected = "True" if backend == "tensorflow" else "False"
-    assert f"tensorflow imported: {expected}" in result.stdout
+    assert f"tensorflow imported: {expected}" in output
 
 
 # ----------------------------------------------------------------- real data
