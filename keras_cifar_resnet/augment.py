@@ -109,23 +109,24 @@ class Augmentation:
 
     def _random_crop(self, images, step, batch_size, height, width):
         pad = self.crop_padding
+        padded_width = width + 2 * pad
         padded = ops.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
         channels = ops.shape(images)[3]
         offset_y = random_integers(batch_size, self.seed, step, _CROP_Y, 2 * pad + 1)
         offset_x = random_integers(batch_size, self.seed, step, _CROP_X, 2 * pad + 1)
-        rows = offset_y[:, None] + ops.arange(height, dtype="int32")[None, :]
-        cols = offset_x[:, None] + ops.arange(width, dtype="int32")[None, :]
-        # Gather rows, then columns: two batched gathers instead of a per-image loop.
-        rows = ops.broadcast_to(
-            ops.reshape(rows, (batch_size, height, 1, 1)),
-            (batch_size, height, width + 2 * pad, channels),
+        rows = (
+            offset_y[:, None, None] + ops.arange(height, dtype="int32")[None, :, None]
         )
-        images = ops.take_along_axis(padded, rows, axis=1)
-        cols = ops.broadcast_to(
-            ops.reshape(cols, (batch_size, 1, width, 1)),
-            (batch_size, height, width, channels),
+        cols = offset_x[:, None, None] + ops.arange(width, dtype="int32")[None, None, :]
+        # One batched gather of flat pixel indices, instead of a per-image loop
+        # (or a gather of rows, then another of columns).
+        pixels = ops.reshape(
+            rows * padded_width + cols, (batch_size, height * width, 1)
         )
-        return ops.take_along_axis(images, cols, axis=2)
+        pixels = ops.broadcast_to(pixels, (batch_size, height * width, channels))
+        flat = ops.reshape(padded, (batch_size, -1, channels))
+        cropped = ops.take_along_axis(flat, pixels, axis=1)
+        return ops.reshape(cropped, (batch_size, height, width, channels))
 
     def _cutout(self, images, step, batch_size, height, width):
         half = self.cutout_size // 2
