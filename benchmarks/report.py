@@ -113,7 +113,7 @@ def format_rows(rows, accuracy=None):
         )
         for r in chosen:
             ratio = r.get("ratio_to_native")
-            ratio_text = "-" if ratio is None else f"{ratio:.2f}"
+            ratio_text = "-" if ratio is None else f"{ratio:.3g}"
             if ratio is not None and r.get("ratio_anchor") != ANCHOR_NAMES.get(
                 r["precision"]
             ):
@@ -254,7 +254,7 @@ def chart(rows, path):
         value = row["images_per_second"]
         text = f"{value:.1f}" if value < 100 else f"{value:.0f}"
         if row.get("ratio_to_native") is not None and row["implementation"] == "keras":
-            text += f"  ({row['ratio_to_native']:.2f}x)"
+            text += f"  ({row['ratio_to_native']:.3g}x)"
         ax.text(
             bar.get_width(),
             bar.get_y() + bar.get_height() / 2,
