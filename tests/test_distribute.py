@@ -141,9 +141,9 @@ def _child_command(script, out_dir):
     return command, env
 
 
-def _run_step(tmp_path):
-    """Runs the 2-device step for the current backend; returns per-process results."""
-    command, env = _child_command(STEP_SCRIPT, tmp_path)
+def _run_child(script, folder):
+    """Runs `script` on 2 devices for the current backend; fails with its output."""
+    command, env = _child_command(script, folder)
     result = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=600
     )
@@ -151,6 +151,11 @@ def _run_step(tmp_path):
         f"{' '.join(command)} failed ({result.returncode}):\n"
         f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     )
+
+
+def _run_step(tmp_path):
+    """Runs the 2-device step for the current backend; returns per-process results."""
+    _run_child(STEP_SCRIPT, tmp_path)
     results = []
     for path in sorted(tmp_path.glob("result-*.npz")):
         with np.load(path) as contents:
@@ -249,14 +254,7 @@ def test_training_command_data_parallel_then_resumed_on_one_device(tmp_path):
     """`--distribute data-parallel` runs an epoch; one device finishes the run."""
     backend = current_backend()
     run_dir = tmp_path / "run"
-    command, env = _child_command(TRAIN_SCRIPT, run_dir)
-    result = subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, (
-        f"{' '.join(command)} failed ({result.returncode}):\n"
-        f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    )
+    _run_child(TRAIN_SCRIPT, run_dir)
     # Only the chief wrote, and nothing half-written was left behind.
     assert sorted(p.name for p in run_dir.iterdir()) == [
         "best.keras",
