@@ -26,9 +26,19 @@ def run_under_backend(backend, code, *, timeout=300, cwd=None):
     Raises AssertionError with the child's output when it fails, so a test
     shows why.
     """
+    return run_command_under_backend(
+        backend, ["-c", textwrap.dedent(code)], timeout=timeout, cwd=cwd
+    )
+
+
+def run_command_under_backend(backend, arguments, *, timeout=300, cwd=None):
+    """Runs `python ARGUMENTS...` with KERAS_BACKEND=backend; returns its stdout.
+
+    Raises AssertionError with the child's output when it fails.
+    """
     env = dict(os.environ, KERAS_BACKEND=backend, PYTHONWARNINGS="ignore")
     result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, *arguments],
         env=env,
         cwd=cwd,
         capture_output=True,

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.backend_subprocess import current_backend, run_under_backend
+from tests.backend_subprocess import (
+    current_backend,
+    run_command_under_backend,
+    run_under_backend,
+)
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -132,10 +133,9 @@ def test_tiny_benchmark_run_and_report(tmp_path):
     """The benchmark files run end to end and the report reads their JSON."""
     backend = current_backend()
     output = tmp_path / f"benchmark-{backend}.json"
-    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONWARNINGS="ignore")
-    result = subprocess.run(
+    run_command_under_backend(
+        backend,
         [
-            sys.executable,
             "-m",
             "pytest",
             str(BENCHMARKS / "test_step_throughput.py"),
@@ -148,12 +148,8 @@ def test_tiny_benchmark_run_and_report(tmp_path):
             f"--benchmark-json={output}",
         ],
         cwd=BENCHMARKS.parent,
-        env=env,
-        capture_output=True,
-        text=True,
         timeout=600,
     )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
 
     records = {
         (b["extra_info"]["variant"], b["extra_info"]["function"]): b["extra_info"]
@@ -204,10 +200,9 @@ def test_seconds_to_reach_sums_epochs_until_the_first_epoch_at_threshold():
 def test_accuracy_run_records_what_the_training_command_wrote(tmp_path):
     """The real training command (tiny profile), read back into the record."""
     backend = current_backend()
-    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONWARNINGS="ignore")
-    result = subprocess.run(
+    run_command_under_backend(
+        backend,
         [
-            sys.executable,
             str(BENCHMARKS / "accuracy.py"),
             "--profile",
             "tiny",
@@ -215,12 +210,8 @@ def test_accuracy_run_records_what_the_training_command_wrote(tmp_path):
             str(tmp_path),
         ],
         cwd=BENCHMARKS.parent,
-        env=env,
-        capture_output=True,
-        text=True,
         timeout=600,
     )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     record = json.loads((tmp_path / f"accuracy-{backend}.json").read_text())
     summary = json.loads(
         (tmp_path / f"accuracy-run-{backend}" / "summary.json").read_text()
