@@ -1,7 +1,9 @@
 """Whole-batch augmentation with `keras.ops`: random crop, flip, cutout.
 
 Randomness is counter-based: each image's draws are a hash of
-`(seed, step, image index, draw)`, computed with 32-bit integer ops that wrap
+`(seed, step, image index, draw)`, the image index counted over the global
+batch (so data-parallel replicas draw different crops for their slices),
+computed with 32-bit integer ops that wrap
 identically on every backend. So the augmentation needs no random state to
 thread through JAX's stateless step, is exactly the same on TensorFlow,
 PyTorch and JAX, and resumes exactly from the optimizer's step counter.
@@ -10,11 +12,17 @@ PyTorch and JAX, and resumes exactly from the optimizer's step counter.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from keras import ops
 
 # Draw slots per image: one hash stream each.
 _FLIP, _CROP_Y, _CROP_X, _CUTOUT_Y, _CUTOUT_X = range(5)
+
+# Cutout's fill, in 0-255 pixels: the middle grey that the model's input
+# scaling maps to 0. The Cutout paper cuts after normalisation, i.e. fills
+# with the normalised data's zero; filling 0 here would be black (-1).
+CUTOUT_FILL = 127.5
 
 
 def _to_int32(value):
@@ -37,7 +45,17 @@ def hash32(x):
     return ops.bitwise_xor(x, _shift_right_logical(x, 16))
 
 
-def random_integers(batch_size, seed, step, draw, maxval):
+def _hash32_int(value):
+    """`hash32` of a Python int, in Python: a constant folded before tracing."""
+    value &= 0xFFFFFFFF
+    value ^= value >> 16
+    value = (value * 0x7FEB352D) & 0xFFFFFFFF
+    value ^= value >> 15
+    value = (value * 0x846CA68B) & 0xFFFFFFFF
+    return _to_int32(value ^ (value >> 16))
+
+
+def random_integers(batch_size, seed, step, draw, maxval, first_index=0):
     """One integer in [0, maxval) per image, a pure function of its inputs.
 
     Args:
@@ -46,13 +64,16 @@ def random_integers(batch_size, seed, step, draw, maxval):
         step: int or int tensor, the training step.
         draw: int, which draw for each image (flip, crop y, ...).
         maxval: int, exclusive upper bound (small: < 2**16).
+        first_index: int or int tensor, the global index of the batch's first
+            image: a data-parallel replica's offset into the global batch.
+            Defaults to 0.
     """
-    index = ops.arange(batch_size, dtype="int32")
-    key = hash32(
-        ops.add(
-            ops.convert_to_tensor(seed & 0x7FFFFFFF, "int32"), ops.cast(step, "int32")
-        )
+    index = ops.add(
+        ops.arange(batch_size, dtype="int32"), ops.cast(first_index, "int32")
     )
+    # The seed is hashed on its own before the step is mixed in: with
+    # hash(seed + step), seed s+1 at step t would repeat seed s at step t+1.
+    key = hash32(ops.add(_hash32_int(seed), ops.cast(step, "int32")))
     key = hash32(ops.bitwise_xor(key, _to_int32((draw * 0x9E3779B9) & 0xFFFFFFFF)))
     bits = hash32(ops.add(ops.multiply(index, _to_int32(0x85EBCA6B)), key))
     # The top 16 bits are the best mixed; maxval < 2**16 keeps the bias tiny.
@@ -67,8 +88,9 @@ class Augmentation:
         crop_padding: int, pixels of zero padding before the random crop back
             to the input size; 0 turns cropping off. Defaults to 4.
         flip: bool, random horizontal flip. Defaults to True.
-        cutout_size: int, side of a square zeroed at a random centre (it may
-            hang over the edge); 0 turns cutout off. Defaults to 0.
+        cutout_size: int, side of a square filled with `CUTOUT_FILL` (mid
+            grey, the model's 0) at a random centre (it may hang over the
+            edge); 0 turns cutout off. Defaults to 0.
         seed: int, the stream's seed. Defaults to 0.
     """
 
@@ -89,31 +111,38 @@ class Augmentation:
     def enabled(self):
         return bool(self.crop_padding or self.flip or self.cutout_size)
 
-    def __call__(self, images, step):
+    def __call__(self, images, step, first_index=0):
         """Augments `images` (N, H, W, C) for training step `step`.
+
+        `first_index` is the global index of `images[0]`: a data-parallel
+        replica's offset into the global batch, so that each image gets the
+        draws it would get on one device.
 
         Returns float32 images in the input's value range.
         """
         images = ops.cast(images, "float32")
         batch_size, height, width = (ops.shape(images)[i] for i in range(3))
+        draws = functools.partial(
+            random_integers, batch_size, self.seed, step, first_index=first_index
+        )
         if self.crop_padding:
-            images = self._random_crop(images, step, batch_size, height, width)
+            images = self._random_crop(images, draws, batch_size, height, width)
         if self.flip:
-            flip = random_integers(batch_size, self.seed, step, _FLIP, 2)
+            flip = draws(_FLIP, 2)
             images = ops.where(
                 ops.reshape(flip, (-1, 1, 1, 1)) == 1, ops.flip(images, axis=2), images
             )
         if self.cutout_size:
-            images = self._cutout(images, step, batch_size, height, width)
+            images = self._cutout(images, draws, height, width)
         return images
 
-    def _random_crop(self, images, step, batch_size, height, width):
+    def _random_crop(self, images, draws, batch_size, height, width):
         pad = self.crop_padding
         padded_width = width + 2 * pad
         padded = ops.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
         channels = ops.shape(images)[3]
-        offset_y = random_integers(batch_size, self.seed, step, _CROP_Y, 2 * pad + 1)
-        offset_x = random_integers(batch_size, self.seed, step, _CROP_X, 2 * pad + 1)
+        offset_y = draws(_CROP_Y, 2 * pad + 1)
+        offset_x = draws(_CROP_X, 2 * pad + 1)
         rows = (
             offset_y[:, None, None] + ops.arange(height, dtype="int32")[None, :, None]
         )
@@ -128,13 +157,13 @@ class Augmentation:
         cropped = ops.take_along_axis(flat, pixels, axis=1)
         return ops.reshape(cropped, (batch_size, height, width, channels))
 
-    def _cutout(self, images, step, batch_size, height, width):
+    def _cutout(self, images, draws, height, width):
         half = self.cutout_size // 2
-        centre_y = random_integers(batch_size, self.seed, step, _CUTOUT_Y, height)
-        centre_x = random_integers(batch_size, self.seed, step, _CUTOUT_X, width)
+        centre_y = draws(_CUTOUT_Y, height)
+        centre_x = draws(_CUTOUT_X, width)
         rows = ops.arange(height, dtype="int32")[None, :] - centre_y[:, None]
         cols = ops.arange(width, dtype="int32")[None, :] - centre_x[:, None]
         inside_rows = ops.logical_and(rows >= -half, rows < self.cutout_size - half)
         inside_cols = ops.logical_and(cols >= -half, cols < self.cutout_size - half)
         inside = ops.logical_and(inside_rows[:, :, None], inside_cols[:, None, :])
-        return ops.where(inside[:, :, :, None], 0.0, images)
+        return ops.where(inside[:, :, :, None], CUTOUT_FILL, images)

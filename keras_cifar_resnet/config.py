@@ -44,16 +44,22 @@ class TrainConfig:
     Args:
         model: str, one of `MODEL_NAMES`. `tiny` is a two-stage, 8/16-filter
             network for tests and smoke runs only.
+        width_multiplier: float, scales every layer's filters (1.0: the
+            published network; 0.25: a quarter of the filters, ~1/16 of the
+            compute, trainable on a CPU).
         recipe: str, the recipe these values started from.
         epochs: int, passes over the training set.
         batch_size: int, images per optimizer step.
         optimizer: str, `sgd` (Nesterov momentum) or `adam`.
-        learning_rate: float, the peak learning rate.
+        learning_rate: float, the peak learning rate. A recipe's rate is
+            for its own `batch_size`; `config_from_flags` scales it linearly
+            when only the batch size is given.
         momentum: float, SGD momentum (unused by Adam).
         schedule: str, `cosine` (linear warm-up, then cosine decay to 0 at
             the last step) or `constant`.
-        warmup_epochs: float, length of the linear warm-up from 0 (cosine
-            schedule only; capped at half the run).
+        warmup_epochs: float, length of the linear warm-up (cosine schedule
+            only; capped at half the run). Step `s` of `w` warm-up steps
+            uses `(s + 1) / (w + 1)` of the peak, so the first step learns.
         weight_decay: float, coupled L2 coefficient on conv/dense kernels.
         label_smoothing: float, for the training loss.
         crop_padding: int, random-crop padding in pixels (0: no crop).
@@ -78,6 +84,13 @@ class TrainConfig:
         "Network to train. 'tiny' is a small network for tests and smoke runs only.",
         choices=MODEL_NAMES,
     )
+    width_multiplier: float = _field(
+        1.0,
+        "Scales the filters of every layer (rounded, at least 1), keeping the "
+        "depth: 0.25 gives ResNet18 with 16/16/32/64/128 filters, about 1/16 "
+        "of the compute, which trains on full CIFAR-10 on a CPU.",
+        metavar="W",
+    )
     recipe: str = _field(
         "default",
         "Set of training defaults: 'default' (Nesterov SGD, cosine schedule, "
@@ -96,13 +109,15 @@ class TrainConfig:
     )
     learning_rate: float = _field(
         0.2,
-        "Peak learning rate (0.2 = 0.1 per 256 images, linearly scaled to batch 512).",
+        "Peak learning rate (0.2 = 0.1 per 256 images, linearly scaled to batch "
+        "512). Given --batch-size without --learning-rate, the recipe's rate is "
+        "scaled linearly from the recipe's batch size.",
         recipe=True,
     )
     momentum: float = _field(0.9, "SGD momentum (ignored by Adam).", recipe=True)
     schedule: str = _field(
         "cosine",
-        "Learning-rate schedule: 'cosine' (linear warm-up from 0, then cosine "
+        "Learning-rate schedule: 'cosine' (linear warm-up, then cosine "
         "decay to 0 at the last step) or 'constant'.",
         choices=SCHEDULES,
         recipe=True,
@@ -205,6 +220,11 @@ class TrainConfig:
                     f"one of {', '.join(choices)}",
                 )
         require(_is_int(self.epochs) and self.epochs >= 1, "epochs", "an int >= 1")
+        require(
+            _is_number(self.width_multiplier) and self.width_multiplier > 0,
+            "width_multiplier",
+            "a finite number > 0",
+        )
         require(
             _is_int(self.batch_size) and self.batch_size >= 1,
             "batch_size",
@@ -394,15 +414,53 @@ def explicit_flags(namespace):
 def config_from_flags(flags):
     """The config for explicit `flags`: the recipe's values, then the flags.
 
+    A recipe's learning rate belongs to its batch size: given `batch_size`
+    without `learning_rate`, the rate is scaled linearly from the recipe's
+    (timm's `lr_base`/`lr_base_size` rule). An explicit `learning_rate` is
+    used as given.
+
     Raises:
         ValueError: a value is out of range (the message names the flag).
     """
-    recipe = flags.get("recipe", TrainConfig.recipe)
-    if recipe not in RECIPES:
-        raise ValueError(
-            f"--recipe must be one of {', '.join(RECIPES)}, got {recipe!r}"
-        )
-    return dataclasses.replace(RECIPES[recipe], **flags)
+    recipe = _recipe(flags)
+    scaling = learning_rate_scaling(flags)
+    if scaling is not None:
+        flags = flags | {"learning_rate": scaling["learning_rate"]}
+    return dataclasses.replace(recipe, **flags)
+
+
+def _recipe(flags):
+    name = flags.get("recipe", TrainConfig.recipe)
+    if name not in RECIPES:
+        raise ValueError(f"--recipe must be one of {', '.join(RECIPES)}, got {name!r}")
+    return RECIPES[name]
+
+
+def learning_rate_scaling(flags):
+    """How `config_from_flags` scales the learning rate for `flags`, or None.
+
+    Returns:
+        None when the recipe's rate is used as it is (no `batch_size`, the
+        recipe's own, or an explicit `learning_rate`); else a dict with the
+        recipe's `base_learning_rate` and `base_batch_size` and the scaled
+        `learning_rate` for `batch_size`.
+    """
+    recipe = _recipe(flags)
+    batch_size = flags.get("batch_size")
+    if (
+        "learning_rate" in flags
+        or batch_size is None
+        or batch_size == recipe.batch_size
+        or not _is_int(batch_size)
+        or batch_size < 1
+    ):
+        return None
+    return {
+        "base_learning_rate": recipe.learning_rate,
+        "base_batch_size": recipe.batch_size,
+        "batch_size": batch_size,
+        "learning_rate": recipe.learning_rate * batch_size / recipe.batch_size,
+    }
 
 
 def resolve_config(argv=None):

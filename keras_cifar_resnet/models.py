@@ -72,6 +72,10 @@ class ResNet(backend_train_step_class(), keras.Model):
             to `(32, 32, 3)`.
         batch_norm_momentum: float, BatchNorm moving-average momentum.
             Defaults to Keras's 0.99.
+        width_multiplier: float > 0, scales the stem's and every stage's
+            filters (rounded, at least 1) and keeps the topology:
+            `ResNet18(width_multiplier=0.25)` has 16/16/32/64/128 filters and
+            about 1/16 of the compute. Defaults to 1.0.
         name: str, the model's name.
 
     Example:
@@ -90,6 +94,7 @@ class ResNet(backend_train_step_class(), keras.Model):
         num_classes=10,
         input_shape=(32, 32, 3),
         batch_norm_momentum=0.99,
+        width_multiplier=1.0,
         name="resnet",
         **kwargs,
     ):
@@ -145,9 +150,22 @@ class ResNet(backend_train_step_class(), keras.Model):
             "a float in [0, 1)",
         )
 
+        _validate(
+            "width_multiplier",
+            width_multiplier,
+            isinstance(width_multiplier, (int, float))
+            and not isinstance(width_multiplier, bool)
+            and 0.0 < width_multiplier < float("inf"),
+            "a finite number > 0",
+        )
+        width_multiplier = float(width_multiplier)
+
+        def scaled(filters):
+            return max(1, round(filters * width_multiplier))
+
         inputs = keras.Input(shape=input_shape, name="images")
         x = layers.Rescaling(2.0 / 255.0, offset=-1.0, name="rescale")(inputs)
-        x = layers.Conv2D(stem_filters, 3, padding="valid", name="stem_conv")(x)
+        x = layers.Conv2D(scaled(stem_filters), 3, padding="valid", name="stem_conv")(x)
         x = layers.BatchNormalization(momentum=batch_norm_momentum, name="stem_bn")(x)
         x = layers.ReLU(name="stem_relu")(x)
         x = layers.MaxPooling2D(2, strides=1, padding="same", name="stem_pool")(x)
@@ -164,13 +182,16 @@ class ResNet(backend_train_step_class(), keras.Model):
             for index in range(1, num_blocks + 1):
                 x = block(
                     x,
-                    filters,
+                    scaled(filters),
                     stride if index == 1 else 1,
                     batch_norm_momentum,
                     name=f"stage{stage}_block{index}",
                 )
         x = layers.GlobalAveragePooling2D(name="pool")(x)
-        outputs = layers.Dense(num_classes, name="logits")(x)
+        # float32 logits under mixed precision, as the Keras mixed-precision
+        # guide recommends: the loss and softmax then see full-precision
+        # values, not bf16's 8-bit mantissa.
+        outputs = layers.Dense(num_classes, dtype="float32", name="logits")(x)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
 
         self.stackwise_num_blocks = stackwise_num_blocks
@@ -181,6 +202,7 @@ class ResNet(backend_train_step_class(), keras.Model):
         self.num_classes = num_classes
         self.image_shape = input_shape
         self.batch_norm_momentum = batch_norm_momentum
+        self.width_multiplier = width_multiplier
 
     def get_config(self):
         return {
@@ -192,6 +214,7 @@ class ResNet(backend_train_step_class(), keras.Model):
             "num_classes": self.num_classes,
             "input_shape": list(self.image_shape),
             "batch_norm_momentum": self.batch_norm_momentum,
+            "width_multiplier": self.width_multiplier,
             "name": self.name,
         }
 

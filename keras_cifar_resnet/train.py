@@ -21,6 +21,7 @@ command line; 128 + signal number when stopped by SIGINT (130) or SIGTERM
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import datetime
@@ -53,6 +54,7 @@ from keras_cifar_resnet.config import (
     build_parser,
     config_from_flags,
     explicit_flags,
+    learning_rate_scaling,
 )
 from keras_cifar_resnet.data import (
     DataError,
@@ -144,17 +146,21 @@ def prepare_data(config):
 
 
 def build_model(config):
-    """The untrained network named by `config.model`."""
-    if config.model == "tiny":
-        return TinyResNet(batch_norm_momentum=config.batch_norm_momentum)
-    return MODELS[config.model](batch_norm_momentum=config.batch_norm_momentum)
+    """The untrained network named by `config.model`, at its width."""
+    build = TinyResNet if config.model == "tiny" else MODELS[config.model]
+    return build(
+        batch_norm_momentum=config.batch_norm_momentum,
+        width_multiplier=config.width_multiplier,
+    )
 
 
 def learning_rate_schedule(config, steps_per_epoch):
     """The learning rate (a float or a schedule of the optimizer's step).
 
-    Cosine: linear warm-up from 0 over `warmup_epochs` (capped at half the
-    run, so short runs still decay), then cosine decay to 0 at the last step.
+    Cosine: a linear warm-up over `warmup_epochs` (capped at half the run,
+    so short runs still decay), then cosine decay to 0 at the last step.
+    Warm-up step `s` of `w` uses `(s + 1) / (w + 1)` of the peak: starting
+    from exactly 0 would make the first step a no-op.
     """
     if config.schedule == "constant":
         return config.learning_rate
@@ -162,8 +168,9 @@ def learning_rate_schedule(config, steps_per_epoch):
     warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps // 2)
     if not warmup_steps:
         return keras.optimizers.schedules.CosineDecay(config.learning_rate, total_steps)
+    # Keras's warm-up is initial + (target - initial) * s / w.
     return keras.optimizers.schedules.CosineDecay(
-        0.0,
+        config.learning_rate / (warmup_steps + 1),
         total_steps - warmup_steps,
         warmup_target=config.learning_rate,
         warmup_steps=warmup_steps,
@@ -411,10 +418,22 @@ class TrainingRun:
             at each step and epoch (for tests).
         distribution: what `setup_distribution(config.distribute)` returned;
             None for one device. Only its chief process writes files.
+        learning_rate_scaling: what `config.learning_rate_scaling` returned
+            for the command line (None: the rate was not scaled), for the
+            start line and `config.json`.
     """
 
-    def __init__(self, config, *, resume=False, callbacks=(), distribution=None):
+    def __init__(
+        self,
+        config,
+        *,
+        resume=False,
+        callbacks=(),
+        distribution=None,
+        learning_rate_scaling=None,
+    ):
         self.config = config
+        self.learning_rate_scaling = learning_rate_scaling
         self.distribution = distribution or setup_distribution("none")
         self.resume = resume
         self.extra_callbacks = list(callbacks)
@@ -476,7 +495,11 @@ class TrainingRun:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             _write_json(
                 self.output_dir / CONFIG_NAME,
-                {"config": config.to_dict(), "started": _now()}
+                {
+                    "config": config.to_dict(),
+                    "learning_rate_scaling": self.learning_rate_scaling,
+                    "started": _now(),
+                }
                 | _environment()
                 | {"distribution": distribution.to_dict()},
             )
@@ -491,13 +514,19 @@ class TrainingRun:
             # Printed once SIGINT/SIGTERM are handled: from here on a signal
             # ends the run with a checkpoint.
             print(
-                f"training {config.model} ({model.count_params():,} parameters), "
+                f"training {config.model}"
+                + (
+                    f" at width {config.width_multiplier:g}"
+                    if config.width_multiplier != 1
+                    else ""
+                )
+                + f" ({model.count_params():,} parameters), "
                 f"recipe {config.recipe}, on {keras.backend.backend()}: "
                 f"{len(data.train_images):,} training images, "
                 f"{len(data.val_images):,} validation, {len(data.test_images):,} test"
                 f"{' (synthetic)' if config.synthetic else ''}"
-                f"; {config.epochs} epochs of {self.steps_per_epoch} steps; writing to "
-                f"{self.output_dir}",
+                f"; {config.epochs} epochs of {self.steps_per_epoch} steps; "
+                f"{self._learning_rate_words()}; writing to {self.output_dir}",
                 flush=True,
             )
             monitor = _RunMonitor(self, interrupts)
@@ -565,6 +594,17 @@ class TrainingRun:
             )
             return 128 + interrupts.signum
         return self.finish()
+
+    def _learning_rate_words(self):
+        words = f"peak learning rate {self.config.learning_rate:g}"
+        scaling = self.learning_rate_scaling
+        if scaling is None:
+            return words
+        return (
+            f"{words} (the recipe's {scaling['base_learning_rate']:g} at batch "
+            f"{scaling['base_batch_size']}, scaled linearly to batch "
+            f"{scaling['batch_size']}; give --learning-rate to set it yourself)"
+        )
 
     def _fit(self, batches, initial_epoch, epochs, callbacks, skip):
         model = self.model
@@ -683,8 +723,10 @@ class TrainingRun:
             return 0
         model_path = self.output_dir / self.model_file
         print(f"evaluating {model_path} on {len(data.test_images):,} test images")
-        # The chief alone, on its own devices: the others have finished.
-        with self.distribution.local_scope():
+        # The chief alone, on its own devices: the others have finished. In
+        # float32 whatever the training precision, so the figure is the one
+        # the evaluate command gives for the same file.
+        with self.distribution.local_scope(), _dtype_policy("float32"):
             model = keras.saving.load_model(model_path)
             report = evaluate_model(
                 model, data.test_images, data.test_labels, batch_size=config.batch_size
@@ -738,7 +780,7 @@ def _default_output_dir(config):
 
 
 def config_for_arguments(args):
-    """(config, resume) from parsed arguments.
+    """(config, resume, learning_rate_scaling) from parsed arguments.
 
     Raises:
         UsageError: bad values, flags that cannot go with `--resume`, or an
@@ -772,9 +814,14 @@ def config_for_arguments(args):
             raise UsageError(
                 f"--resume {run_dir}: cannot read the run ({err})"
             ) from None
-        return dataclasses.replace(config, output_dir=str(run_dir), **flags), True
+        return (
+            dataclasses.replace(config, output_dir=str(run_dir), **flags),
+            True,
+            None,
+        )
     try:
         config = config_from_flags(flags)
+        scaling = learning_rate_scaling(flags)
     except ValueError as err:
         raise UsageError(str(err)) from None
     if config.output_dir is None:
@@ -785,10 +832,21 @@ def config_for_arguments(args):
             f"--output-dir {output_dir} already holds a run; continue it with "
             f"--resume {output_dir} or choose another folder"
         )
-    return config, False
+    return config, False, scaling
 
 
-def train(config, *, resume=False, callbacks=()):
+@contextlib.contextmanager
+def _dtype_policy(name):
+    """Keras's global dtype policy set to `name` inside the block."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def train(config, *, resume=False, callbacks=(), learning_rate_scaling=None):
     """Runs (or resumes) training as configured; returns the exit status.
 
     Sets the global dtype policy for the run and restores it afterwards, and
@@ -799,6 +857,9 @@ def train(config, *, resume=False, callbacks=()):
         resume: bool, continue the run in `config.output_dir`. Defaults to
             False.
         callbacks: extra Keras callbacks (for tests). Defaults to none.
+        learning_rate_scaling: how the learning rate was scaled to the batch
+            size (`config.learning_rate_scaling`), to report it. Defaults to
+            None (not scaled).
 
     Raises:
         DataError, CheckpointError, UsageError: see `main`, which reports them.
@@ -806,16 +867,17 @@ def train(config, *, resume=False, callbacks=()):
     # First: JAX's multi-host start and torch's process group must precede
     # any tensor.
     distribution = setup_distribution(config.distribute)
-    previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(
-        "float32" if config.mixed_precision == "off" else config.mixed_precision
-    )
+    policy = "float32" if config.mixed_precision == "off" else config.mixed_precision
     try:
-        return TrainingRun(
-            config, resume=resume, callbacks=callbacks, distribution=distribution
-        ).run()
+        with _dtype_policy(policy):
+            return TrainingRun(
+                config,
+                resume=resume,
+                callbacks=callbacks,
+                distribution=distribution,
+                learning_rate_scaling=learning_rate_scaling,
+            ).run()
     finally:
-        keras.config.set_dtype_policy(previous_policy)
         distribution.close()
 
 
@@ -827,8 +889,8 @@ def main(argv=None):
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     try:
-        config, resume = config_for_arguments(args)
-        return train(config, resume=resume)
+        config, resume, scaling = config_for_arguments(args)
+        return train(config, resume=resume, learning_rate_scaling=scaling)
     except (UsageError, DistributionError) as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -15,6 +15,11 @@ the whole global batch), `half0`/`half1` (one device, each half alone), and,
 from the chief, `reloaded` (the data-parallel run's checkpoint loaded into a
 single-device model). A single-device checkpoint starts every model, so the
 data-parallel model also proves the other direction of portability.
+
+The data-parallel model augments its batch inside the step (crop, flip,
+cutout); the single-device references train, without augmentation, on the
+global batch as augmented on one device. So `parallel` matches them only if
+each replica draws the augmentation of its own slice of the global batch.
 """
 
 from __future__ import annotations
@@ -37,12 +42,14 @@ if BACKEND == "tensorflow":
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from keras_cifar_resnet.augment import Augmentation  # noqa: E402
 from keras_cifar_resnet.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
 from keras_cifar_resnet.distribute import setup_distribution  # noqa: E402
 from keras_cifar_resnet.models import TinyResNet  # noqa: E402
 
 GLOBAL_BATCH = 8
 LEARNING_RATE = 0.1
+AUGMENTATION = Augmentation(crop_padding=4, flip=True, cutout_size=8, seed=3)
 
 
 @contextlib.contextmanager
@@ -59,11 +66,15 @@ def single_device():
         keras.distribution.set_distribution(previous)
 
 
-def make_model(checkpoint=None):
+def make_model(checkpoint=None, augmentation=None):
     model = TinyResNet()
     # Plain SGD: one step is linear in the gradient, so a step on the
     # average of two gradients is the average of the two steps.
-    model.compile(keras.optimizers.SGD(LEARNING_RATE, name="sgd"), weight_decay=1e-3)
+    model.compile(
+        keras.optimizers.SGD(LEARNING_RATE, name="sgd"),
+        weight_decay=1e-3,
+        augmentation=augmentation,
+    )
     model.optimizer.build(model.trainable_variables)
     if checkpoint is not None:
         load_checkpoint(checkpoint, model)
@@ -92,13 +103,17 @@ def main(out_dir):
     with single_device():
         random.seed(0)
         save_checkpoint(init, make_model(), {"what": "single-device start"})
-        results["full"] = step(make_model(init), images, labels)
+        # Step 0's augmentation of the whole global batch, on one device.
+        augmented = keras.ops.convert_to_numpy(AUGMENTATION(images, 0))
+        results["full"] = step(make_model(init), augmented, labels)
         for index in range(2):
             part = slice(index * half, (index + 1) * half)
-            results[f"half{index}"] = step(make_model(init), images[part], labels[part])
+            results[f"half{index}"] = step(
+                make_model(init), augmented[part], labels[part]
+            )
 
     with distribution.scope():
-        model = make_model(init)
+        model = make_model(init, augmentation=AUGMENTATION)
     distribution.prepare_model(model)
     if distribution.process_count == 1:
         results["parallel"] = step(model, images, labels)

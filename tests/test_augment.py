@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_cifar_resnet.augment import Augmentation, random_integers
+from keras_cifar_resnet.augment import CUTOUT_FILL, Augmentation, random_integers
 from tests.backend_subprocess import BACKENDS, current_backend, run_under_backend
 
 
@@ -52,13 +52,16 @@ def test_flip_mirrors_some_images_and_keeps_the_others():
     assert 16 < sum(flipped) < 48
 
 
-def test_cutout_zeroes_one_square_at_most_its_size():
+def test_cutout_fills_one_square_at_most_its_size_with_the_models_zero():
     images = _images()
     size = 8
     out = _augment(
         Augmentation(crop_padding=0, flip=False, cutout_size=size, seed=2), images
     )
-    zeroed = np.all(out == 0, axis=-1)
+    # Mid grey, which the model's input scaling maps to 0 (the normalised
+    # data's zero, as in the Cutout paper), not black (-1).
+    assert CUTOUT_FILL == 127.5 and 2 * CUTOUT_FILL / 255 - 1 == 0
+    zeroed = np.all(out == CUTOUT_FILL, axis=-1)
     for mask, result, image in zip(zeroed, out, images, strict=True):
         rows, cols = np.nonzero(mask)
         assert 0 < len(rows) <= size * size
@@ -76,6 +79,27 @@ def test_same_seed_and_step_same_batch_different_step_different_batch():
     assert not np.array_equal(first, _augment(augmentation, images, step=12))
     other_seed = Augmentation(cutout_size=8, seed=8)
     assert not np.array_equal(first, _augment(other_seed, images, step=11))
+
+
+def test_neighbouring_seeds_are_independent_streams():
+    # With a key of hash(seed + step), seed s+1 at step t repeated seed s at
+    # step t+1; the seed is now hashed on its own.
+    for seed, step in ((0, 1), (41, 7), (1000, 0)):
+        here = ops.convert_to_numpy(random_integers(64, seed + 1, step, 1, 1000))
+        shifted = ops.convert_to_numpy(random_integers(64, seed, step + 1, 1, 1000))
+        assert (here == shifted).mean() < 0.1
+
+
+def test_a_replicas_slice_gets_the_draws_of_its_global_position():
+    images = _images(16)
+    augmentation = Augmentation(cutout_size=8, seed=5)
+    whole = _augment(augmentation, images, step=3)
+    second_half = ops.convert_to_numpy(augmentation(images[8:], 3, first_index=8))
+    np.testing.assert_array_equal(second_half, whole[8:])
+    # Numbered from 0 instead, the slice would repeat the first half's draws.
+    assert not np.array_equal(
+        ops.convert_to_numpy(augmentation(images[8:], 3)), whole[8:]
+    )
 
 
 def test_random_integers_are_in_range_and_roughly_uniform():

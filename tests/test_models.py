@@ -147,6 +147,10 @@ def test_batchnorm_training_vs_inference():
         ({"input_shape": (2, 2, 3)}, "input_shape"),
         ({"batch_norm_momentum": 1.5}, "batch_norm_momentum"),
         ({"stem_filters": 0}, "stem_filters"),
+        ({"width_multiplier": 0}, "width_multiplier"),
+        ({"width_multiplier": -0.5}, "width_multiplier"),
+        ({"width_multiplier": float("nan")}, "width_multiplier"),
+        ({"width_multiplier": "0.5"}, "width_multiplier"),
     ],
 )
 def test_invalid_arguments_are_refused_clearly(kwargs, message):
@@ -156,14 +160,50 @@ def test_invalid_arguments_are_refused_clearly(kwargs, message):
         ResNet(**kwargs)
 
 
+def _filters(model):
+    return [
+        layer.filters
+        for layer in model.layers
+        if isinstance(layer, keras.layers.Conv2D) and "shortcut" not in layer.name
+    ]
+
+
+def test_width_multiplier_scales_every_layer_and_keeps_the_depth():
+    full, quarter = ResNet18(), ResNet18(width_multiplier=0.25)
+    assert len(quarter.layers) == len(full.layers)
+    assert [w.path for w in quarter.weights] == [w.path for w in full.weights]
+    assert _filters(full) == [64] * 5 + [128] * 4 + [256] * 4 + [512] * 4
+    assert _filters(quarter) == [f // 4 for f in _filters(full)]
+    assert quarter.get_layer("stage4_block1_shortcut_conv").filters == 128
+    # Rounded, never below one filter.
+    assert set(_filters(TinyResNet(width_multiplier=0.01))) == {1}
+    assert _filters(TinyResNet(width_multiplier=0.3)) == [2, 2, 2, 5, 5]
+    # About 1/16 of the weights (the compute scales the same way).
+    assert 14 < full.count_params() / quarter.count_params() < 17
+
+
+def test_head_computes_in_float32_under_mixed_precision():
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = TinyResNet()
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert model.get_layer("stem_conv").compute_dtype == "bfloat16"
+    assert model.get_layer("logits").compute_dtype == "float32"
+    logits = model(_images(2), training=False)
+    assert keras.backend.standardize_dtype(logits.dtype) == "float32"
+
+
 def test_config_round_trip():
-    model = ResNet34(num_classes=100, batch_norm_momentum=0.9)
+    model = ResNet34(num_classes=100, batch_norm_momentum=0.9, width_multiplier=0.5)
     config = model.get_config()
     json.dumps(config)  # plain JSON
     clone = ResNet.from_config(config)
     assert clone.get_config() == config
     assert clone.count_params() == model.count_params()
     assert clone.get_layer("stem_bn").momentum == 0.9
+    assert clone.get_layer("stem_conv").filters == 32
     assert clone.name == "resnet34"
 
 

@@ -28,13 +28,17 @@ from keras_cifar_resnet.config import (
     TrainConfig,
     build_parser,
     config_from_flags,
+    learning_rate_scaling,
     resolve_config,
 )
+from keras_cifar_resnet.evaluate import evaluate_model
 from keras_cifar_resnet.train import (
     CONFIG_NAME,
     LOG_COLUMNS,
     config_for_arguments,
+    learning_rate_schedule,
     main,
+    prepare_data,
     train,
 )
 
@@ -75,7 +79,7 @@ def _checkpoint_arrays(folder):
 
 
 def _config(argv):
-    config, resume = config_for_arguments(build_parser().parse_args(argv))
+    config, resume, _ = config_for_arguments(build_parser().parse_args(argv))
     assert not resume
     return config
 
@@ -121,6 +125,43 @@ def test_recipes_are_whole_configs_and_flags_override_them():
     assert config.learning_rate == 0.01 and config.optimizer == "adam"
     assert resolve_config(["--no-flip"]).flip is False
     assert config_from_flags({"epochs": 3}).epochs == 3
+
+
+def test_the_learning_rate_follows_the_batch_size_unless_given():
+    # timm's rule: the recipe's rate is for the recipe's batch size.
+    assert config_from_flags({"batch_size": 128}).learning_rate == pytest.approx(0.05)
+    assert learning_rate_scaling({"batch_size": 128}) == {
+        "base_learning_rate": 0.2,
+        "base_batch_size": 512,
+        "batch_size": 128,
+        "learning_rate": pytest.approx(0.05),
+    }
+    seed = config_from_flags({"recipe": "seed", "batch_size": 1024})
+    assert seed.learning_rate == pytest.approx(2e-4)
+    # An explicit rate, or the recipe's own batch size, changes nothing.
+    given = {"batch_size": 128, "learning_rate": 0.3}
+    assert config_from_flags(given).learning_rate == 0.3
+    assert learning_rate_scaling(given) is None
+    assert learning_rate_scaling({"batch_size": 512}) is None
+    assert learning_rate_scaling({"epochs": 3}) is None
+    assert config_from_flags({"epochs": 3}).learning_rate == 0.2
+
+
+def test_the_first_warm_up_step_learns_and_the_peak_comes_after_warm_up():
+    config = TrainConfig(epochs=10, warmup_epochs=2.0)
+    steps_per_epoch = 5
+    schedule = learning_rate_schedule(config, steps_per_epoch)
+    rates = [
+        float(keras.ops.convert_to_numpy(schedule(step))) for step in range(51)
+    ]
+    warmup = 10
+    # (s + 1) / (w + 1) of the peak: above 0 from the very first step.
+    assert rates[0] == pytest.approx(0.2 / (warmup + 1))
+    for step in range(warmup):
+        assert rates[step] == pytest.approx(0.2 * (step + 1) / (warmup + 1))
+    assert rates[warmup] == pytest.approx(0.2)
+    assert rates[50] == pytest.approx(0.0, abs=1e-7)
+    assert np.all(np.diff(rates[warmup:]) <= 0)
 
 
 def test_help_explains_every_flag(capsys):
@@ -197,8 +238,16 @@ def test_a_synthetic_run_writes_every_output(straight_run):
     assert [int(row["epoch"]) for row in rows] == [0, 1]
     assert tuple(rows[0]) == LOG_COLUMNS
     assert all(np.isfinite(float(row["val_accuracy"])) for row in rows)
-    # Cosine schedule: peak after warm-up (capped at half the run), 0 at the end.
-    assert float(rows[0]["learning_rate"]) == pytest.approx(0.2)
+    # Cosine schedule: peak after warm-up (capped at half the run), 0 at the
+    # end. The peak is the recipe's 0.2 at batch 512, scaled to batch 32.
+    assert float(rows[0]["learning_rate"]) == pytest.approx(0.2 * 32 / 512)
+    assert record["learning_rate_scaling"] == {
+        "base_learning_rate": 0.2,
+        "base_batch_size": 512,
+        "batch_size": 32,
+        "learning_rate": pytest.approx(0.0125),
+    }
+    assert "the recipe's 0.2 at batch 512, scaled linearly to batch 32" in output
     assert float(rows[1]["learning_rate"]) == pytest.approx(0.0, abs=1e-7)
 
     summary = json.loads((folder / "summary.json").read_text())
@@ -339,6 +388,24 @@ def test_sigterm_to_the_command_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["model_file"] == "final.keras"
     assert (folder / "final.keras").is_file() and not (folder / "best.keras").exists()
+
+
+@pytest.mark.slow
+def test_the_test_figure_of_a_mixed_precision_run_is_computed_in_float32(tmp_path):
+    folder = tmp_path / "run"
+    argv = [*TINY, "--epochs", "1", "--validation-size", "0", "--output-dir"]
+    argv += [str(folder), "--mixed-precision", "mixed_bfloat16"]
+    assert main(argv) == 0
+    summary = json.loads((folder / "summary.json").read_text())
+    # What `keras-cifar-resnet-evaluate` computes: the file in float32.
+    assert keras.config.dtype_policy().name == "float32"
+    model = keras.saving.load_model(folder / "final.keras")
+    data = prepare_data(_config(argv[:-2] + ["--output-dir", str(tmp_path / "x")]))
+    expected = evaluate_model(model, data.test_images, data.test_labels, 32)
+    # The same float32 computation on the same weights: equal but for
+    # rounding (in bf16 the loss differed by 2.5e-6 relative here).
+    assert summary["test"]["loss"] == pytest.approx(expected["loss"], rel=1e-9)
+    assert summary["test"]["accuracy"] == expected["accuracy"]
 
 
 @pytest.mark.slow

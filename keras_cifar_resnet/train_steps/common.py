@@ -90,10 +90,15 @@ class TrainStepBase:
             return []
         return [self.loss_tracker, self.accuracy_tracker]
 
-    def augment_batch(self, images, step):
+    def augment_batch(self, images, step, first_index=0):
+        """Augments this replica's `images`, whose first has global index `first_index`.
+
+        Numbering the draws over the global batch keeps data-parallel
+        replicas from repeating each other's crops, flips and cutouts.
+        """
         if self.augmentation is None:
             return images
-        return self.augmentation(images, step)
+        return self.augmentation(images, step, first_index)
 
     def training_loss(self, labels, logits, trainable_values):
         """(objective, cross_entropy): cross-entropy plus the L2 weight decay.

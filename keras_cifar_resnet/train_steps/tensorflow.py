@@ -14,7 +14,13 @@ from keras_cifar_resnet.train_steps.common import TrainStepBase
 class TensorFlowTrainStep(TrainStepBase):
     def train_step(self, data):
         images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
-        images = self.augment_batch(images, self.optimizer.iterations)
+        # Under tf.distribute each replica holds a consecutive slice of the
+        # global batch; its augmentation draws are numbered from that slice's
+        # global position (0 on one device).
+        replica = tf.distribute.get_replica_context()
+        replica_id = replica.replica_id_in_sync_group if replica is not None else 0
+        first_index = tf.cast(replica_id, "int32") * tf.shape(images)[0]
+        images = self.augment_batch(images, self.optimizer.iterations, first_index)
         with tf.GradientTape() as tape:
             logits = self(images, training=True)
             objective, loss = self.training_loss(

@@ -12,7 +12,9 @@ from keras_cifar_resnet.train_steps.common import TrainStepBase
 class TorchTrainStep(TrainStepBase):
     def train_step(self, data):
         images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
-        images = self.augment_batch(images, self.optimizer.iterations)
+        images = self.augment_batch(
+            images, self.optimizer.iterations, self._first_global_index(images)
+        )
         # Gradients accumulate in .grad across backward() calls; without this
         # every step would add the previous steps' gradients (no error, just
         # worse training).
@@ -30,6 +32,14 @@ class TorchTrainStep(TrainStepBase):
         with torch.no_grad():
             self.optimizer.apply(gradients, trainable_weights)
         return self.update_metrics(loss.detach(), labels, logits.detach())
+
+    def _first_global_index(self, images):
+        # Under DDP rank r feeds images [r * n, (r + 1) * n) of each global
+        # batch (distribute.ProcessShard); its augmentation draws are
+        # numbered from there, as one device would number them.
+        if forward_module(self) is self:
+            return 0
+        return torch.distributed.get_rank() * images.shape[0]
 
     def test_step(self, data):
         return self.stateful_test_step(data)
