@@ -56,7 +56,7 @@ BENCHMARK_EXTRAS = {
     True: {"jax": "jax-cuda", "tensorflow": "tensorflow-cuda", "torch": "torch"},
 }
 # Options this session reads itself; the rest of posargs go to pytest.
-BENCHMARK_SESSION_OPTIONS = ("--no-accuracy",)
+BENCHMARK_SESSION_OPTIONS = ("--no-accuracy", "--cpu-accuracy")
 
 
 def _gpu_present():
@@ -74,8 +74,10 @@ def benchmark(session, backend):
     Writes benchmark-results/: pytest-benchmark JSON per backend, the accuracy
     run, table.md and chart.png merged over every backend run so far. posargs
     go to the benchmarks' pytest (`-- --quick` for a CPU; see
-    benchmarks/README.md); `--no-accuracy` skips the training run. The torch
-    session also times the native PyTorch reference.
+    benchmarks/README.md); `--no-accuracy` skips the training run;
+    `--cpu-accuracy` trains the CPU accuracy profile (ResNet18 at width
+    0.125, full CIFAR-10, 6 epochs), which the torch session also trains in
+    plain PyTorch. The torch session also times the native PyTorch reference.
     """
     gpu = _gpu_present()
     extra = BENCHMARK_EXTRAS[gpu][backend]
@@ -97,16 +99,15 @@ def benchmark(session, backend):
         env=env,
     )
     if "--no-accuracy" not in session.posargs:
-        profile = "gpu" if gpu else ("quick" if "--quick" in posargs else "full")
-        session.run(
-            "python",
-            "benchmarks/accuracy.py",
-            "--profile",
-            profile,
-            "--output-dir",
-            results,
-            env=env,
-        )
+        if "--cpu-accuracy" in session.posargs:
+            profile = "cpu"
+        else:
+            profile = "gpu" if gpu else ("quick" if "--quick" in posargs else "full")
+        accuracy = ["benchmarks/accuracy.py", "--profile", profile]
+        session.run("python", *accuracy, "--output-dir", results, env=env)
+        if profile == "cpu" and backend == "torch":
+            accuracy.append("--native")
+            session.run("python", *accuracy, "--output-dir", results, env=env)
     command = "nox -s benchmark" + (
         " -- " + " ".join(session.posargs) if session.posargs else ""
     )

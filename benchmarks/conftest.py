@@ -67,6 +67,7 @@ class Settings:
     warmup: int
     native: tuple
     inference: bool
+    jit_compile: str = "auto"
 
 
 def _csv(value):
@@ -132,6 +133,14 @@ def pytest_addoption(parser):
     group.addoption(
         "--no-inference", action="store_true", help="skip the inference benchmarks."
     )
+    group.addoption(
+        "--jit-compile",
+        choices=("auto", "on"),
+        default="auto",
+        help="how the Keras step is compiled: 'auto' is Keras's choice (JAX: "
+        "jit; TensorFlow: XLA on GPU only; torch: eager); 'on' forces XLA on "
+        "TensorFlow and torch.compile on torch. Default: auto.",
+    )
 
 
 def settings_from(config):
@@ -169,7 +178,10 @@ def settings_from(config):
             f"--precisions must be among float32, mixed. Received: {bad}"
         )
     return Settings(
-        native=tuple(native), inference=not config.getoption("--no-inference"), **values
+        native=tuple(native),
+        inference=not config.getoption("--no-inference"),
+        jit_compile=config.getoption("--jit-compile"),
+        **values,
     )
 
 

@@ -72,9 +72,14 @@ def build_model(model_name):
     return MODELS[model_name](batch_norm_momentum=momentum)
 
 
-def compile_model(model):
-    """Compiles with the package's `compile`, Keras's default `jit_compile`."""
+def compile_model(model, jit_compile="auto"):
+    """Compiles with the package's `compile`.
+
+    `jit_compile`: "auto" (Keras's default) or "on" (XLA on TensorFlow,
+    torch.compile on torch).
+    """
     model.compile(
+        jit_compile=True if jit_compile == "on" else "auto",
         optimizer=keras.optimizers.SGD(
             learning_rate=RECIPE.learning_rate, momentum=RECIPE.momentum, nesterov=True
         ),
@@ -221,15 +226,19 @@ class KerasTrainStep:
         batch_size: int, images per step.
         precision: str, `float32` or `mixed` (Keras's `mixed_bfloat16`).
         num_batches: int, distinct batches to rotate. Defaults to 4.
+        jit_compile: str, "auto" or "on", as `compile_model`. Defaults to
+            "auto".
     """
 
-    def __init__(self, model_name, batch_size, precision, num_batches=4):
+    def __init__(
+        self, model_name, batch_size, precision, num_batches=4, jit_compile="auto"
+    ):
         self.backend = keras.backend.backend()
         self.batch_size = batch_size
         previous_policy = keras.config.dtype_policy()
         keras.config.set_dtype_policy(PRECISIONS[precision])
         try:
-            self.model = compile_model(build_model(model_name))
+            self.model = compile_model(build_model(model_name), jit_compile)
         finally:
             # The policy is read when layers are built; restore it so the next
             # configuration in this process starts from the default.

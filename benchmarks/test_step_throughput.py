@@ -86,13 +86,17 @@ def test_keras(benchmark, bench_settings, keras_case):
     model, batch_size, precision, function = keras_case
     backend = keras.backend.backend()
     benchmark.group = f"{function}-{model}-b{batch_size}-{precision}"
-    runner = KerasTrainStep(model, batch_size, precision)
+    runner = KerasTrainStep(
+        model, batch_size, precision, jit_compile=bench_settings.jit_compile
+    )
     record = _measure(
         benchmark, runner, bench_settings, backend, function, PeakMemory(backend)
     )
     record.update(
         implementation="keras",
-        variant=f"keras-{backend}",
+        # A forced compile is its own row beside Keras's default.
+        variant=f"keras-{backend}"
+        + ("-jit" if bench_settings.jit_compile == "on" else ""),
         model=model,
         precision=precision,
         jit_compile=jit_compile_of(runner.model),

@@ -99,11 +99,23 @@ class TorchResNet(nn.Module):
         num_classes: int. Defaults to 10.
         batch_norm_momentum: float, in Keras's convention (weight of the old
             statistics). Defaults to Keras's 0.99.
+        width_multiplier: float, scales every layer's filters (rounded, at
+            least 1), as `ResNet(width_multiplier=...)`. Defaults to 1.0.
     """
 
-    def __init__(self, model_name="resnet18", num_classes=10, batch_norm_momentum=0.99):
+    def __init__(
+        self,
+        model_name="resnet18",
+        num_classes=10,
+        batch_norm_momentum=0.99,
+        width_multiplier=1.0,
+    ):
         super().__init__()
-        stem = STEM_FILTERS[model_name]
+
+        def scaled(filters):
+            return max(1, round(filters * width_multiplier))
+
+        stem = scaled(STEM_FILTERS[model_name])
         self.stem_conv = nn.Conv2d(3, stem, 3)  # valid padding
         self.stem_bn = batch_norm(stem, batch_norm_momentum)
         blocks, channels = [], stem
@@ -114,12 +126,12 @@ class TorchResNet(nn.Module):
                 blocks.append(
                     BasicBlock(
                         channels,
-                        filters,
+                        scaled(filters),
                         stride if index == 0 else 1,
                         batch_norm_momentum,
                     )
                 )
-                channels = filters
+                channels = scaled(filters)
         self.blocks = nn.Sequential(*blocks)
         self.logits = nn.Linear(channels, num_classes)
 
@@ -154,37 +166,44 @@ def parameter_counts(module):
     return trainable, moving
 
 
-def augment(images, crop_padding=4, flip=True, cutout_size=0):
+# As keras_cifar_resnet.augment.CUTOUT_FILL: mid grey, the model's 0.
+CUTOUT_FILL = 127.5
+
+
+def augment(images, crop_padding=4, flip=True, cutout_size=0, generator=None):
     """Random crop after zero padding, horizontal flip and cutout, NHWC batch.
 
     The same operations as `keras_cifar_resnet.Augmentation` (not the same
-    random draws: torch's generator here, a counter hash there).
+    random draws: torch's generator here, a counter hash there). Cutout fills
+    with `CUTOUT_FILL`. `generator`, if given, is a `torch.Generator` on the
+    images' device (for seeded runs); else torch's global one.
     """
     n, h, w, _ = images.shape
     device = images.device
+    random = {"device": device, "generator": generator}
     images = images.float()
     if crop_padding:
         p = crop_padding
         padded = F.pad(images, (0, 0, p, p, p, p))
-        offset_y = torch.randint(0, 2 * p + 1, (n,), device=device)
-        offset_x = torch.randint(0, 2 * p + 1, (n,), device=device)
+        offset_y = torch.randint(0, 2 * p + 1, (n,), **random)
+        offset_x = torch.randint(0, 2 * p + 1, (n,), **random)
         rows = (offset_y[:, None] + torch.arange(h, device=device))[:, :, None]
         cols = (offset_x[:, None] + torch.arange(w, device=device))[:, None, :]
         batch = torch.arange(n, device=device)[:, None, None]
         images = padded[batch, rows, cols]
     if flip:
-        flips = torch.rand(n, device=device) < 0.5
+        flips = torch.rand(n, **random) < 0.5
         images = torch.where(flips[:, None, None, None], images.flip(2), images)
     if cutout_size:
         half = cutout_size // 2
-        centre_y = torch.randint(0, h, (n, 1), device=device)
-        centre_x = torch.randint(0, w, (n, 1), device=device)
+        centre_y = torch.randint(0, h, (n, 1), **random)
+        centre_x = torch.randint(0, w, (n, 1), **random)
         rows = torch.arange(h, device=device)[None, :] - centre_y
         cols = torch.arange(w, device=device)[None, :] - centre_x
         inside_rows = (rows >= -half) & (rows < cutout_size - half)
         inside_cols = (cols >= -half) & (cols < cutout_size - half)
         inside = inside_rows[:, :, None] & inside_cols[:, None, :]
-        images = images.masked_fill(inside[..., None], 0.0)
+        images = images.masked_fill(inside[..., None], CUTOUT_FILL)
     return images
 
 

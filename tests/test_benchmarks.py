@@ -7,12 +7,14 @@ test model, batch 8, one round); the report is built from what they wrote.
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from keras_cifar_resnet.train import LOG_COLUMNS
 from tests.backend_subprocess import (
     current_backend,
     run_command_under_backend,
@@ -123,6 +125,11 @@ def test_native_reference_is_the_keras_network():
             keras_model.get_layer("stage3_block1_bn1").moving_mean)
         native_mean = module.blocks[4].bn1.running_mean.numpy()
         assert np.allclose(keras_mean, native_mean, rtol=1e-4, atol=1e-5)
+        # The width multiplier rounds the same way in both.
+        for width in (0.25, 0.3):
+            narrow = torch_reference.TorchResNet("resnet18", width_multiplier=width)
+            counts = sum(torch_reference.parameter_counts(narrow))
+            assert counts == ResNet18(width_multiplier=width).count_params(), width
         print("ok")
         """,
     )
@@ -223,6 +230,38 @@ def test_accuracy_run_records_what_the_training_command_wrote(tmp_path):
     assert rows == []
     assert report.main([str(tmp_path)]) == 0
     assert "CI check on random images" in (tmp_path / "table.md").read_text()
+
+
+@pytest.mark.slow
+def test_native_accuracy_run_writes_the_same_records(tmp_path):
+    """`accuracy.py --native`: plain PyTorch, the same files and record keys."""
+    run_command_under_backend(
+        current_backend(),
+        [
+            str(BENCHMARKS / "accuracy.py"),
+            "--native",
+            "--profile",
+            "tiny",
+            "--output-dir",
+            str(tmp_path),
+            "--",
+            "--epochs",
+            "2",
+        ],
+        cwd=BENCHMARKS.parent,
+        timeout=600,
+    )
+    record = json.loads((tmp_path / "accuracy-native-torch.json").read_text())
+    run = tmp_path / "accuracy-run-native-torch"
+    summary = json.loads((run / "summary.json").read_text())
+    assert record["backend"] == summary["backend"] == "native-torch"
+    # TRAIN_FLAGS after `--` override the profile's.
+    assert record["epochs"] == 2 and record["train_examples"] == 64
+    assert record["test_accuracy"] == summary["test"]["accuracy"]
+    assert set(summary["test"]) >= {"accuracy", "tta_accuracy", "loss"}
+    with open(run / "log.csv", newline="") as file:
+        assert tuple(csv.DictReader(file).fieldnames) == LOG_COLUMNS
+    assert (run / "best.pt").is_file()
 
 
 def test_accuracy_cli_needs_a_backend(monkeypatch, capsys):
