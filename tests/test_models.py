@@ -178,8 +178,11 @@ def test_width_multiplier_scales_every_layer_and_keeps_the_depth():
     # Rounded, never below one filter.
     assert set(_filters(TinyResNet(width_multiplier=0.01))) == {1}
     assert _filters(TinyResNet(width_multiplier=0.3)) == [2, 2, 2, 5, 5]
-    # About 1/16 of the weights (the compute scales the same way).
+    # About 1/16 of the weights (the compute scales the same way); the
+    # counts the README gives.
     assert 14 < full.count_params() / quarter.count_params() < 17
+    assert quarter.count_params() == 704_170
+    assert ResNet18(width_multiplier=0.125).count_params() == 177_754
 
 
 def test_head_computes_in_float32_under_mixed_precision():
