@@ -31,16 +31,12 @@ from keras_cifar_resnet.config import (
     learning_rate_scaling,
     resolve_config,
 )
-from keras_cifar_resnet.evaluate import evaluate_model
-from keras_cifar_resnet.train import (
-    CONFIG_NAME,
-    LOG_COLUMNS,
-    config_for_arguments,
-    learning_rate_schedule,
-    main,
-    prepare_data,
-    train,
-)
+from keras_cifar_resnet.input_pipeline import prepare_data
+from keras_cifar_resnet.metrics import evaluate_model
+from keras_cifar_resnet.recipe import learning_rate_schedule
+from keras_cifar_resnet.run_folder import CONFIG_NAME, LOG_COLUMNS
+from keras_cifar_resnet.train import config_for_arguments, main
+from keras_cifar_resnet.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 # 128 training images in 4 batches of 32, 64 held out, 128 synthetic test images.
