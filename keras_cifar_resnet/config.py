@@ -212,8 +212,7 @@ class TrainConfig:
         def require(ok, name, expected):
             if not ok:
                 problems.append(
-                    f"--{name.replace('_', '-')} must be {expected}, "
-                    f"got {getattr(self, name)!r}"
+                    f"{flag_name(name)} must be {expected}, got {getattr(self, name)!r}"
                 )
 
         for field in dataclasses.fields(self):
@@ -410,9 +409,11 @@ def build_parser(prog="keras-cifar-resnet-train"):
         default=None,
         help=(
             "Continue the run in DIR from its last checkpoint, with its saved "
-            "settings, schedule position and optimizer state. Only "
+            "settings, schedule position and optimizer state: the command that "
+            "started it, with --resume DIR added. Flags equal to the saved "
+            "values are accepted; only "
             + ", ".join(flag_name(name) for name in RESUME_OVERRIDABLE)
-            + " may be given with it."
+            + " may change."
         ),
     )
     return parser

@@ -44,21 +44,39 @@ def _default_output_dir(config):
 def _resumed_config(run_dir, flags):
     """The saved config of the run in `run_dir`, with the flags that may change.
 
+    Flags are compared as given with the saved values: repeating the
+    original command with `--resume` added changes nothing (a `--batch-size`
+    equal to the saved one keeps the saved learning rate). Only the
+    `RESUME_OVERRIDABLE` fields may differ.
+
     Raises:
         UsageError: not a resumable run, or flags that would change it.
     """
     folder = RunFolder(run_dir)
-    extra = sorted(set(flags) - set(RESUME_OVERRIDABLE))
-    if extra:
-        names = ", ".join(flag_name(name) for name in extra)
+    if not folder.config_path.is_file():
+        raise UsageError(
+            f"--resume {run_dir}: no {CONFIG_NAME} there, not a run folder"
+        )
+    try:
+        saved, unreadable = TrainConfig(**folder.saved_record()["config"]), None
+    except (ValueError, TypeError, KeyError) as err:
+        saved, unreadable = None, err
+    changed = [
+        name
+        for name, value in sorted(flags.items())
+        if name not in RESUME_OVERRIDABLE
+        and not _same_as_saved(name, value, saved, run_dir)
+    ]
+    if changed:
+        names = ", ".join(
+            flag_name(name)
+            + ("" if saved is None else f" (saved: {getattr(saved, name)!r})")
+            for name in changed
+        )
         allowed = ", ".join(flag_name(name) for name in RESUME_OVERRIDABLE)
         raise UsageError(
             f"--resume continues with the run's saved settings; drop {names} "
             f"(only {allowed} may change)"
-        )
-    if not folder.config_path.is_file():
-        raise UsageError(
-            f"--resume {run_dir}: no {CONFIG_NAME} there, not a run folder"
         )
     if not folder.checkpoint_path.is_file():
         raise UsageError(
@@ -66,11 +84,23 @@ def _resumed_config(run_dir, flags):
             "its first checkpoint); start it again instead"
         )
     try:
-        config = TrainConfig(**folder.saved_record()["config"])
+        if unreadable is not None:
+            raise unreadable
         read_checkpoint_state(folder.checkpoint_path)
     except (ValueError, TypeError, KeyError, CheckpointError) as err:
         raise UsageError(f"--resume {run_dir}: cannot read the run ({err})") from None
-    return dataclasses.replace(config, output_dir=str(run_dir), **flags)
+    overrides = {name: flags[name] for name in RESUME_OVERRIDABLE if name in flags}
+    return dataclasses.replace(saved, output_dir=str(run_dir), **overrides)
+
+
+def _same_as_saved(name, value, saved, run_dir):
+    """Whether flag `name`'s `value` is what the saved run already has."""
+    if saved is None:
+        return False
+    if name == "output_dir":
+        # The folder being resumed, however it is spelled.
+        return Path(value).resolve() == Path(run_dir).resolve()
+    return value == getattr(saved, name)
 
 
 def config_for_arguments(args):
