@@ -56,17 +56,9 @@ from keras_cifar_resnet.input_pipeline import (  # noqa: E402
     synthetic_cifar10,
 )
 from keras_cifar_resnet.metrics import metrics_from_logits  # noqa: E402
+from keras_cifar_resnet.run_folder import LOG_COLUMNS  # noqa: E402
 
 RECIPE = RECIPES["default"]
-LOG_COLUMNS = (
-    "epoch",
-    "loss",
-    "accuracy",
-    "val_loss",
-    "val_accuracy",
-    "learning_rate",
-    "seconds",
-)
 EVALUATION_BATCH = 500
 
 

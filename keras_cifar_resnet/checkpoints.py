@@ -14,7 +14,7 @@ name, fsynced, renamed over it), so a run killed while writing leaves the
 previous checkpoint intact.
 
 The data order and the augmentation need no saved random state: the order of
-epoch `e` is a function of `(seed, e)` (`data.TrainingBatches`) and the
+epoch `e` is a function of `(seed, e)` (`input_pipeline.TrainingBatches`) and the
 augmentation of step `s` a function of `(seed, s)`, where `s` is the
 optimizer's step counter saved here.
 """
