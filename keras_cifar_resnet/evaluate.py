@@ -32,9 +32,6 @@ from keras_cifar_resnet.run_folder import (
     write_json,
 )
 
-__all__ = ["evaluate_model", "main"]
-
-
 # --- Command line -----------------------------------------------------------
 
 
