@@ -35,9 +35,9 @@ import time
 import keras
 import numpy as np
 
-from keras_cifar_resnet import Augmentation
+from keras_cifar_resnet import recipe
 from keras_cifar_resnet.config import TrainConfig
-from keras_cifar_resnet.models import MODELS, TinyResNet
+from keras_cifar_resnet.models import MODELS
 
 # The network costs about 3.1 GFLOP per training image at 32x32 (forward and
 # backward); kept here to turn images/s into an achieved rate.
@@ -48,46 +48,30 @@ TRAIN_GFLOP_PER_IMAGE = {"resnet18": 3.1}
 # its BatchNorm momentum; the learning rate is held at the recipe's peak (a
 # schedule costs nothing measurable). The native PyTorch reference
 # (benchmarks/torch_reference.py) takes the same values.
-RECIPE = TrainConfig()
-AUGMENTATION = Augmentation(
-    crop_padding=RECIPE.crop_padding,
-    flip=RECIPE.flip,
-    cutout_size=RECIPE.cutout_size,
-    seed=RECIPE.seed,
-)
+RECIPE = TrainConfig(schedule="constant")
+AUGMENTATION = recipe.build_augmentation(RECIPE)
 
 PRECISIONS = {"float32": "float32", "mixed": "mixed_bfloat16"}
 
 
 def build_model(model_name):
     """The package's model by name: `resnet18`, `resnet34` or `tiny`."""
-    momentum = RECIPE.batch_norm_momentum
-    if model_name == "tiny":
-        return TinyResNet(batch_norm_momentum=momentum)
     if model_name not in MODELS:
         raise ValueError(
-            f"`model_name` must be one of {sorted(MODELS) + ['tiny']}. "
+            f"`model_name` must be one of {sorted(MODELS)}. "
             f"Received: model_name={model_name!r}"
         )
-    return MODELS[model_name](batch_norm_momentum=momentum)
+    return recipe.build_model(dataclasses.replace(RECIPE, model=model_name))
 
 
 def compile_model(model, jit_compile="auto"):
-    """Compiles with the package's `compile`.
+    """Compiles with the training command's `recipe.compile_model`.
 
     `jit_compile`: "auto" (Keras's default) or "on" (XLA on TensorFlow,
     torch.compile on torch).
     """
-    model.compile(
-        jit_compile=True if jit_compile == "on" else "auto",
-        optimizer=keras.optimizers.SGD(
-            learning_rate=RECIPE.learning_rate, momentum=RECIPE.momentum, nesterov=True
-        ),
-        label_smoothing=RECIPE.label_smoothing,
-        weight_decay=RECIPE.weight_decay,
-        augmentation=AUGMENTATION,
-    )
-    return model
+    config = dataclasses.replace(RECIPE, jit_compile=jit_compile)
+    return recipe.compile_model(model, config, steps_per_epoch=1)
 
 
 def native_step_kwargs():

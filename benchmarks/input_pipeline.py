@@ -35,12 +35,8 @@ import keras
 import numpy as np
 from harness import AUGMENTATION, KerasTrainStep
 
-from keras_cifar_resnet.data import (
-    DataError,
-    TrainingBatches,
-    load_cifar10,
-    synthetic_cifar10,
-)
+from keras_cifar_resnet.data import DataError, load_cifar10
+from keras_cifar_resnet.input_pipeline import TrainingBatches, synthetic_cifar10
 
 
 def _wait(tensor):

@@ -9,12 +9,12 @@ stored as numpy arrays keyed by position and checked against the variables'
 paths and shapes on load, so a checkpoint written under one backend loads
 under another.
 
-The file is written beside its final name and renamed over it (`os.replace`,
-atomic on POSIX and Windows), so a run killed while writing leaves the
+The file is written through `run_folder.write_atomically` (beside its final
+name, fsynced, renamed over it), so a run killed while writing leaves the
 previous checkpoint intact.
 
 The data order and the augmentation need no saved random state: the order of
-epoch `e` is a function of `(seed, e)` (`data.TrainingBatches`) and the
+epoch `e` is a function of `(seed, e)` (`input_pipeline.TrainingBatches`) and the
 augmentation of step `s` a function of `(seed, s)`, where `s` is the
 optimizer's step counter saved here.
 """
@@ -22,13 +22,13 @@ optimizer's step counter saved here.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import keras
 import numpy as np
 
-CHECKPOINT_NAME = "checkpoint.npz"
+from keras_cifar_resnet.run_folder import write_atomically
+
 FORMAT_VERSION = 1
 
 
@@ -60,8 +60,8 @@ def _groups(model):
 def save_checkpoint(path, model, state):
     """Writes `model`'s variables and `state` to `path`, atomically.
 
-    Under JAX, call `model.jax_state_sync()` first when inside `fit`: until
-    then the variables do not hold the latest values.
+    Inside `fit`, call `model.sync_training_state()` first: under JAX the
+    variables do not hold the latest values until then.
 
     Args:
         path: str or Path, the checkpoint file (`.npz`).
@@ -82,18 +82,12 @@ def save_checkpoint(path, model, state):
             arrays[f"{group}/{index:05d}"] = keras.ops.convert_to_numpy(variable)
     record = {"format": FORMAT_VERSION, "state": state, "variables": paths}
     arrays["record"] = np.frombuffer(json.dumps(record).encode(), dtype=np.uint8)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+
+    def write(temporary):
         with open(temporary, "wb") as file:
             np.savez(file, **arrays)
-            file.flush()
-            # The bytes must be on disk before the rename makes them the
-            # checkpoint, or a power cut could leave an empty file.
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
+
+    write_atomically(path, write)
     return path
 
 

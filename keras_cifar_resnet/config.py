@@ -23,8 +23,13 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "constant")
 MIXED_PRECISION = ("off", "mixed_bfloat16", "mixed_float16")
 JIT_COMPILE = ("auto", "on", "off")
-# keras_cifar_resnet.distribute.MODES, repeated so that config stays keras-free.
+# The home of the modes; `keras_cifar_resnet.distribute.MODES` is this tuple
+# (config stays keras-free, so distribute imports it from here).
 DISTRIBUTE = ("none", "data-parallel")
+
+
+class UsageError(Exception):
+    """A bad command line or setting: the command exits with status 2, one line."""
 
 
 def _field(default, help, *, choices=None, recipe=False, metavar=None):
@@ -207,8 +212,7 @@ class TrainConfig:
         def require(ok, name, expected):
             if not ok:
                 problems.append(
-                    f"--{name.replace('_', '-')} must be {expected}, "
-                    f"got {getattr(self, name)!r}"
+                    f"{flag_name(name)} must be {expected}, got {getattr(self, name)!r}"
                 )
 
         for field in dataclasses.fields(self):
@@ -328,8 +332,20 @@ def recipe_fields():
     return [f.name for f in dataclasses.fields(TrainConfig) if f.metadata["recipe"]]
 
 
-def _flag(name):
-    return "--" + name.replace("_", "-")
+def flag_name(field):
+    """The flag of a `TrainConfig` field: `batch_size` -> `--batch-size`."""
+    return "--" + field.replace("_", "-")
+
+
+def positive_int(text):
+    """An argparse `type` for integers >= 1 (the commands' counts and sizes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
 
 
 def _help(field):
@@ -370,7 +386,7 @@ def build_parser(prog="keras-cifar-resnet-train"):
         ),
     )
     for field in dataclasses.fields(TrainConfig):
-        flag = _flag(field.name)
+        flag = flag_name(field.name)
         if field.type == "bool":
             parser.add_argument(
                 flag,
@@ -393,9 +409,11 @@ def build_parser(prog="keras-cifar-resnet-train"):
         default=None,
         help=(
             "Continue the run in DIR from its last checkpoint, with its saved "
-            "settings, schedule position and optimizer state. Only "
-            + ", ".join(_flag(name) for name in RESUME_OVERRIDABLE)
-            + " may be given with it."
+            "settings, schedule position and optimizer state: the command that "
+            "started it, with --resume DIR added. Flags equal to the saved "
+            "values are accepted; only "
+            + ", ".join(flag_name(name) for name in RESUME_OVERRIDABLE)
+            + " may change."
         ),
     )
     return parser

@@ -51,7 +51,7 @@ import os
 
 import keras
 
-MODES = ("none", "data-parallel")
+from keras_cifar_resnet.config import DISTRIBUTE as MODES
 
 
 class DistributionError(Exception):
@@ -351,13 +351,11 @@ class TorchDataParallel(SingleDevice):
         device_ids = [self.local_rank] if torch.cuda.is_available() else None
         # DDP broadcasts rank 0's parameters (weights, BatchNorm statistics)
         # now, and from then on averages gradients during backward: the
-        # forward pass must go through the wrapper (`forward_module`).
-        wrapper = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=device_ids
+        # forward pass must go through the wrapper, which the torch train
+        # step then calls.
+        model.use_distributed_module(
+            torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
         )
-        # Kept out of the model's attributes: as a submodule of the model it
-        # wraps, it would make the module tree a cycle.
-        model.__dict__["_distributed_module"] = wrapper
         return model
 
     def close(self):
@@ -404,11 +402,3 @@ def setup_distribution(mode="none", backend=None):
         )
     return _ENGINES[backend]()
 
-
-def forward_module(model):
-    """What a torch train step calls for its forward pass.
-
-    The `DistributedDataParallel` wrapper when `prepare_model` set one up (its
-    hooks all-reduce the gradients), else the model itself.
-    """
-    return model.__dict__.get("_distributed_module", model)

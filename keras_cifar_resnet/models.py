@@ -256,4 +256,5 @@ TinyResNet = functools.partial(
     name="tiny_resnet",
 )
 
-MODELS = {"resnet18": ResNet18, "resnet34": ResNet34}
+# Every network `TrainConfig.model` names (`config.MODEL_NAMES`, tested equal).
+MODELS = {"resnet18": ResNet18, "resnet34": ResNet34, "tiny": TinyResNet}

@@ -19,13 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_cifar_resnet.evaluate import (
-    ModelFileError,
-    default_class_names,
-    load_model,
-    positive_int,
-    softmax,
-)
+from keras_cifar_resnet.config import positive_int
+from keras_cifar_resnet.metrics import default_class_names, predict_logits, softmax
+from keras_cifar_resnet.run_folder import ModelFileError, load_model
 
 # Files a folder argument contributes; a file named on its own is always tried.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -153,8 +149,6 @@ def predict_files(model, paths, top=3, fit="crop", class_names=None, batch_size=
         list, one dict per path in order: `{"path", "predictions"}` with the
         `top_k` list, or `{"path", "error"}` with a one-line message.
     """
-    from keras_cifar_resnet.evaluate import predict_logits
-
     height, width = model.input_shape[1:3]
     num_classes = model.output_shape[-1]
     if class_names is None:

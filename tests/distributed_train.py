@@ -28,7 +28,7 @@ if os.environ["KERAS_BACKEND"] == "tensorflow":
 import keras  # noqa: E402
 
 from keras_cifar_resnet.config import resolve_config  # noqa: E402
-from keras_cifar_resnet.train import train  # noqa: E402
+from keras_cifar_resnet.training import train  # noqa: E402
 
 # fmt: off
 FLAGS = [

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from keras_cifar_resnet.train import LOG_COLUMNS
+from keras_cifar_resnet.run_folder import LOG_COLUMNS
 from tests.backend_subprocess import (
     current_backend,
     run_command_under_backend,

@@ -18,11 +18,9 @@ import numpy as np
 import pytest
 
 from keras_cifar_resnet import data
-from keras_cifar_resnet.data import (
-    CLASS_NAMES,
-    DataError,
+from keras_cifar_resnet.data import CLASS_NAMES, DataError, load_cifar10
+from keras_cifar_resnet.input_pipeline import (
     TrainingBatches,
-    load_cifar10,
     split_validation,
     synthetic_cifar10,
 )
@@ -526,7 +524,7 @@ _FIT_CHILD = """
     import numpy as np
 
     from keras_cifar_resnet import Augmentation
-    from keras_cifar_resnet.data import TrainingBatches, synthetic_cifar10
+    from keras_cifar_resnet.input_pipeline import TrainingBatches, synthetic_cifar10
     from keras_cifar_resnet.models import TinyResNet
 
     (x, y), (x_test, y_test) = synthetic_cifar10(48, 16, seed=0)

@@ -30,7 +30,6 @@ from keras_cifar_resnet.distribute import (
     DistributionError,
     ProcessShard,
     SingleDevice,
-    forward_module,
     setup_distribution,
 )
 from tests.backend_subprocess import current_backend
@@ -70,7 +69,6 @@ def test_single_device_is_a_no_op():
     assert distribution.shard_batches(batches) is batches
     model = types.SimpleNamespace()
     assert distribution.prepare_model(model) is model
-    assert forward_module(model) is model
     distribution.check_batch_size(7)
 
 

@@ -10,15 +10,13 @@ import pytest
 
 from keras_cifar_resnet import evaluate
 from keras_cifar_resnet.data import CLASS_NAMES, load_cifar10
-from keras_cifar_resnet.evaluate import (
-    ModelFileError,
+from keras_cifar_resnet.metrics import (
     evaluate_model,
     flip_horizontally,
-    load_model,
     metrics_from_logits,
-    resolve_model_path,
 )
 from keras_cifar_resnet.models import TinyResNet
+from keras_cifar_resnet.run_folder import ModelFileError, load_model, resolve_model_path
 from keras_cifar_resnet.train_steps.common import cross_entropy
 from tests.backend_subprocess import BACKENDS, current_backend, run_under_backend
 
@@ -278,9 +276,8 @@ def test_same_predictions_under_every_backend(saved_model, real_test_subset, tmp
     code = f"""
         import json
         import numpy as np
-        from keras_cifar_resnet.evaluate import (
-            flip_horizontally, load_model, predict_logits,
-        )
+        from keras_cifar_resnet.metrics import flip_horizontally, predict_logits
+        from keras_cifar_resnet.run_folder import load_model
         images = np.load({str(images_path)!r})
         model, _ = load_model({str(path)!r})
         flipped = flip_horizontally(images)

@@ -10,7 +10,7 @@ import keras
 import pytest
 
 from keras_cifar_resnet.config import TrainConfig
-from keras_cifar_resnet.train import learning_rate_schedule
+from keras_cifar_resnet.recipe import learning_rate_schedule
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 

@@ -22,25 +22,28 @@ import keras
 import numpy as np
 import pytest
 
-from keras_cifar_resnet.checkpoints import read_checkpoint_state
+from keras_cifar_resnet.checkpoints import read_checkpoint_state, save_checkpoint
 from keras_cifar_resnet.config import (
     RECIPES,
     TrainConfig,
+    UsageError,
     build_parser,
     config_from_flags,
     learning_rate_scaling,
     resolve_config,
 )
-from keras_cifar_resnet.evaluate import evaluate_model
-from keras_cifar_resnet.train import (
+from keras_cifar_resnet.input_pipeline import prepare_data
+from keras_cifar_resnet.metrics import evaluate_model
+from keras_cifar_resnet.models import TinyResNet
+from keras_cifar_resnet.recipe import learning_rate_schedule
+from keras_cifar_resnet.run_folder import (
+    CHECKPOINT_NAME,
     CONFIG_NAME,
     LOG_COLUMNS,
-    config_for_arguments,
-    learning_rate_schedule,
-    main,
-    prepare_data,
-    train,
+    RunFolder,
 )
+from keras_cifar_resnet.train import config_for_arguments, main
+from keras_cifar_resnet.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 # 128 training images in 4 batches of 32, 64 held out, 128 synthetic test images.
@@ -444,3 +447,51 @@ def test_a_validation_set_as_large_as_the_data_exits_2(real_data_dir, capsys, tm
     error = capsys.readouterr().err.strip()
     assert "--validation-size must be below the 50000 training images" in error
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------- resuming by command
+
+
+def _resumable_run(folder, argv):
+    """A run folder as `argv` would start it, with a checkpoint to resume."""
+    config, _, _ = config_for_arguments(build_parser().parse_args(argv))
+    RunFolder(folder).start({"config": config.to_dict()})
+    model = TinyResNet()
+    model.compile(keras.optimizers.SGD(0.1))
+    model.optimizer.build(model.trainable_variables)
+    save_checkpoint(folder / CHECKPOINT_NAME, model, {})
+    return config
+
+
+def _resume(argv):
+    return config_for_arguments(build_parser().parse_args(argv))
+
+
+def test_resume_accepts_the_same_command_again(tmp_path):
+    argv = [*TINY, "--epochs", "3", "--output-dir", str(tmp_path)]
+    saved = _resumable_run(tmp_path, argv)
+    # --batch-size 32 scaled the learning rate once; resuming must not again.
+    assert saved.learning_rate == pytest.approx(0.2 * 32 / 512)
+    for again in (
+        [*argv, "--resume", str(tmp_path)],
+        ["--resume", str(tmp_path)],
+        ["--batch-size", "32", "--resume", str(tmp_path)],
+    ):
+        assert _resume(again) == (saved, True, None)
+    config, _, _ = _resume([*argv, "--jit-compile", "off", "--resume", str(tmp_path)])
+    assert config == dataclasses.replace(saved, jit_compile="off")
+
+
+@pytest.mark.parametrize(
+    "changes, named",
+    [
+        (["--epochs", "4"], "--epochs (saved: 3)"),
+        (["--batch-size", "64"], "--batch-size (saved: 32)"),
+        (["--output-dir", "elsewhere"], "--output-dir (saved: "),
+    ],
+)
+def test_resume_refuses_a_flag_that_changes_the_run(tmp_path, changes, named):
+    _resumable_run(tmp_path, [*TINY, "--epochs", "3", "--output-dir", str(tmp_path)])
+    with pytest.raises(UsageError, match="drop ") as error:
+        _resume([*changes, "--resume", str(tmp_path)])
+    assert named in str(error.value) and "\n" not in str(error.value)

@@ -90,6 +90,14 @@ class TrainStepBase:
             return []
         return [self.loss_tracker, self.accuracy_tracker]
 
+    def sync_training_state(self):
+        """Writes state the backend keeps outside the variables into them.
+
+        For a checkpoint in the middle of `fit`. A no-op here: the
+        TensorFlow and torch steps update the variables themselves. The JAX
+        step overrides it.
+        """
+
     def augment_batch(self, images, step, first_index=0):
         """Augments this replica's `images`, whose first has global index `first_index`.
 

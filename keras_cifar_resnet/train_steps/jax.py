@@ -58,6 +58,11 @@ class JAXTrainStep(TrainStepBase):
         )
         return logs, (trainable, non_trainable, metrics_values)
 
+    def sync_training_state(self):
+        # Keras's JAX trainer threads the state between steps and writes it
+        # into the variables only at the end of an epoch.
+        self.jax_state_sync()
+
     def _iterations_index(self):
         variables = self.optimizer.variables
         return next(

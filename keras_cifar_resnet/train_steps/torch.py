@@ -5,11 +5,21 @@ from __future__ import annotations
 import keras
 import torch
 
-from keras_cifar_resnet.distribute import forward_module
 from keras_cifar_resnet.train_steps.common import TrainStepBase
 
 
 class TorchTrainStep(TrainStepBase):
+    # The DistributedDataParallel wrapper of this model under --distribute
+    # data-parallel (`use_distributed_module`), else None.
+    distributed_module = None
+
+    def use_distributed_module(self, module):
+        """Runs the forward pass of every train step through `module` (DDP)."""
+        # Stored past nn.Module.__setattr__ (and Keras's tracking): as a
+        # registered submodule of the model it wraps, the module tree would
+        # be a cycle.
+        self.__dict__["distributed_module"] = module
+
     def train_step(self, data):
         images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
         images = self.augment_batch(
@@ -22,7 +32,8 @@ class TorchTrainStep(TrainStepBase):
         # Under --distribute data-parallel the forward pass goes through the
         # DistributedDataParallel wrapper, whose hooks average the gradients
         # over the ranks during backward(); bypassing it would skip them.
-        logits = forward_module(self)(images, training=True)
+        forward = self if self.distributed_module is None else self.distributed_module
+        logits = forward(images, training=True)
         objective, loss = self.training_loss(labels, logits, self.trainable_variables)
         # Identity unless the optimizer is a LossScaleOptimizer (float16).
         self.optimizer.scale_loss(objective).backward()
@@ -37,7 +48,7 @@ class TorchTrainStep(TrainStepBase):
         # Under DDP rank r feeds images [r * n, (r + 1) * n) of each global
         # batch (distribute.ProcessShard); its augmentation draws are
         # numbered from there, as one device would number them.
-        if forward_module(self) is self:
+        if self.distributed_module is None:
             return 0
         return torch.distributed.get_rank() * images.shape[0]
 

@@ -1,0 +1,296 @@
+"""A training run's output folder: its files, how each is written and read back.
+
+A run leaves in its folder:
+
+- `config.json`: the resolved settings, backend, package versions, device;
+  each `--resume` is appended under `resumed`;
+- `log.csv`: one row per epoch, columns `LOG_COLUMNS`;
+- `checkpoint.npz`: everything needed to continue (`checkpoints`);
+- `best.keras`: the model with the best validation accuracy, or
+  `final.keras`, the last epoch's, when nothing is held out;
+- `summary.json`: that model on the test set;
+- `curves.png`: loss and accuracy per epoch.
+
+Every file is written beside its final name, flushed to disk and renamed
+over it (`write_atomically`), so a run killed while writing leaves the
+previous version intact. `load_model` reads a run's model (or any `.keras`
+file) back for inference.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import zipfile
+from pathlib import Path
+
+import keras
+
+CONFIG_NAME = "config.json"
+LOG_NAME = "log.csv"
+CHECKPOINT_NAME = "checkpoint.npz"
+BEST_NAME = "best.keras"
+FINAL_NAME = "final.keras"
+SUMMARY_NAME = "summary.json"
+CURVES_NAME = "curves.png"
+# What a run's folder may hold for inference, in order of preference: the
+# model chosen on validation, then the model at the end of training.
+RUN_MODEL_FILES = (BEST_NAME, FINAL_NAME)
+LOG_COLUMNS = (
+    "epoch",
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "learning_rate",
+    "seconds",
+)
+
+
+def write_atomically(path, write):
+    """Writes `path` through `write(temporary_path)`, then fsyncs and renames.
+
+    The temporary file keeps `path`'s suffix (Keras saves only to `.keras`
+    names). Its bytes reach the disk before the rename makes them the file,
+    so a crash or power cut leaves the old file or the new one, never a
+    truncated one.
+
+    Args:
+        path: str or Path, the file to (re)write.
+        write: callable taking the temporary Path and writing the content.
+
+    Returns:
+        Path, the written file.
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{os.getpid()}.{path.name}")
+    try:
+        write(temporary)
+        with open(temporary, "r+b") as file:
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+    return path
+
+
+def write_json(path, data):
+    """Writes `data` as indented JSON to `path`, atomically."""
+    text = json.dumps(data, indent=2) + "\n"
+    return write_atomically(path, lambda temporary: temporary.write_text(text))
+
+
+def now():
+    """The local time, to the second, as ISO 8601 with its UTC offset."""
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def package_versions():
+    """Versions of the packages that decide the numbers (None: not installed)."""
+    versions = {"python": platform.python_version()}
+    for name in (
+        "keras-cifar-resnet",
+        "keras",
+        "numpy",
+        "jax",
+        "jaxlib",
+        "tensorflow",
+        "tensorflow-cpu",
+        "torch",
+    ):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def device_description():
+    """Where the backend puts tensors, read from a tensor (no framework import)."""
+    tensor = keras.ops.zeros(())
+    device = getattr(tensor, "device", None)
+    if callable(device):
+        device = device()
+    return {
+        "tensor_device": str(device),
+        "device_kind": getattr(device, "device_kind", None),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def environment():
+    """The backend, package versions and device, for `config.json`."""
+    return {
+        "backend": keras.backend.backend(),
+        "versions": package_versions(),
+        "device": device_description(),
+    }
+
+
+def _format_number(value):
+    return "" if value is None else f"{value:.6g}"
+
+
+class RunFolder:
+    """One training run's folder: the paths of its files and their writers.
+
+    Args:
+        path: str or Path, the folder (created by `start`).
+
+    Example:
+
+    >>> folder = RunFolder("runs/r18")
+    >>> folder.saved_record()["config"]["model"]
+    'resnet18'
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.config_path = self.path / CONFIG_NAME
+        self.log_path = self.path / LOG_NAME
+        self.checkpoint_path = self.path / CHECKPOINT_NAME
+        self.summary_path = self.path / SUMMARY_NAME
+        self.curves_path = self.path / CURVES_NAME
+
+    def holds_run(self):
+        """Whether a run has started here (its `config.json` exists)."""
+        return self.config_path.exists()
+
+    def start(self, record):
+        """Creates the folder, its `config.json` (`record`) and the log's header."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json(self.config_path, record)
+        self._write_log([])
+
+    def saved_record(self):
+        """`config.json` as a dict (`config`, `started`, `resumed`, ...)."""
+        return json.loads(self.config_path.read_text())
+
+    def record_resume(self, entry):
+        """Appends `entry` to the `resumed` list of `config.json`."""
+        record = self.saved_record()
+        record.setdefault("resumed", []).append(entry)
+        write_json(self.config_path, record)
+
+    def read_log(self):
+        """The log's rows as dicts of strings, first epoch first."""
+        with open(self.log_path, newline="") as file:
+            return list(csv.DictReader(file))
+
+    def _write_log(self, rows):
+        def write(temporary):
+            with open(temporary, "w", newline="") as file:
+                writer = csv.DictWriter(file, LOG_COLUMNS)
+                writer.writeheader()
+                writer.writerows(rows)
+
+        write_atomically(self.log_path, write)
+
+    def append_log_row(self, row):
+        """Adds one epoch's row (numbers, or None for an empty cell)."""
+        cells = {
+            key: value if key == "epoch" else _format_number(value)
+            for key, value in row.items()
+        }
+        self._write_log([*self.read_log(), cells])
+
+    def truncate_log(self, epochs_done):
+        """Keeps the first `epochs_done` epochs' rows (a resume redoes the rest)."""
+        self._write_log(
+            [row for row in self.read_log() if int(row["epoch"]) < epochs_done]
+        )
+
+    def save_model(self, model, name):
+        """Saves `model` as `name` (`best.keras`, `final.keras`), atomically."""
+        return write_atomically(self.path / name, model.save)
+
+    def write_summary(self, summary):
+        return write_json(self.summary_path, summary)
+
+
+# --- Loading a saved model --------------------------------------------------
+
+
+class ModelFileError(Exception):
+    """A model path that is not a usable `.keras` file (message: one line)."""
+
+    def __init__(self, message, usage=False):
+        super().__init__(message)
+        # True when the user named the wrong thing (exit status 2), False
+        # when the named file itself is broken.
+        self.usage = usage
+
+
+def resolve_model_path(path):
+    """The `.keras` file that `path` names: the file itself, or a run's folder's.
+
+    A folder resolves to its first file of `RUN_MODEL_FILES`, else to its
+    only `.keras` file.
+
+    Raises:
+        ModelFileError: nothing there, a folder without a model, or a file
+            that is not `.keras` (usage errors).
+    """
+    path = Path(path)
+    if path.is_dir():
+        for name in RUN_MODEL_FILES:
+            if (path / name).is_file():
+                return path / name
+        candidates = sorted(path.glob("*.keras"))
+        if len(candidates) == 1:
+            return candidates[0]
+        found = f"{len(candidates)} .keras files" if candidates else "no .keras file"
+        raise ModelFileError(
+            f"{path} is a folder with {found}; expected one of "
+            f"{', '.join(RUN_MODEL_FILES)} or a single .keras file",
+            usage=True,
+        )
+    if not path.exists():
+        raise ModelFileError(f"model file not found: {path}", usage=True)
+    if path.suffix != ".keras":
+        raise ModelFileError(
+            f"{path} is not a .keras file (Keras 3 saves models with "
+            "`model.save('name.keras')`)",
+            usage=True,
+        )
+    return path
+
+
+def load_model(path):
+    """Load a saved model (a `.keras` file or a run's folder) for inference.
+
+    Args:
+        path: str or Path, a `.keras` file or a training run's output folder.
+
+    Returns:
+        (keras.Model, Path): the model and the file it came from.
+
+    Raises:
+        ModelFileError: with a one-line message, for a missing, misnamed,
+            corrupt or unloadable file.
+    """
+    # Registers `keras_cifar_resnet>ResNet` so Keras can rebuild the model.
+    import keras_cifar_resnet.models  # noqa: F401
+
+    model_path = resolve_model_path(path)
+    # Keras reports a corrupt archive as "File not found"; say what it is.
+    if not zipfile.is_zipfile(model_path):
+        raise ModelFileError(
+            f"{model_path} is not a valid .keras file (not a zip archive; "
+            "corrupt or truncated?)"
+        )
+    try:
+        model = keras.saving.load_model(model_path, compile=False)
+    except Exception as error:  # noqa: BLE001 - any failure is the file's fault
+        message = " ".join(str(error).split())[:300]
+        raise ModelFileError(
+            f"cannot load model {model_path}: {type(error).__name__}: {message}"
+        ) from error
+    return model, model_path

@@ -1,0 +1,115 @@
+"""The settings: TrainConfig, the recipes, the flags built from them."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import pytest
+
+from keras_cifar_resnet import distribute, models
+from keras_cifar_resnet.config import (
+    DISTRIBUTE,
+    MODEL_NAMES,
+    RECIPES,
+    RESUME_OVERRIDABLE,
+    TrainConfig,
+    build_parser,
+    config_from_flags,
+    explicit_flags,
+    flag_name,
+    learning_rate_scaling,
+    positive_int,
+    resolve_config,
+)
+
+
+def test_the_default_config_is_the_default_recipe():
+    assert TrainConfig() == RECIPES["default"]
+    assert {name: config.recipe for name, config in RECIPES.items()} == {
+        "default": "default",
+        "seed": "seed",
+    }
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_a_recipe_round_trips_through_its_dict(name):
+    config = RECIPES[name]
+    assert TrainConfig(**config.to_dict()) == config
+
+
+def test_config_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        TrainConfig().epochs = 3
+
+
+def test_every_field_has_a_flag_and_every_flag_a_field():
+    fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    destinations = {
+        action.dest
+        for action in build_parser()._actions
+        if not isinstance(action, argparse._HelpAction)
+    }
+    assert destinations == fields | {"resume"}
+    assert set(RESUME_OVERRIDABLE) <= fields
+
+
+def test_flag_names_spell_the_field():
+    assert flag_name("batch_size") == "--batch-size"
+    assert flag_name("epochs") == "--epochs"
+
+
+def test_explicit_flags_are_only_those_given():
+    args = build_parser().parse_args(["--epochs", "3", "--no-flip"])
+    assert explicit_flags(args) == {"epochs": 3, "flip": False}
+
+
+def test_the_names_config_lists_are_the_ones_the_modules_accept():
+    assert DISTRIBUTE == distribute.MODES
+    assert MODEL_NAMES == tuple(models.MODELS)
+
+
+def test_a_recipe_then_the_flags():
+    config = resolve_config(["--recipe", "seed", "--epochs", "3"])
+    assert (config.optimizer, config.learning_rate, config.epochs) == ("adam", 1e-4, 3)
+
+
+def test_the_learning_rate_follows_a_batch_size_given_alone():
+    flags = {"batch_size": 128}
+    assert config_from_flags(flags).learning_rate == pytest.approx(0.05)
+    assert learning_rate_scaling(flags) == {
+        "base_learning_rate": 0.2,
+        "base_batch_size": 512,
+        "batch_size": 128,
+        "learning_rate": pytest.approx(0.05),
+    }
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [{}, {"batch_size": 512}, {"batch_size": 128, "learning_rate": 0.3}],
+)
+def test_the_learning_rate_is_kept_otherwise(flags):
+    assert learning_rate_scaling(flags) is None
+    expected = flags.get("learning_rate", RECIPES["default"].learning_rate)
+    assert config_from_flags(flags).learning_rate == expected
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"epochs": 0}, "--epochs must be an int >= 1"),
+        ({"model": "resnet50"}, "--model must be one of"),
+        ({"distribute": "model-parallel"}, "--distribute must be one of"),
+    ],
+)
+def test_a_bad_value_names_its_flag(changes, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**changes)
+
+
+def test_positive_int_refuses_zero_and_words():
+    assert positive_int("3") == 3
+    for text in ("0", "-1", "three"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            positive_int(text)

@@ -1,0 +1,108 @@
+"""The run folder: atomic writes, the log, config.json, saving and loading models."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from keras_cifar_resnet import run_folder
+from keras_cifar_resnet.models import TinyResNet
+from keras_cifar_resnet.run_folder import (
+    BEST_NAME,
+    FINAL_NAME,
+    LOG_COLUMNS,
+    ModelFileError,
+    RunFolder,
+    load_model,
+    resolve_model_path,
+    write_atomically,
+    write_json,
+)
+
+
+def test_an_atomic_write_is_fsynced_and_leaves_no_temporary(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(
+        run_folder.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd)
+    )
+    path = write_atomically(tmp_path / "a.txt", lambda p: p.write_text("new"))
+    assert path.read_text() == "new"
+    assert len(synced) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "a.json"
+    write_json(path, {"old": True})
+
+    def fail(temporary):
+        temporary.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomically(path, fail)
+    assert path.read_text() == '{\n  "old": true\n}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_a_run_folder_keeps_its_records(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    assert not folder.holds_run()
+    folder.start({"config": {"epochs": 2}})
+    assert folder.holds_run()
+    assert folder.log_path.read_text().strip() == ",".join(LOG_COLUMNS)
+    for epoch in range(3):
+        folder.append_log_row(
+            {"epoch": epoch, "loss": 1 / 3, "accuracy": None, "seconds": 2.0}
+        )
+    rows = folder.read_log()
+    assert [row["epoch"] for row in rows] == ["0", "1", "2"]
+    assert (rows[0]["loss"], rows[0]["accuracy"], rows[0]["seconds"]) == (
+        "0.333333",
+        "",
+        "2",
+    )
+    folder.truncate_log(1)
+    assert [row["epoch"] for row in folder.read_log()] == ["0"]
+    folder.record_resume({"epoch": 1})
+    folder.record_resume({"epoch": 2})
+    record = folder.saved_record()
+    assert record["config"] == {"epochs": 2}
+    assert record["resumed"] == [{"epoch": 1}, {"epoch": 2}]
+    assert sorted(p.name for p in folder.path.iterdir()) == ["config.json", "log.csv"]
+
+
+def test_a_saved_model_loads_back_from_the_folder(tmp_path):
+    folder = RunFolder(tmp_path)
+    folder.start({})
+    model = TinyResNet()
+    folder.save_model(model, FINAL_NAME)
+    assert resolve_model_path(tmp_path) == tmp_path / FINAL_NAME
+    folder.save_model(model, BEST_NAME)
+    # The model chosen on validation comes first.
+    loaded, path = load_model(tmp_path)
+    assert path == tmp_path / BEST_NAME
+    assert loaded.count_params() == model.count_params()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_model_paths_that_name_nothing_usable(tmp_path):
+    with pytest.raises(ModelFileError, match="no .keras file") as error:
+        resolve_model_path(tmp_path)
+    assert error.value.usage
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ModelFileError, match="not a .keras file"):
+        resolve_model_path(tmp_path / "notes.txt")
+    (tmp_path / "broken.keras").write_text("x")
+    with pytest.raises(ModelFileError, match="not a zip archive") as error:
+        load_model(tmp_path / "broken.keras")
+    assert not error.value.usage
+
+
+def test_the_environment_names_backend_versions_and_device():
+    environment = run_folder.environment()
+    assert set(environment) == {"backend", "versions", "device"}
+    assert {"python", "keras", "numpy"} <= set(environment["versions"])
+    assert environment["device"]["tensor_device"]
