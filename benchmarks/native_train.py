@@ -46,7 +46,12 @@ import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from torch_reference import TorchResNet, augment, make_optimizer  # noqa: E402
+from torch_reference import (  # noqa: E402
+    TorchResNet,
+    augment,
+    keras_initialization,
+    make_optimizer,
+)
 
 from keras_cifar_resnet.config import RECIPES  # noqa: E402
 from keras_cifar_resnet.data import load_cifar10  # noqa: E402
@@ -149,6 +154,14 @@ def build_parser():
     )
     parser.add_argument("--seed", type=int, default=0, help="Default: 0.")
     parser.add_argument(
+        "--init",
+        choices=("torch", "keras"),
+        default="torch",
+        help="Initial weights: torch's defaults (what a PyTorch user gets) or "
+        "Keras's (Glorot-uniform kernels, zero biases), to separate the "
+        "initialisation from the training step. Default: torch.",
+    )
+    parser.add_argument(
         "--output-dir", required=True, metavar="DIR", help="Where the run writes."
     )
     return parser
@@ -250,7 +263,10 @@ def main(argv=None):
         args.model,
         batch_norm_momentum=RECIPE.batch_norm_momentum,
         width_multiplier=args.width_multiplier,
-    ).to(device)
+    )
+    if args.init == "keras":
+        keras_initialization(model)
+    model = model.to(device)
     model.train()
     optimizer = make_optimizer(
         model,

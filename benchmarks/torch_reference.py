@@ -151,6 +151,21 @@ class TorchResNet(nn.Module):
         return self.logits(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
+def keras_initialization(module):
+    """Re-initialises `module` as Keras initialises the package's model.
+
+    Keras's defaults: Glorot-uniform conv and dense kernels, zero biases,
+    BatchNorm gamma 1 and beta 0. torch's own (Kaiming-uniform with a=sqrt(5)
+    kernels, uniform biases) draws kernels about sqrt(3) times smaller for a
+    3x3 conv.
+    """
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    return module
+
+
 def parameter_counts(module):
     """(trainable, non_trainable) as Keras counts them.
 
