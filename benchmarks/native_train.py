@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import os
 import sys
@@ -61,7 +60,7 @@ from keras_cifar_resnet.input_pipeline import (  # noqa: E402
     synthetic_cifar10,
 )
 from keras_cifar_resnet.metrics import metrics_from_logits  # noqa: E402
-from keras_cifar_resnet.run_folder import LOG_COLUMNS  # noqa: E402
+from keras_cifar_resnet.run_folder import LOG_COLUMNS, write_json  # noqa: E402
 
 RECIPE = RECIPES["default"]
 EVALUATION_BATCH = 500
@@ -224,12 +223,6 @@ def smoothed_cross_entropy(logits, labels):
         )
 
 
-def _write_json(path, data):
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temporary, path)
-
-
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -287,7 +280,7 @@ def main(argv=None):
     settings = {
         key: value for key, value in vars(args).items() if key != "learning_rate"
     } | {"learning_rate": learning_rate, "recipe": "default"}
-    _write_json(
+    write_json(
         output_dir / "config.json",
         {
             "config": settings,
@@ -383,7 +376,7 @@ def main(argv=None):
         "backend": "native-torch",
         "test": report,
     }
-    _write_json(output_dir / "summary.json", summary)
+    write_json(output_dir / "summary.json", summary)
     print(
         f"test accuracy {report['accuracy']:.2%} (flip TTA "
         f"{report['tta_accuracy']:.2%}); {model_file} from epoch "
