@@ -54,14 +54,19 @@ AUGMENTATION = recipe.build_augmentation(RECIPE)
 PRECISIONS = {"float32": "float32", "mixed": "mixed_bfloat16"}
 
 
-def build_model(model_name):
-    """The package's model by name: `resnet18`, `resnet34` or `tiny`."""
+def build_model(model_name, **model_options):
+    """The package's model by name: `resnet18`, `resnet34` or `tiny`.
+
+    `model_options` go to the model (for example `fused_batch_norm=False`).
+    """
     if model_name not in MODELS:
         raise ValueError(
             f"`model_name` must be one of {sorted(MODELS)}. "
             f"Received: model_name={model_name!r}"
         )
-    return recipe.build_model(dataclasses.replace(RECIPE, model=model_name))
+    return recipe.build_model(
+        dataclasses.replace(RECIPE, model=model_name), **model_options
+    )
 
 
 def compile_model(model, jit_compile="auto"):
@@ -212,17 +217,28 @@ class KerasTrainStep:
         num_batches: int, distinct batches to rotate. Defaults to 4.
         jit_compile: str, "auto" or "on", as `compile_model`. Defaults to
             "auto".
+        fused_batch_norm: bool, the model's BatchNorm (see `ResNet`).
+            Defaults to True.
     """
 
     def __init__(
-        self, model_name, batch_size, precision, num_batches=4, jit_compile="auto"
+        self,
+        model_name,
+        batch_size,
+        precision,
+        num_batches=4,
+        jit_compile="auto",
+        fused_batch_norm=True,
     ):
         self.backend = keras.backend.backend()
         self.batch_size = batch_size
         previous_policy = keras.config.dtype_policy()
         keras.config.set_dtype_policy(PRECISIONS[precision])
         try:
-            self.model = compile_model(build_model(model_name), jit_compile)
+            self.model = compile_model(
+                build_model(model_name, fused_batch_norm=fused_batch_norm),
+                jit_compile,
+            )
         finally:
             # The policy is read when layers are built; restore it so the next
             # configuration in this process starts from the default.

@@ -13,6 +13,7 @@ import functools
 import keras
 from keras import layers
 
+from keras_cifar_resnet import batch_norm as fused_batch_norm_layer
 from keras_cifar_resnet.train_steps import backend_train_step_class
 
 BLOCK_TYPES = ("basic_block",)
@@ -23,7 +24,7 @@ def _validate(name, value, ok, expected):
         raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
 
 
-def basic_block(x, filters, stride, batch_norm_momentum, name):
+def basic_block(x, filters, stride, batch_norm, name):
     """conv3x3(stride)-BN-ReLU-conv3x3-BN, plus a shortcut, then add and ReLU.
 
     The shortcut is a 1x1 conv with the block's stride (no BN) when the
@@ -37,10 +38,10 @@ def basic_block(x, filters, stride, batch_norm_momentum, name):
     x = layers.Conv2D(filters, 3, strides=stride, padding="same", name=f"{name}_conv1")(
         x
     )
-    x = layers.BatchNormalization(momentum=batch_norm_momentum, name=f"{name}_bn1")(x)
+    x = batch_norm(name=f"{name}_bn1")(x)
     x = layers.ReLU(name=f"{name}_relu1")(x)
     x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv2")(x)
-    x = layers.BatchNormalization(momentum=batch_norm_momentum, name=f"{name}_bn2")(x)
+    x = batch_norm(name=f"{name}_bn2")(x)
     x = layers.Add(name=f"{name}_add")([shortcut, x])
     return layers.ReLU(name=f"{name}_out")(x)
 
@@ -76,6 +77,11 @@ class ResNet(backend_train_step_class(), keras.Model):
             filters (rounded, at least 1) and keeps the topology:
             `ResNet18(width_multiplier=0.25)` has 16/16/32/64/128 filters and
             about 1/16 of the compute. Defaults to 1.0.
+        fused_batch_norm: bool. True computes BatchNorm with the backend's
+            fused kernel where it has one (`batch_norm.BatchNormalization`: same
+            variables and results as Keras's layer, faster on torch); False
+            uses `keras.layers.BatchNormalization`. The weights are the same
+            either way. Defaults to True.
         name: str, the model's name.
 
     Example:
@@ -95,6 +101,7 @@ class ResNet(backend_train_step_class(), keras.Model):
         input_shape=(32, 32, 3),
         batch_norm_momentum=0.99,
         width_multiplier=1.0,
+        fused_batch_norm=True,
         name="resnet",
         **kwargs,
     ):
@@ -159,6 +166,20 @@ class ResNet(backend_train_step_class(), keras.Model):
             "a finite number > 0",
         )
         width_multiplier = float(width_multiplier)
+        _validate(
+            "fused_batch_norm",
+            fused_batch_norm,
+            isinstance(fused_batch_norm, bool),
+            "True or False",
+        )
+        batch_norm = functools.partial(
+            (
+                fused_batch_norm_layer.BatchNormalization
+                if fused_batch_norm
+                else layers.BatchNormalization
+            ),
+            momentum=batch_norm_momentum,
+        )
 
         def scaled(filters):
             return max(1, round(filters * width_multiplier))
@@ -166,7 +187,7 @@ class ResNet(backend_train_step_class(), keras.Model):
         inputs = keras.Input(shape=input_shape, name="images")
         x = layers.Rescaling(2.0 / 255.0, offset=-1.0, name="rescale")(inputs)
         x = layers.Conv2D(scaled(stem_filters), 3, padding="valid", name="stem_conv")(x)
-        x = layers.BatchNormalization(momentum=batch_norm_momentum, name="stem_bn")(x)
+        x = batch_norm(name="stem_bn")(x)
         x = layers.ReLU(name="stem_relu")(x)
         x = layers.MaxPooling2D(2, strides=1, padding="same", name="stem_pool")(x)
         block = BLOCKS[block_type]
@@ -184,7 +205,7 @@ class ResNet(backend_train_step_class(), keras.Model):
                     x,
                     scaled(filters),
                     stride if index == 1 else 1,
-                    batch_norm_momentum,
+                    batch_norm,
                     name=f"stage{stage}_block{index}",
                 )
         x = layers.GlobalAveragePooling2D(name="pool")(x)
@@ -203,6 +224,7 @@ class ResNet(backend_train_step_class(), keras.Model):
         self.image_shape = input_shape
         self.batch_norm_momentum = batch_norm_momentum
         self.width_multiplier = width_multiplier
+        self.fused_batch_norm = fused_batch_norm
 
     def get_config(self):
         return {
@@ -215,6 +237,7 @@ class ResNet(backend_train_step_class(), keras.Model):
             "input_shape": list(self.image_shape),
             "batch_norm_momentum": self.batch_norm_momentum,
             "width_multiplier": self.width_multiplier,
+            "fused_batch_norm": self.fused_batch_norm,
             "name": self.name,
         }
 

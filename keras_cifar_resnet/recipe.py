@@ -19,11 +19,16 @@ from keras_cifar_resnet.augment import Augmentation
 from keras_cifar_resnet.models import MODELS
 
 
-def build_model(config):
-    """The untrained network named by `config.model`, at its width."""
+def build_model(config, **model_options):
+    """The untrained network named by `config.model`, at its width.
+
+    `model_options` go to the model beside the config's values (for
+    example `fused_batch_norm=False` for the benchmarks' comparison).
+    """
     return MODELS[config.model](
         batch_norm_momentum=config.batch_norm_momentum,
         width_multiplier=config.width_multiplier,
+        **model_options,
     )
 
 
