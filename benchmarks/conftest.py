@@ -3,8 +3,8 @@
 Profiles (one at most; each option below overrides the profile's value):
     (none)   GPU profile: resnet18 and resnet34, batch 128 and 512, float32
              and mixed (bf16), 10 rounds of 10 steps after 2 warm-up rounds.
-    --quick  minutes on a CPU: resnet18, batch 128, float32, 3 rounds of one
-             step after one warm-up round.
+    --quick  minutes on a CPU: resnet18, batch 128, float32 and mixed (bf16),
+             3 rounds of one step after one warm-up round.
     --tiny   for CI: the test model, batch 8, one round of one step.
 """
 
@@ -26,7 +26,7 @@ PROFILES = {
     "quick": dict(
         models=("resnet18",),
         batch_sizes=(128,),
-        precisions=("float32",),
+        precisions=("float32", "mixed"),
         rounds=3,
         steps=1,
         warmup=1,
@@ -54,7 +54,10 @@ GPU_NATIVE_VARIANTS = (
     "channels_last-bf16",
     "compiled-channels_last-bf16",
 )
-CPU_NATIVE_VARIANTS = ("eager", "channels_last")
+CPU_NATIVE_VARIANTS = ("eager", "channels_last", "eager-bf16", "channels_last-bf16")
+# The Keras model's BatchNorm (`ResNet(fused_batch_norm=...)`): the package's
+# fused layer, Keras's own, or both side by side.
+BATCH_NORMS = {"fused": (True,), "keras": (False,), "both": (True, False)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +71,7 @@ class Settings:
     native: tuple
     inference: bool
     jit_compile: str = "auto"
+    fused_batch_norms: tuple = (True,)
 
 
 def _csv(value):
@@ -141,6 +145,14 @@ def pytest_addoption(parser):
         "jit; TensorFlow: XLA on GPU only; torch: eager); 'on' forces XLA on "
         "TensorFlow and torch.compile on torch. Default: auto.",
     )
+    group.addoption(
+        "--batch-norm",
+        choices=sorted(BATCH_NORMS),
+        default="fused",
+        help="the Keras model's BatchNorm: 'fused' (the package's layer, on the "
+        "framework's fused kernel where it has one), 'keras' (Keras's own "
+        "layer; rows 'keras-<backend>-keras-bn') or 'both'. Default: fused.",
+    )
 
 
 def settings_from(config):
@@ -181,6 +193,7 @@ def settings_from(config):
         native=tuple(native),
         inference=not config.getoption("--no-inference"),
         jit_compile=config.getoption("--jit-compile"),
+        fused_batch_norms=BATCH_NORMS[config.getoption("--batch-norm")],
         **values,
     )
 
@@ -203,9 +216,19 @@ def pytest_generate_tests(metafunc):
     configs = _configurations(settings)
     functions = ("train", "inference") if settings.inference else ("train",)
     if "keras_case" in metafunc.fixturenames:
-        cases = [(*c, f) for f in functions for c in configs]
+        cases = [
+            (*c, f, fused)
+            for f in functions
+            for c in configs
+            for fused in settings.fused_batch_norms
+        ]
         metafunc.parametrize(
-            "keras_case", cases, ids=[f"{f}-{m}-b{b}-{p}" for m, b, p, f in cases]
+            "keras_case",
+            cases,
+            ids=[
+                f"{f}-{m}-b{b}-{p}" + ("" if fused else "-keras-bn")
+                for m, b, p, f, fused in cases
+            ],
         )
     if "native_case" in metafunc.fixturenames:
         # The variant fixes the precision, so one case per (model, batch);

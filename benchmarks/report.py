@@ -9,7 +9,9 @@ the table too.
     python benchmarks/report.py benchmark-results [--output-dir DIR]
 
 Ratios are to native PyTorch eager at the same model, batch and precision
-(float32: NCHW float32; mixed: NCHW bf16 autocast), from the same run.
+(float32: NCHW float32; mixed: NCHW bf16 autocast), from the same run; a
+mixed-precision row also gives its gain over the same implementation at
+float32 ("x own fp32").
 """
 
 from __future__ import annotations
@@ -35,7 +37,36 @@ def rows_from_benchmarks(benchmarks):
         info.setdefault("name", bench.get("name"))
         rows.append(info)
     _add_ratios(rows)
+    _add_precision_gains(rows)
     return rows
+
+
+def _float32_variant(variant):
+    # Native variants name their precision (eager-bf16); Keras rows do not.
+    return variant.removesuffix("-bf16")
+
+
+def _add_precision_gains(rows):
+    float32_rows = {
+        (r["function"], r["model"], r["batch_size"], r["variant"]): r
+        for r in rows
+        if r["precision"] == "float32" and r.get("images_per_second")
+    }
+    for row in rows:
+        if row["precision"] != "mixed" or not row.get("images_per_second"):
+            continue
+        base = float32_rows.get(
+            (
+                row["function"],
+                row["model"],
+                row["batch_size"],
+                _float32_variant(row["variant"]),
+            )
+        )
+        if base:
+            row["ratio_to_float32"] = (
+                row["images_per_second"] / base["images_per_second"]
+            )
 
 
 def _add_ratios(rows):
@@ -99,6 +130,7 @@ def format_rows(rows, accuracy=None):
             "images/s",
             "ms/step (median, IQR)",
             "x native eager",
+            "x own fp32",
             "first call (s)",
             "peak memory (MiB)",
             "cores busy",
@@ -131,6 +163,7 @@ def format_rows(rows, accuracy=None):
                     else "-"
                 ),
                 ratio_text,
+                _fmt(r.get("ratio_to_float32"), ".3g"),
                 _fmt(r.get("first_step_s"), ".1f"),
                 _fmt(r.get("peak_memory_mib"), ".0f")
                 + ("*" if "so_far" in str(r.get("memory_kind")) else ""),

@@ -83,11 +83,15 @@ def _measure(benchmark, runner, settings, backend, function, memory):
 
 def test_keras(benchmark, bench_settings, keras_case):
     """The package's model and compiled step on the current backend."""
-    model, batch_size, precision, function = keras_case
+    model, batch_size, precision, function, fused_batch_norm = keras_case
     backend = keras.backend.backend()
     benchmark.group = f"{function}-{model}-b{batch_size}-{precision}"
     runner = KerasTrainStep(
-        model, batch_size, precision, jit_compile=bench_settings.jit_compile
+        model,
+        batch_size,
+        precision,
+        jit_compile=bench_settings.jit_compile,
+        fused_batch_norm=fused_batch_norm,
     )
     record = _measure(
         benchmark, runner, bench_settings, backend, function, PeakMemory(backend)
@@ -96,10 +100,12 @@ def test_keras(benchmark, bench_settings, keras_case):
         implementation="keras",
         # A forced compile is its own row beside Keras's default.
         variant=f"keras-{backend}"
-        + ("-jit" if bench_settings.jit_compile == "on" else ""),
+        + ("-jit" if bench_settings.jit_compile == "on" else "")
+        + ("" if fused_batch_norm else "-keras-bn"),
         model=model,
         precision=precision,
         jit_compile=jit_compile_of(runner.model),
+        fused_batch_norm=fused_batch_norm,
     )
     benchmark.extra_info.update(record)
     del runner

@@ -69,6 +69,33 @@ def test_report_ratios_are_to_native_eager_of_the_same_precision():
     }
 
 
+def test_report_gives_bf16_gain_over_the_same_implementation_at_float32():
+    rows = report.rows_from_benchmarks(
+        [
+            _record("native-torch-eager", 50.0),
+            _record("native-torch-eager-bf16", 80.0, precision="mixed"),
+            _record("native-torch-channels_last", 60.0),
+            _record("native-torch-channels_last-bf16", 90.0, precision="mixed"),
+            _record("keras-jax", 25.0),
+            _record("keras-jax", 30.0, precision="mixed"),
+            _record("keras-jax-keras-bn", 20.0, precision="mixed"),
+        ]
+    )
+    gains = {(r["variant"], r["precision"]): r.get("ratio_to_float32") for r in rows}
+    assert gains == {
+        ("native-torch-eager", "float32"): None,
+        ("native-torch-eager-bf16", "mixed"): 1.6,
+        ("native-torch-channels_last", "float32"): None,
+        ("native-torch-channels_last-bf16", "mixed"): 1.5,
+        ("keras-jax", "float32"): None,
+        ("keras-jax", "mixed"): pytest.approx(1.2),
+        # No float32 row of that variant in the run: no gain to report.
+        ("keras-jax-keras-bn", "mixed"): None,
+    }
+    table = "\n".join(report.format_rows(rows))
+    assert "| 1.6 |" in table
+
+
 def test_report_without_native_leaves_the_ratio_empty():
     rows = report.rows_from_benchmarks([_record("keras-jax", 25.0)])
     assert "ratio_to_native" not in rows[0]
@@ -152,6 +179,8 @@ def test_tiny_benchmark_run_and_report(tmp_path):
             "--tiny",
             "--native",
             "eager",
+            "--batch-norm",
+            "both",
             f"--benchmark-json={output}",
         ],
         cwd=BENCHMARKS.parent,
@@ -165,6 +194,8 @@ def test_tiny_benchmark_run_and_report(tmp_path):
     assert set(records) == {
         (f"keras-{backend}", "train"),
         (f"keras-{backend}", "inference"),
+        (f"keras-{backend}-keras-bn", "train"),
+        (f"keras-{backend}-keras-bn", "inference"),
         ("native-torch-eager", "train"),
         ("native-torch-eager", "inference"),
     }
