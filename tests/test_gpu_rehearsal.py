@@ -44,6 +44,7 @@ STAGE_NAMES = [
     "accuracy",
     "native",
     "jax-float32",
+    "torch-keras-bn",
     "native-compiled",
     "torch-compiled",
     "accuracy-other",

@@ -430,6 +430,14 @@ class Run:
             "jax-float32", backend="jax", precision="float32", select="test_keras"
         )
         self.throughput(
+            "torch-keras-bn",
+            backend="torch",
+            precision="mixed",
+            select="test_keras",
+            extra=("--batch-norm", "keras"),
+            skip=no_option("--batch-norm"),
+        )
+        self.throughput(
             "native-compiled",
             backend="torch",
             precision="mixed",

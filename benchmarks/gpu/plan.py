@@ -15,6 +15,8 @@ stage's failure never costs an earlier stage's figure):
     native          native PyTorch eager bf16 and channels_last bf16 (the
                     anchor of every ratio)
     jax-float32     Keras JAX, float32
+    torch-keras-bn  Keras torch, mixed_bfloat16, Keras's own BatchNorm: the
+                    fused layer's gain against probe-torch
     native-compiled native PyTorch, torch.compile, channels_last bf16
     torch-compiled  Keras torch, mixed_bfloat16, jit_compile=True
     accuracy-other  the other backend on the same schedule (same --epochs),
@@ -136,6 +138,7 @@ GPU_STAGES = (
     Stage("accuracy", "default recipe on the faster backend", 120, None, True),
     Stage("native", "native PyTorch eager bf16, channels_last bf16", 40, 90),
     Stage("jax-float32", "Keras JAX float32 step", 60, 120),
+    Stage("torch-keras-bn", "Keras torch mixed_bfloat16, Keras's BatchNorm", 45, 120),
     Stage("native-compiled", "native PyTorch compiled channels_last bf16", 90, 150),
     Stage("torch-compiled", "Keras torch mixed_bfloat16, jit_compile", 120, 180),
     Stage("accuracy-other", "the other backend, same schedule, to its limit", 60, None),
@@ -153,10 +156,11 @@ REHEARSAL_STAGES = (
     Stage("accuracy", GPU_STAGES[2].job, 30, None, True),
     Stage("native", GPU_STAGES[3].job, 35, 120),
     Stage("jax-float32", GPU_STAGES[4].job, 15, 60),
-    Stage("native-compiled", GPU_STAGES[5].job, 15, 60),
-    Stage("torch-compiled", GPU_STAGES[6].job, 15, 60),
-    Stage("accuracy-other", GPU_STAGES[7].job, 20, 35),
-    Stage("report", GPU_STAGES[8].job, 5, 45),
+    Stage("torch-keras-bn", GPU_STAGES[5].job, 15, 60),
+    Stage("native-compiled", GPU_STAGES[6].job, 15, 60),
+    Stage("torch-compiled", GPU_STAGES[7].job, 15, 60),
+    Stage("accuracy-other", GPU_STAGES[8].job, 20, 35),
+    Stage("report", GPU_STAGES[9].job, 5, 45),
 )
 
 PROFILES = {
@@ -221,9 +225,14 @@ PROFILES = {
         max_epochs=3,
         assumed_step_s=0.2,
         assumed_first_step_s=5,
-        # torch.compile takes minutes on a CPU; float32 JAX is the probe's
-        # code path with another flag.
-        collect_only=("jax-float32", "native-compiled", "torch-compiled"),
+        # torch.compile takes minutes on a CPU; float32 JAX and Keras's
+        # BatchNorm on torch are the probes' code path with another flag.
+        collect_only=(
+            "jax-float32",
+            "torch-keras-bn",
+            "native-compiled",
+            "torch-compiled",
+        ),
         report_reserve_s=12,
         grace_s=10,
     ),
