@@ -210,3 +210,38 @@ def test_mixed_precision_steps_run(policy):
         assert model.optimizer.iterations.numpy() == 3
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+@pytest.mark.parametrize("loss_scaled", [False, True], ids=["plain", "loss-scaled"])
+def test_weight_decay_is_the_coupled_l2_gradient(loss_scaled):
+    """One SGD step with decay `wd` moves each kernel by `-lr * wd * w` more.
+
+    The same as an L2 term `0.5 * wd * sum(w ** 2)` in the loss, checked
+    against that formula rather than against another backend, which shares
+    the code. Biases and BatchNorm must not move differently. Under a loss
+    scale (the float16 path) the decay must be scaled with the gradients.
+    """
+    learning_rate, weight_decay = 0.1, 0.05
+    images, labels = _batch(8)
+    start = TinyResNet().get_weights()
+    updated = {}
+    for decay in (0.0, weight_decay):
+        model = TinyResNet()
+        model.set_weights(start)
+        optimizer = keras.optimizers.SGD(learning_rate)
+        if loss_scaled:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        model.compile(optimizer, weight_decay=decay)
+        model.train_on_batch(images, labels)
+        updated[decay] = model.get_weights()
+    paths = [v.path for v in TinyResNet().weights]
+    kernels = 0
+    for path, w, without, with_decay in zip(
+        paths, start, updated[0.0], updated[weight_decay], strict=True
+    ):
+        expected = -learning_rate * weight_decay * w if path.endswith("kernel") else 0
+        kernels += path.endswith("kernel")
+        np.testing.assert_allclose(
+            with_decay - without, expected, atol=1e-6, err_msg=path
+        )
+    assert kernels == 7  # stem, 2 + 2 block convs, 1 shortcut, the dense head
