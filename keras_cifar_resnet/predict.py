@@ -77,6 +77,7 @@ def load_image(path, size=(32, 32), fit="crop"):
         # errors for broken ones.
         message = " ".join(str(error).split())
         raise ImageError(f"{path}: not a readable image ({message})") from None
+    image = _to_8_bits(image, Image)
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         # Transparent pixels over white, as a photo of the object would be,
         # instead of whatever colour the file stores under alpha 0.
@@ -92,6 +93,21 @@ def load_image(path, size=(32, 32), fit="crop"):
     height, width = size
     image = image.resize((width, height), Image.Resampling.BICUBIC)
     return np.asarray(image, dtype=np.uint8)
+
+
+def _to_8_bits(image, Image):
+    """A 16-bit (or 32-bit integer) grayscale image scaled to 8 bits.
+
+    Pillow's own conversion clips these modes at 255 instead of scaling, so
+    a 16-bit PNG would come out almost white.
+    """
+    if image.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        return image
+    pixels = np.asarray(image).astype(np.float64)
+    # 16-bit files (the only integer images PNG holds): 65535 is white.
+    full_scale = 65535.0 if pixels.max(initial=0) <= 65535 else pixels.max()
+    scaled = np.clip(np.rint(pixels * 255.0 / full_scale), 0, 255)
+    return Image.fromarray(scaled.astype(np.uint8), mode="L")
 
 
 def expand_inputs(paths):
