@@ -413,7 +413,16 @@ def build_parser(prog="keras-cifar-resnet-train"):
             "started it, with --resume DIR added. Flags equal to the saved "
             "values are accepted; only "
             + ", ".join(flag_name(name) for name in RESUME_OVERRIDABLE)
-            + " may change."
+            + " may change. A run stopped before its first checkpoint starts "
+            "again from the beginning."
+        ),
+    )
+    parser.add_argument(
+        "--from-previous-checkpoint",
+        action="store_true",
+        help=(
+            "With --resume: continue from the checkpoint before the last "
+            "(checkpoint.previous.npz), for when the last one is damaged."
         ),
     )
     return parser

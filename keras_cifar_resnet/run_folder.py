@@ -5,7 +5,8 @@ A run leaves in its folder:
 - `config.json`: the resolved settings, backend, package versions, device;
   each `--resume` is appended under `resumed`;
 - `log.csv`: one row per epoch, columns `LOG_COLUMNS`;
-- `checkpoint.npz`: everything needed to continue (`checkpoints`);
+- `checkpoint.npz`: everything needed to continue (`checkpoints`), and
+  `checkpoint.previous.npz`, the one before it;
 - `best.keras`: the model with the best validation accuracy, or
   `final.keras`, the last epoch's, when nothing is held out;
 - `summary.json`: that model on the test set;
@@ -25,6 +26,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -33,6 +35,10 @@ import keras
 CONFIG_NAME = "config.json"
 LOG_NAME = "log.csv"
 CHECKPOINT_NAME = "checkpoint.npz"
+# The checkpoint before the last one, kept in case the last is damaged.
+PREVIOUS_CHECKPOINT_NAME = "checkpoint.previous.npz"
+# A damaged last checkpoint, set aside when a run continues from the previous.
+DAMAGED_CHECKPOINT_NAME = "checkpoint.damaged.npz"
 BEST_NAME = "best.keras"
 FINAL_NAME = "final.keras"
 SUMMARY_NAME = "summary.json"
@@ -51,7 +57,7 @@ LOG_COLUMNS = (
 )
 
 
-def write_atomically(path, write):
+def write_atomically(path, write, *, keep_previous=None):
     """Writes `path` through `write(temporary_path)`, then fsyncs and renames.
 
     The temporary file keeps `path`'s suffix (Keras saves only to `.keras`
@@ -62,6 +68,9 @@ def write_atomically(path, write):
     Args:
         path: str or Path, the file to (re)write.
         write: callable taking the temporary Path and writing the content.
+        keep_previous: str, Path or None: where the old `path` is kept once
+            the new one is written (a damaged file then has a fallback).
+            Defaults to None (not kept).
 
     Returns:
         Path, the written file.
@@ -72,11 +81,31 @@ def write_atomically(path, write):
         write(temporary)
         with open(temporary, "r+b") as file:
             os.fsync(file.fileno())
+        if keep_previous is not None and path.exists():
+            _keep_copy(path, Path(keep_previous))
         os.replace(temporary, path)
     finally:
         if temporary.exists():
             temporary.unlink()
     return path
+
+
+def _keep_copy(path, copy):
+    """Makes `copy` hold `path`'s bytes, atomically, leaving `path` in place.
+
+    A hard link costs nothing; a copy serves file systems without links.
+    `path` never goes missing, so there is no moment without a checkpoint.
+    """
+    temporary = copy.with_name(f".{os.getpid()}.{copy.name}")
+    try:
+        try:
+            os.link(path, temporary)
+        except OSError:
+            shutil.copyfile(path, temporary)
+        os.replace(temporary, copy)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
 
 
 def write_json(path, data):
@@ -156,12 +185,17 @@ class RunFolder:
         self.config_path = self.path / CONFIG_NAME
         self.log_path = self.path / LOG_NAME
         self.checkpoint_path = self.path / CHECKPOINT_NAME
+        self.previous_checkpoint_path = self.path / PREVIOUS_CHECKPOINT_NAME
         self.summary_path = self.path / SUMMARY_NAME
         self.curves_path = self.path / CURVES_NAME
 
     def holds_run(self):
         """Whether a run has started here (its `config.json` exists)."""
         return self.config_path.exists()
+
+    def holds_checkpoint(self):
+        """Whether the run here wrote a checkpoint (the last or the previous)."""
+        return self.checkpoint_path.exists() or self.previous_checkpoint_path.exists()
 
     def start(self, record):
         """Creates the folder, its `config.json` (`record`) and the log's header."""

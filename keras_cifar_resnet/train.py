@@ -78,19 +78,63 @@ def _resumed_config(run_dir, flags):
             f"--resume continues with the run's saved settings; drop {names} "
             f"(only {allowed} may change)"
         )
-    if not folder.checkpoint_path.is_file():
+    if unreadable is not None:
         raise UsageError(
-            f"--resume {run_dir}: no {CHECKPOINT_NAME} (the run stopped before "
-            "its first checkpoint); start it again instead"
+            f"--resume {run_dir}: cannot read its {CONFIG_NAME} ({unreadable})"
         )
-    try:
-        if unreadable is not None:
-            raise unreadable
-        read_checkpoint_state(folder.checkpoint_path)
-    except (ValueError, TypeError, KeyError, CheckpointError) as err:
-        raise UsageError(f"--resume {run_dir}: cannot read the run ({err})") from None
     overrides = {name: flags[name] for name in RESUME_OVERRIDABLE if name in flags}
     return dataclasses.replace(saved, output_dir=str(run_dir), **overrides)
+
+
+def checkpoint_to_resume(run_dir, from_previous=False):
+    """The checkpoint `--resume run_dir` continues from, checked; None: none yet.
+
+    None means the run stopped before its first checkpoint: it has nothing
+    to lose, so it starts again from the beginning.
+
+    Raises:
+        CheckpointError: the checkpoint is damaged (the message says whether
+            the previous one is good and how to continue from it).
+        UsageError: `--from-previous-checkpoint` without a previous one.
+    """
+    folder = RunFolder(run_dir)
+    if from_previous:
+        path = folder.previous_checkpoint_path
+        if not path.is_file():
+            raise UsageError(
+                f"--from-previous-checkpoint: {run_dir} has no {path.name}"
+            )
+        read_checkpoint_state(path)
+        return path
+    path = folder.checkpoint_path
+    if not path.is_file():
+        return None
+    try:
+        read_checkpoint_state(path)
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}; {_previous_advice(folder)}") from None
+    return path
+
+
+def _previous_advice(folder):
+    """What a damaged last checkpoint leaves: the previous one, or a restart."""
+    previous = folder.previous_checkpoint_path
+    try:
+        state = read_checkpoint_state(previous)
+    except CheckpointError:
+        restart = (
+            f"start the run again with: rm {folder.checkpoint_path} && "
+            f"keras-cifar-resnet-train --resume {folder.path}"
+        )
+        if previous.exists():
+            return f"{previous.name} is damaged too; {restart}"
+        return f"no earlier checkpoint is kept; {restart}"
+    where = f"epoch {state.get('epoch')}, step {state.get('step')}"
+    return (
+        f"the previous checkpoint {previous.name} ({where}) is good; continue "
+        f"from it with: keras-cifar-resnet-train --resume {folder.path} "
+        "--from-previous-checkpoint"
+    )
 
 
 def _same_as_saved(name, value, saved, run_dir):
@@ -111,6 +155,8 @@ def config_for_arguments(args):
             output folder that already holds a run.
     """
     flags = explicit_flags(args)
+    if args.from_previous_checkpoint and args.resume is None:
+        raise UsageError("--from-previous-checkpoint goes with --resume DIR")
     if args.resume is not None:
         return _resumed_config(Path(args.resume), flags), True, None
     try:
@@ -120,10 +166,18 @@ def config_for_arguments(args):
         raise UsageError(str(err)) from None
     if config.output_dir is None:
         config = dataclasses.replace(config, output_dir=_default_output_dir(config))
-    if RunFolder(config.output_dir).holds_run():
+    folder = RunFolder(config.output_dir)
+    if folder.holds_run() and folder.holds_checkpoint():
         raise UsageError(
             f"--output-dir {config.output_dir} already holds a run; continue it with "
             f"--resume {config.output_dir} or choose another folder"
+        )
+    if folder.holds_run():
+        # Stopped before its first checkpoint: nothing there to lose.
+        print(
+            f"note: {config.output_dir} holds a run that stopped before its first "
+            "checkpoint; starting this one in its place",
+            flush=True,
         )
     return config, False, scaling
 
@@ -137,7 +191,24 @@ def main(argv=None):
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     try:
         config, resume, scaling = config_for_arguments(args)
-        return train(config, resume=resume, learning_rate_scaling=scaling)
+        checkpoint = None
+        if resume:
+            checkpoint = checkpoint_to_resume(
+                config.output_dir, args.from_previous_checkpoint
+            )
+            if checkpoint is None:
+                print(
+                    f"note: {config.output_dir} has no {CHECKPOINT_NAME} (the run "
+                    "stopped before its first one): starting it from the beginning",
+                    flush=True,
+                )
+                resume = False
+                scaling = RunFolder(config.output_dir).saved_record().get(
+                    "learning_rate_scaling"
+                )
+        return train(
+            config, resume=resume, checkpoint=checkpoint, learning_rate_scaling=scaling
+        )
     except (UsageError, DistributionError) as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -38,6 +38,7 @@ from keras_cifar_resnet.recipe import build_model, compile_model
 from keras_cifar_resnet.run_folder import (
     BEST_NAME,
     CURVES_NAME,
+    DAMAGED_CHECKPOINT_NAME,
     FINAL_NAME,
     RunFolder,
     environment,
@@ -178,6 +179,8 @@ class TrainingRun:
         learning_rate_scaling: what `config.learning_rate_scaling` returned
             for the command line (None: the rate was not scaled), for the
             start line and `config.json`.
+        checkpoint: Path or None, the checkpoint a resumed run continues
+            from (None: the folder's `checkpoint.npz`).
     """
 
     def __init__(
@@ -188,6 +191,7 @@ class TrainingRun:
         callbacks=(),
         distribution=None,
         learning_rate_scaling=None,
+        checkpoint=None,
     ):
         self.config = config
         self.learning_rate_scaling = learning_rate_scaling
@@ -197,6 +201,7 @@ class TrainingRun:
         self.folder = RunFolder(config.output_dir)
         self.output_dir = self.folder.path
         self.checkpoint_path = self.folder.checkpoint_path
+        self.resume_checkpoint = checkpoint or self.checkpoint_path
         self.model_file = FINAL_NAME if config.validation_size == 0 else BEST_NAME
         # Set by the steps of `run`, in order.
         self.data = None  # input_pipeline.Datasets
@@ -208,7 +213,9 @@ class TrainingRun:
         self.start_epoch, self.start_step, self.saved_metrics = 0, 0, None
         self.best_epoch = None
         self.best_val_accuracy = None
+        # Training time before the current `fit`, and when that began.
         self.train_seconds = 0.0
+        self._fit_started = None
         self.epoch_line = None
         self._export_model = None
 
@@ -278,7 +285,9 @@ class TrainingRun:
 
     def restore_checkpoint(self):
         """The checkpoint's weights and position; the log cut back to match."""
-        state = load_checkpoint(self.checkpoint_path, self.model)
+        state = load_checkpoint(self.resume_checkpoint, self.model)
+        if self.resume_checkpoint != self.checkpoint_path and self.is_chief:
+            self._set_aside_damaged_checkpoint()
         self.start_epoch, self.start_step = state["epoch"], state["step"]
         self.best_epoch = state["best_epoch"]
         self.best_val_accuracy = state["best_val_accuracy"]
@@ -293,6 +302,20 @@ class TrainingRun:
                 {"time": now(), "epoch": self.start_epoch, "step": self.start_step}
                 | self._record()
             )
+
+    def _set_aside_damaged_checkpoint(self):
+        """Resuming from the previous checkpoint: the damaged last one moves aside.
+
+        Else the next save would keep the damaged file as the previous one
+        and drop the good one.
+        """
+        damaged = self.folder.path / DAMAGED_CHECKPOINT_NAME
+        if self.checkpoint_path.exists():
+            self.checkpoint_path.replace(damaged)
+            note = f"; the damaged one is kept as {damaged.name}"
+        else:
+            note = ""
+        print(f"note: continuing from {self.resume_checkpoint.name}{note}", flush=True)
 
     def announce(self):
         """The start line: from here on a signal ends the run with a checkpoint."""
@@ -310,7 +333,8 @@ class TrainingRun:
             f"{len(data.train_images):,} training images, "
             f"{len(data.val_images):,} validation, {len(data.test_images):,} test"
             f"{' (synthetic)' if config.synthetic else ''}"
-            f"; {config.epochs} epochs of {self.steps_per_epoch} steps; "
+            f"; {_count(config.epochs, 'epoch')} of "
+            f"{_count(self.steps_per_epoch, 'step')}; "
             f"{self._learning_rate_words()}; writing to {self.output_dir}",
             flush=True,
         )
@@ -358,7 +382,7 @@ class TrainingRun:
         return self.batches
 
     def _fit(self, batches, initial_epoch, epochs, callbacks, skip):
-        started = time.perf_counter()
+        self._fit_started = time.perf_counter()
         try:
             self.model.fit(
                 # Each process feeds its part of every global batch.
@@ -371,7 +395,14 @@ class TrainingRun:
                 verbose=1 if self.is_chief else 0,
             )
         finally:
-            self.train_seconds += time.perf_counter() - started
+            self.train_seconds = self.seconds_trained()
+            self._fit_started = None
+
+    def seconds_trained(self):
+        """Training time so far, the current `fit` included (for checkpoints)."""
+        if self._fit_started is None:
+            return self.train_seconds
+        return self.train_seconds + time.perf_counter() - self._fit_started
 
     def report_failure(self, failure):
         """The non-finite-loss message; the exit status for a failed run."""
@@ -413,7 +444,7 @@ class TrainingRun:
             "steps_per_epoch": self.steps_per_epoch,
             "best_epoch": self.best_epoch,
             "best_val_accuracy": self.best_val_accuracy,
-            "train_seconds": self.train_seconds,
+            "train_seconds": self.seconds_trained(),
             "backend": keras.backend.backend(),
             "time": now(),
         }
@@ -535,6 +566,11 @@ class TrainingRun:
             print(f"note: {CURVES_NAME} not drawn: {err}")
 
 
+def _count(number, noun):
+    """`1 epoch`, `3 epochs`."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def _epoch_line(row, epochs):
     """`epoch 3/100  loss 1.2345  accuracy ...  lr 0.1  12.3 s`."""
     parts = [f"epoch {row['epoch'] + 1}/{epochs}"]
@@ -546,7 +582,9 @@ def _epoch_line(row, epochs):
     return "  ".join(parts)
 
 
-def train(config, *, resume=False, callbacks=(), learning_rate_scaling=None):
+def train(
+    config, *, resume=False, callbacks=(), learning_rate_scaling=None, checkpoint=None
+):
     """Runs (or resumes) training as configured; returns the exit status.
 
     Sets the global dtype policy for the run and restores it afterwards, and
@@ -560,6 +598,8 @@ def train(config, *, resume=False, callbacks=(), learning_rate_scaling=None):
         learning_rate_scaling: how the learning rate was scaled to the batch
             size (`config.learning_rate_scaling`), to report it. Defaults to
             None (not scaled).
+        checkpoint: Path or None, the checkpoint to resume from. Defaults
+            to None (the run folder's `checkpoint.npz`).
 
     Raises:
         DataError, CheckpointError, UsageError, DistributionError: the
@@ -577,6 +617,7 @@ def train(config, *, resume=False, callbacks=(), learning_rate_scaling=None):
                 callbacks=callbacks,
                 distribution=distribution,
                 learning_rate_scaling=learning_rate_scaling,
+                checkpoint=checkpoint,
             ).run()
     finally:
         distribution.close()

@@ -13,6 +13,7 @@ import dataclasses
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -268,6 +269,11 @@ def test_a_synthetic_run_writes_every_output(straight_run):
 
     state = read_checkpoint_state(folder / "checkpoint.npz")
     assert (state["epoch"], state["step"]) == (2, 0)
+    # The checkpoint written at an epoch's end counts that epoch's time.
+    assert state["train_seconds"] > 0
+    assert summary["train_seconds"] == round(state["train_seconds"], 1)
+    previous = read_checkpoint_state(folder / "checkpoint.previous.npz")
+    assert (previous["epoch"], previous["step"]) == (1, 0)
     # One summary line per epoch, after Keras's progress bar.
     assert "epoch 1/2  loss" in output and "epoch 2/2  loss" in output
     assert "test accuracy" in output
@@ -495,3 +501,65 @@ def test_resume_refuses_a_flag_that_changes_the_run(tmp_path, changes, named):
     with pytest.raises(UsageError, match="drop ") as error:
         _resume([*changes, "--resume", str(tmp_path)])
     assert named in str(error.value) and "\n" not in str(error.value)
+
+
+# ------------------------------------------------------------------ faults
+
+
+@pytest.mark.slow
+def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_start(
+    tmp_path, capsys
+):
+    folder = tmp_path / "run"
+    argv = [*TINY, "--epochs", "1", "--output-dir", str(folder)]
+    # What a NaN stop, a crash or a double Ctrl-C in epoch 1 leaves.
+    RunFolder(folder).start({"config": _config(argv).to_dict()})
+    assert main(["--resume", str(folder)]) == 0
+    output = capsys.readouterr().out
+    assert "starting it from the beginning" in output
+    assert "1 epoch of 4 steps" in output
+    assert (folder / "summary.json").is_file()
+
+
+def test_a_new_run_may_replace_one_that_stopped_before_its_first_checkpoint(
+    tmp_path, capsys
+):
+    argv = [*TINY, "--epochs", "1", "--output-dir", str(tmp_path)]
+    RunFolder(tmp_path).start({"config": _config(argv).to_dict()})
+    # The next try, with a lower learning rate: accepted in the same folder.
+    config = _config([*argv, "--learning-rate", "0.01"])
+    assert config.learning_rate == 0.01
+    assert "stopped before its first checkpoint" in capsys.readouterr().out
+    (tmp_path / CHECKPOINT_NAME).write_bytes(b"")
+    with pytest.raises(UsageError, match="already holds a run"):
+        _config(argv)
+
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_names_the_good_previous_one_and_resumes_from_it(
+    straight_run, tmp_path, capsys
+):
+    folder = tmp_path / "run"
+    shutil.copytree(straight_run[0], folder)
+    checkpoint = folder / CHECKPOINT_NAME
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    capsys.readouterr()
+    assert main(["--resume", str(folder)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1, error
+    assert error.startswith(f"error: {checkpoint} is not a readable checkpoint")
+    assert "checkpoint.previous.npz (epoch 1, step 0) is good" in error
+    command = error.split("continue from it with: ")[1]
+    assert command == f"keras-cifar-resnet-train --resume {folder} "\
+        "--from-previous-checkpoint"
+
+    assert main(["--resume", str(folder), "--from-previous-checkpoint"]) == 0
+    assert (folder / "checkpoint.damaged.npz").is_file()
+    assert read_checkpoint_state(checkpoint)["epoch"] == 2
+    assert read_checkpoint_state(folder / "checkpoint.previous.npz")["epoch"] == 1
+    seconds = json.loads((folder / "summary.json").read_text())["train_seconds"]
+    assert seconds > 0
+    # Resuming the finished run evaluates again and keeps the training time.
+    assert main(["--resume", str(folder)]) == 0
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["train_seconds"] == seconds
