@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -57,6 +58,46 @@ LOG_COLUMNS = (
 )
 
 
+class WriteError(OSError):
+    """A run's file could not be written (a full disk, a read-only place).
+
+    The message names the file and the reason in one line; the file's old
+    version, if any, is intact (`write_atomically`).
+    """
+
+    def __str__(self):
+        return self.strerror
+
+
+def unwritable_reason(folder):
+    """Why files cannot be written in `folder`, or None when they can.
+
+    Checked before a command does any work, without creating `folder`: its
+    nearest existing ancestor must be a folder that takes a file (a
+    temporary one, removed at once), so a read-only file system or a path
+    through a file is caught here rather than after minutes of work.
+
+    Args:
+        folder: str or Path, the folder a command will write into (it may not
+            exist yet).
+
+    Returns:
+        str (one line) or None.
+    """
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        return f"cannot write in {existing} ({error.strerror or error})"
+    return None
+
+
 def write_atomically(path, write, *, keep_previous=None):
     """Writes `path` through `write(temporary_path)`, then fsyncs and renames.
 
@@ -74,8 +115,21 @@ def write_atomically(path, write, *, keep_previous=None):
 
     Returns:
         Path, the written file.
+
+    Raises:
+        WriteError: the file could not be written; the old one is intact.
     """
     path = Path(path)
+    try:
+        return _write_atomically(path, write, keep_previous)
+    except WriteError:
+        raise
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise WriteError(error.errno, f"cannot write {path}: {reason}") from error
+
+
+def _write_atomically(path, write, keep_previous):
     temporary = path.with_name(f".{os.getpid()}.{path.name}")
     try:
         write(temporary)

@@ -30,7 +30,12 @@ from keras_cifar_resnet.config import (
 )
 from keras_cifar_resnet.data import DataError
 from keras_cifar_resnet.distribute import DistributionError
-from keras_cifar_resnet.run_folder import CHECKPOINT_NAME, CONFIG_NAME, RunFolder
+from keras_cifar_resnet.run_folder import (
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    RunFolder,
+    unwritable_reason,
+)
 from keras_cifar_resnet.training import EXIT_FAILED, train
 
 EXIT_USAGE = 2
@@ -57,6 +62,7 @@ def _resumed_config(run_dir, flags):
         raise UsageError(
             f"--resume {run_dir}: no {CONFIG_NAME} there, not a run folder"
         )
+    _check_writable("--resume", run_dir)
     try:
         saved, unreadable = TrainConfig(**folder.saved_record()["config"]), None
     except (ValueError, TypeError, KeyError) as err:
@@ -147,6 +153,13 @@ def _same_as_saved(name, value, saved, run_dir):
     return value == getattr(saved, name)
 
 
+def _check_writable(flag, output_dir):
+    """Refuses an output folder that cannot take files, before any work."""
+    reason = unwritable_reason(output_dir)
+    if reason is not None:
+        raise UsageError(f"{flag} {output_dir}: {reason}")
+
+
 def config_for_arguments(args):
     """(config, resume, learning_rate_scaling) from parsed arguments.
 
@@ -166,6 +179,7 @@ def config_for_arguments(args):
         raise UsageError(str(err)) from None
     if config.output_dir is None:
         config = dataclasses.replace(config, output_dir=_default_output_dir(config))
+    _check_writable("--output-dir", config.output_dir)
     folder = RunFolder(config.output_dir)
     if folder.holds_run() and folder.holds_checkpoint():
         raise UsageError(
@@ -203,8 +217,10 @@ def main(argv=None):
                     flush=True,
                 )
                 resume = False
-                scaling = RunFolder(config.output_dir).saved_record().get(
-                    "learning_rate_scaling"
+                scaling = (
+                    RunFolder(config.output_dir)
+                    .saved_record()
+                    .get("learning_rate_scaling")
                 )
         return train(
             config, resume=resume, checkpoint=checkpoint, learning_rate_scaling=scaling

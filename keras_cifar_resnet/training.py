@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import random
 import signal
@@ -29,7 +30,12 @@ import time
 
 import keras
 
-from keras_cifar_resnet.checkpoints import load_checkpoint, save_checkpoint
+from keras_cifar_resnet.checkpoints import (
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint_state,
+    save_checkpoint,
+)
 from keras_cifar_resnet.distribute import setup_distribution
 from keras_cifar_resnet.input_pipeline import SkipBatches, TrainingBatches, prepare_data
 from keras_cifar_resnet.metrics import evaluate_model
@@ -37,10 +43,12 @@ from keras_cifar_resnet.models import ResNet
 from keras_cifar_resnet.recipe import build_model, compile_model
 from keras_cifar_resnet.run_folder import (
     BEST_NAME,
+    CHECKPOINT_NAME,
     CURVES_NAME,
     DAMAGED_CHECKPOINT_NAME,
     FINAL_NAME,
     RunFolder,
+    WriteError,
     environment,
     now,
 )
@@ -59,17 +67,37 @@ def dtype_policy(name):
         keras.config.set_dtype_policy(previous)
 
 
-class _Interrupts:
-    """Turns SIGINT/SIGTERM into a flag the training loop checks after each step.
+class RunStopped(BaseException):
+    """A signal that stops the run at once: outside the epochs, or a second one.
 
-    A second signal gets the previous handler (for SIGINT, Python's
-    KeyboardInterrupt), so a stuck run can still be stopped at once.
+    A BaseException, like KeyboardInterrupt, so that no `except Exception`
+    on the way (in Keras or a framework) swallows it.
+    """
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _Interrupts:
+    """SIGINT and SIGTERM for the whole run, from setup to the last file.
+
+    In the epochs, the first signal sets `signum`, which the training loop
+    checks after each step: it stops there with a checkpoint. Outside the
+    epochs (setup, the final test evaluation), and for a second signal, the
+    run stops at once (`RunStopped`), except while a file is being written
+    (`saving`): the signal is held until the write is done, so the checkpoint
+    a first signal asked for is always completed. A third signal during a
+    write stops at once; the atomic write leaves the old file then.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.signum = None
+        self.in_epochs = False
+        self._saving = 0
+        self._held = None
         self._previous = {}
 
     def __enter__(self):
@@ -80,17 +108,53 @@ class _Interrupts:
         return self
 
     def _handle(self, signum, frame):
-        self.signum = signum
-        signal.signal(signum, self._previous[signum])
-        print(
-            f"\n{signal.Signals(signum).name}: stopping after this step and "
-            "saving a checkpoint (send it again to stop at once)",
-            flush=True,
-        )
+        name = signal.Signals(signum).name
+        if self._saving and self._held is None:
+            self._held = signum
+            print(
+                f"\n{name}: stopping once the file being saved is written",
+                flush=True,
+            )
+            return
+        if self.in_epochs and self.signum is None:
+            self.signum = signum
+            print(
+                f"\n{name}: stopping after this step and saving a checkpoint "
+                "(send it again to stop at once)",
+                flush=True,
+            )
+            return
+        raise RunStopped(signum)
+
+    @contextlib.contextmanager
+    def saving(self):
+        """Holds signals until the block's writes are done, then acts on them."""
+        self._saving += 1
+        try:
+            yield
+        finally:
+            self._saving -= 1
+        if not self._saving and self._held is not None:
+            signum, self._held = self._held, None
+            raise RunStopped(signum)
 
     def __exit__(self, *exc_info):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+
+class _StepProgress(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar, ending at the step reached.
+
+    Keras finalizes the bar at the epoch's full length even when the epoch
+    stopped early (a signal, a non-finite loss), showing `4/4` for 2 steps.
+    """
+
+    def _finalize_progbar(self, logs):
+        if self.model.stop_training and self.progbar is not None:
+            self.progbar.update(self.seen, list((logs or {}).items()), finalize=True)
+            return
+        super()._finalize_progbar(logs)
 
 
 class _RunMonitor(keras.callbacks.Callback):
@@ -218,13 +282,28 @@ class TrainingRun:
         self._fit_started = None
         self.epoch_line = None
         self._export_model = None
+        self.interrupts = _Interrupts()  # replaced by `run`'s, in force
 
     @property
     def is_chief(self):
         return self.distribution.is_chief
 
     def run(self):
-        """Trains from the start or the checkpoint, then evaluates; exit status."""
+        """Trains from the start or the checkpoint, then evaluates; exit status.
+
+        Every way it ends is one line saying how to continue: a signal (exit
+        128 + its number), a non-finite loss or a failed write (exit 1).
+        """
+        with _Interrupts() as interrupts:
+            self.interrupts = interrupts
+            try:
+                return self._run(interrupts)
+            except RunStopped as stop:
+                return self.report_stop_at_once(stop.signum)
+            except WriteError as error:
+                return self.report_write_error(error)
+
+    def _run(self, interrupts):
         self.load_data()
         self.build_model()
         if self.resume:
@@ -233,10 +312,13 @@ class TrainingRun:
             self.start_records()
         # torch: from now on the forward pass runs through DDP.
         self.distribution.prepare_model(self.model)
-        with _Interrupts() as interrupts:
-            self.announce()
-            monitor = _RunMonitor(self, interrupts)
+        self.announce()
+        monitor = _RunMonitor(self, interrupts)
+        interrupts.in_epochs = True
+        try:
             self.train_epochs(monitor)
+        finally:
+            interrupts.in_epochs = False
         if monitor.failure:
             return self.report_failure(monitor.failure)
         if monitor.stopped_at:
@@ -356,7 +438,7 @@ class TrainingRun:
         callbacks = [
             *self.extra_callbacks,
             monitor,
-            keras.callbacks.ProgbarLogger(),
+            _StepProgress(),
             _EpochLine(self),
         ]
         start_epoch, start_step = self.start_epoch, self.start_step
@@ -435,6 +517,60 @@ class TrainingRun:
             )
         return 128 + signum
 
+    def _how_to_continue(self):
+        """Where the run's saved state stands and the command that continues it."""
+        command = f"keras-cifar-resnet-train --resume {self.output_dir}"
+        if not self.folder.holds_run():
+            return "nothing was written yet; run the same command again"
+        try:
+            state = read_checkpoint_state(self.checkpoint_path)
+        except CheckpointError:
+            return (
+                "no checkpoint was written yet; start it again from the "
+                f"beginning with: {command}"
+            )
+        epoch, step = state["epoch"], state["step"]
+        if (epoch, step) == (self.config.epochs, 0):
+            return (
+                f"training is complete and saved in {self.checkpoint_path}; run the "
+                f"final test evaluation with: {command}"
+            )
+        where = (
+            f"step {step} of epoch {epoch + 1}" if step else f"the end of epoch {epoch}"
+        )
+        return (
+            f"the last checkpoint ({self.checkpoint_path}) is at {where}; "
+            f"continue with: {command}"
+        )
+
+    def report_stop_at_once(self, signum):
+        """A signal outside the epochs, or a second one; 128 + signal."""
+        if self.is_chief:
+            print(
+                f"stopped by {signal.Signals(signum).name}; {self._how_to_continue()}",
+                flush=True,
+            )
+        return 128 + signum
+
+    def report_write_error(self, error):
+        """A failed write (a full disk): what is intact, and how to continue."""
+        kept = [
+            name
+            for name in (CHECKPOINT_NAME, BEST_NAME, FINAL_NAME)
+            if (self.folder.path / name).is_file()
+        ]
+        intact = (
+            f"the files written before ({', '.join(kept)}) are intact"
+            if kept
+            else "no earlier file is lost"
+        )
+        remedy = "free some space" if error.errno == errno.ENOSPC else "fix that"
+        print(
+            f"error: {error}; {intact}; {remedy}, then: {self._how_to_continue()}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+
     def state(self, epoch, step):
         """The run's position for a checkpoint: continue at `epoch`, `step`."""
         return {
@@ -451,7 +587,10 @@ class TrainingRun:
 
     def save_checkpoint(self, epoch, step):
         if self.is_chief:
-            save_checkpoint(self.checkpoint_path, self.model, self.state(epoch, step))
+            with self.interrupts.saving():
+                save_checkpoint(
+                    self.checkpoint_path, self.model, self.state(epoch, step)
+                )
 
     def _save_model(self, name):
         """Saves the current weights as an uncompiled model, atomically.
@@ -464,7 +603,8 @@ class TrainingRun:
         if self._export_model is None:
             self._export_model = ResNet.from_config(self.model.get_config())
         self._export_model.set_weights(self.model.get_weights())
-        self.folder.save_model(self._export_model, name)
+        with self.interrupts.saving():
+            self.folder.save_model(self._export_model, name)
 
     def _validate(self):
         """(val_loss, val_accuracy) on the held-out images."""
@@ -505,8 +645,9 @@ class TrainingRun:
         row["seconds"] = seconds
         if not self.is_chief:
             return
-        self.folder.append_log_row(row)
-        self.save_checkpoint(epoch + 1, 0)
+        with self.interrupts.saving():
+            self.folder.append_log_row(row)
+            self.save_checkpoint(epoch + 1, 0)
         self.epoch_line = _epoch_line(row, self.config.epochs) + marker
 
     def finish(self):
@@ -517,28 +658,25 @@ class TrainingRun:
         if not self.is_chief:
             return 0
         model_path = self.output_dir / self.model_file
-        print(f"evaluating {model_path} on {len(data.test_images):,} test images")
+        print(
+            f"evaluating {model_path} on {len(data.test_images):,} test images "
+            "and their mirror images",
+            flush=True,
+        )
         # The chief alone, on its own devices: the others have finished. In
         # float32 whatever the training precision, so the figure is the one
         # the evaluate command gives for the same file.
         with self.distribution.local_scope(), dtype_policy("float32"):
             model = keras.saving.load_model(model_path)
             report = evaluate_model(
-                model, data.test_images, data.test_labels, batch_size=config.batch_size
+                model,
+                data.test_images,
+                data.test_labels,
+                batch_size=config.batch_size,
+                verbose=1,
             )
-        self.folder.write_summary(
-            {
-                "model_file": self.model_file,
-                "selected_epoch": self.best_epoch or config.epochs,
-                "validation_accuracy": self.best_val_accuracy,
-                "epochs": config.epochs,
-                "train_images": len(data.train_images),
-                "synthetic": config.synthetic,
-                "train_seconds": round(self.train_seconds, 1),
-                "backend": keras.backend.backend(),
-                "test": report,
-            }
-        )
+        with self.interrupts.saving():
+            self._write_summary(report)
         self._draw_curves()
         which = (
             f"best validation accuracy {self.best_val_accuracy:.2%} at epoch "
@@ -553,6 +691,22 @@ class TrainingRun:
             flush=True,
         )
         return 0
+
+    def _write_summary(self, report):
+        config, data = self.config, self.data
+        self.folder.write_summary(
+            {
+                "model_file": self.model_file,
+                "selected_epoch": self.best_epoch or config.epochs,
+                "validation_accuracy": self.best_val_accuracy,
+                "epochs": config.epochs,
+                "train_images": len(data.train_images),
+                "synthetic": config.synthetic,
+                "train_seconds": round(self.train_seconds, 1),
+                "backend": keras.backend.backend(),
+                "test": report,
+            }
+        )
 
     def _draw_curves(self):
         from keras_cifar_resnet.plots import (
