@@ -38,7 +38,7 @@ from keras_cifar_resnet.checkpoints import (
 )
 from keras_cifar_resnet.distribute import setup_distribution
 from keras_cifar_resnet.input_pipeline import SkipBatches, TrainingBatches, prepare_data
-from keras_cifar_resnet.metrics import evaluate_model
+from keras_cifar_resnet.metrics import evaluate_model, progress_verbosity
 from keras_cifar_resnet.models import ResNet
 from keras_cifar_resnet.recipe import build_model, compile_model
 from keras_cifar_resnet.run_folder import (
@@ -673,7 +673,7 @@ class TrainingRun:
                 data.test_images,
                 data.test_labels,
                 batch_size=config.batch_size,
-                verbose=1,
+                verbose=progress_verbosity(),
             )
         with self.interrupts.saving():
             self._write_summary(report)
