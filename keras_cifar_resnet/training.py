@@ -36,6 +36,7 @@ from keras_cifar_resnet.checkpoints import (
     read_checkpoint_state,
     save_checkpoint,
 )
+from keras_cifar_resnet.data import data_source
 from keras_cifar_resnet.distribute import setup_distribution
 from keras_cifar_resnet.input_pipeline import SkipBatches, TrainingBatches, prepare_data
 from keras_cifar_resnet.metrics import evaluate_model, progress_verbosity
@@ -351,7 +352,16 @@ class TrainingRun:
         self.model = model
 
     def _record(self):
-        return environment() | {"distribution": self.distribution.to_dict()}
+        # Where the data came from, also when no --data-dir was given.
+        data = (
+            {"path": None, "given_as": "synthetic"}
+            if self.config.synthetic
+            else data_source(self.config.data_dir)
+        )
+        return environment() | {
+            "distribution": self.distribution.to_dict(),
+            "data": data,
+        }
 
     def start_records(self):
         """A new folder: `config.json` and the log's header."""

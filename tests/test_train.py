@@ -237,6 +237,7 @@ def test_a_synthetic_run_writes_every_output(straight_run):
     assert record["backend"] == keras.backend.backend()
     assert record["versions"]["keras"] == keras.__version__
     assert record["device"]["tensor_device"]
+    assert record["data"] == {"path": None, "given_as": "synthetic"}
 
     rows = _log_rows(folder)
     assert [int(row["epoch"]) for row in rows] == [0, 1]
@@ -447,6 +448,11 @@ def test_a_run_on_512_real_images_writes_every_output(real_data_dir, tmp_path):
     assert main(argv) == 0
     for name in OUTPUTS:
         assert (folder / name).is_file(), name
+    record = json.loads((folder / "config.json").read_text())
+    assert record["data"] == {
+        "path": str(real_data_dir.resolve()),
+        "given_as": "data_dir",
+    }
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["train_images"] == 512 and not summary["synthetic"]
     assert summary["test"]["num_images"] == 10_000
