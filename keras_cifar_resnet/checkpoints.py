@@ -20,6 +20,9 @@ The data order and the augmentation need no saved random state: the order of
 epoch `e` is a function of `(seed, e)` (`input_pipeline.TrainingBatches`) and the
 augmentation of step `s` a function of `(seed, s)`, where `s` is the
 optimizer's step counter saved here.
+
+Reading needs numpy only; Keras is imported by the functions that touch
+variables, so a command can check a checkpoint before choosing the backend.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ import zipfile
 import zlib
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from keras_cifar_resnet.run_folder import write_atomically
@@ -83,6 +85,8 @@ def save_checkpoint(path, model, state):
     Returns:
         Path, the written file.
     """
+    import keras
+
     path = Path(path)
     arrays = {}
     paths = {}

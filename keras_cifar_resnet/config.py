@@ -379,8 +379,10 @@ def build_parser(prog="keras-cifar-resnet-train"):
     parser = _Parser(
         prog=prog,
         description=(
-            "Train a ResNet on CIFAR-10 with the current Keras backend "
-            "(set KERAS_BACKEND to jax, tensorflow or torch). The run writes "
+            "Train a ResNet on CIFAR-10 with a Keras backend: KERAS_BACKEND "
+            "(jax, tensorflow or torch) if set, else the one keras.json names "
+            "if installed, else the first installed of tensorflow, jax, torch; "
+            "the start line says which. The run writes "
             "its config, a per-epoch CSV log, a checkpoint per epoch, the best "
             "model, a test-set summary and a plot of the curves to --output-dir."
         ),

@@ -26,7 +26,6 @@ import threading
 import urllib.parse
 from pathlib import Path, PurePosixPath
 
-import keras
 import numpy as np
 
 CLASS_NAMES = (
@@ -442,6 +441,8 @@ def _download(datasets, url, timeout):
         # every read, so a silent network fails in seconds, not minutes.
         socket.setdefaulttimeout(timeout)
         try:
+            import keras  # only to download: reading needs no Keras
+
             path = keras.utils.get_file(
                 fname=_KERAS_ARCHIVE,
                 origin=url,

@@ -17,9 +17,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import keras
 import numpy as np
 
+from keras_cifar_resnet.backend_choice import BackendError, choose_backend
 from keras_cifar_resnet.config import positive_int
 from keras_cifar_resnet.data import DataError, load_cifar10
 
@@ -107,8 +107,10 @@ def build_parser():
             "matrix and the most confidently wrong test images."
         ),
         epilog=(
-            "Exit status: 0 success, 1 the model or data could not be used, "
-            "2 bad usage (unknown flag, missing model file)."
+            "Exit status: 0 success, 1 the model or data could not be used "
+            "or the backend is not installed, 2 bad usage (unknown flag, "
+            "missing model file, an --output that cannot be written, a wrong "
+            "KERAS_BACKEND)."
         ),
     )
     parser.add_argument(
@@ -215,6 +217,9 @@ def main(argv=None):
     except ModelFileError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2 if error.usage else 1
+    except BackendError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2 if error.usage else 1
 
 
 def output_problem(output_path, given):
@@ -242,6 +247,9 @@ def _run(args):
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    choose_backend()
+    import keras  # with the backend chosen
+
     model, model_path = load_model(model_path)
     try:
         _, (images, labels) = load_cifar10(args.data_dir)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_cifar_resnet.backend_choice import BackendError, choose_backend
 from keras_cifar_resnet.config import positive_int
 from keras_cifar_resnet.metrics import default_class_names, predict_logits, softmax
 from keras_cifar_resnet.run_folder import ModelFileError, load_model
@@ -265,8 +266,9 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         _import_pillow()
+        choose_backend()
         model, _ = load_model(args.model)
-    except ModelFileError as error:
+    except (ModelFileError, BackendError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2 if error.usage else 1
     except ImportError as error:

@@ -16,6 +16,9 @@ Every file is written beside its final name, flushed to disk and renamed
 over it (`write_atomically`), so a run killed while writing leaves the
 previous version intact. `load_model` reads a run's model (or any `.keras`
 file) back for inference.
+
+Keras is imported inside the functions that need it, so the commands can
+check their paths before the backend is chosen (`backend_choice`).
 """
 
 from __future__ import annotations
@@ -30,8 +33,6 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-
-import keras
 
 CONFIG_NAME = "config.json"
 LOG_NAME = "log.csv"
@@ -195,6 +196,8 @@ def package_versions():
 
 def device_description():
     """Where the backend puts tensors, read from a tensor (no framework import)."""
+    import keras
+
     tensor = keras.ops.zeros(())
     device = getattr(tensor, "device", None)
     if callable(device):
@@ -210,6 +213,8 @@ def device_description():
 
 def environment():
     """The backend, package versions and device, for `config.json`."""
+    import keras
+
     return {
         "backend": keras.backend.backend(),
         "versions": package_versions(),
@@ -364,6 +369,8 @@ def load_model(path):
         ModelFileError: with a one-line message, for a missing, misnamed,
             corrupt or unloadable file.
     """
+    import keras
+
     # Registers `keras_cifar_resnet>ResNet` so Keras can rebuild the model.
     import keras_cifar_resnet.models  # noqa: F401
 

@@ -1,13 +1,16 @@
 """Train a ResNet on CIFAR-10: `python -m keras_cifar_resnet.train --help`.
 
 The command: flags to a `TrainConfig` (or a saved run's, with `--resume`),
-then `training.train`. The run uses the current Keras backend
-(KERAS_BACKEND) and writes its output folder (see
-`keras_cifar_resnet.run_folder`).
+then `training.train`. The run uses the Keras backend that
+`backend_choice` picks (KERAS_BACKEND, else keras.json, else the first
+installed) and writes its output folder (see `keras_cifar_resnet.run_folder`).
+Keras is imported only after the command line and the paths are checked,
+so `--help` and usage errors need no backend.
 
-Exit status: 0 done; 1 failed (missing data, non-finite loss); 2 bad
-command line; 128 + signal number when stopped by SIGINT (130) or SIGTERM
-(143) after saving a checkpoint.
+Exit status: 0 done; 1 failed (missing or damaged data or checkpoint,
+non-finite loss, a failed write, a backend not installed); 2 bad command
+line, output folder or KERAS_BACKEND; 128 + signal number when stopped by
+SIGINT (130) or SIGTERM (143). Each prints one line saying how to continue.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import datetime
 import sys
 from pathlib import Path
 
+from keras_cifar_resnet.backend_choice import BackendError, choose_backend
 from keras_cifar_resnet.checkpoints import CheckpointError, read_checkpoint_state
 from keras_cifar_resnet.config import (
     RESUME_OVERRIDABLE,
@@ -28,17 +32,15 @@ from keras_cifar_resnet.config import (
     flag_name,
     learning_rate_scaling,
 )
-from keras_cifar_resnet.data import DataError
-from keras_cifar_resnet.distribute import DistributionError
 from keras_cifar_resnet.run_folder import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
     RunFolder,
     unwritable_reason,
 )
-from keras_cifar_resnet.training import EXIT_FAILED, train
 
 EXIT_USAGE = 2
+EXIT_FAILED = 1
 
 
 def _default_output_dir(config):
@@ -210,23 +212,44 @@ def main(argv=None):
             checkpoint = checkpoint_to_resume(
                 config.output_dir, args.from_previous_checkpoint
             )
-            if checkpoint is None:
-                print(
-                    f"note: {config.output_dir} has no {CHECKPOINT_NAME} (the run "
-                    "stopped before its first one): starting it from the beginning",
-                    flush=True,
-                )
-                resume = False
-                scaling = (
-                    RunFolder(config.output_dir)
-                    .saved_record()
-                    .get("learning_rate_scaling")
-                )
+        choose_backend()
+    except UsageError as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except BackendError as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE if err.usage else EXIT_FAILED
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    if resume and checkpoint is None:
+        print(
+            f"note: {config.output_dir} has no {CHECKPOINT_NAME} (the run "
+            "stopped before its first one): starting it from the beginning",
+            flush=True,
+        )
+        resume = False
+        scaling = (
+            RunFolder(config.output_dir).saved_record().get("learning_rate_scaling")
+        )
+    return _train(config, resume, checkpoint, scaling, parser.prog)
+
+
+def _train(config, resume, checkpoint, scaling, prog):
+    # Keras is imported from here on, with the backend chosen.
+    from keras_cifar_resnet.data import DataError
+    from keras_cifar_resnet.distribute import DistributionError
+    from keras_cifar_resnet.training import train
+
+    try:
         return train(
-            config, resume=resume, checkpoint=checkpoint, learning_rate_scaling=scaling
+            config,
+            resume=resume,
+            checkpoint=checkpoint,
+            learning_rate_scaling=scaling,
         )
     except (UsageError, DistributionError) as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except (DataError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)

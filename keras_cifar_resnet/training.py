@@ -30,6 +30,7 @@ import time
 
 import keras
 
+from keras_cifar_resnet.backend_choice import choose_backend
 from keras_cifar_resnet.checkpoints import (
     CheckpointError,
     load_checkpoint,
@@ -421,7 +422,7 @@ class TrainingRun:
         )
         print(
             f"training {config.model}{width} ({self.model.count_params():,} "
-            f"parameters), recipe {config.recipe}, on {keras.backend.backend()}: "
+            f"parameters), recipe {config.recipe}, on {choose_backend().describe()}: "
             f"{len(data.train_images):,} training images, "
             f"{len(data.val_images):,} validation, {len(data.test_images):,} test"
             f"{' (synthetic)' if config.synthetic else ''}"
