@@ -14,6 +14,7 @@ backend gives the same predictions under the others.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -220,6 +221,10 @@ def main(argv=None):
     except BackendError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2 if error.usage else 1
+    except KeyboardInterrupt:
+        # Ctrl-C: the report is written at the end, atomically; nothing lost.
+        print("stopped by SIGINT; nothing was written", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 def output_problem(output_path, given):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -264,6 +265,15 @@ def build_parser():
 def main(argv=None):
     """Run the command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        # Ctrl-C: nothing is written, so nothing is lost.
+        print("stopped by SIGINT; nothing was written", file=sys.stderr)
+        return 128 + signal.SIGINT
+
+
+def _run(args):
     try:
         _import_pillow()
         choose_backend()

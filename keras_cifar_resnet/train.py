@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import signal
 import sys
 from pathlib import Path
 
@@ -236,10 +237,15 @@ def main(argv=None):
 
 
 def _train(config, resume, checkpoint, scaling, prog):
-    # Keras is imported from here on, with the backend chosen.
-    from keras_cifar_resnet.data import DataError
-    from keras_cifar_resnet.distribute import DistributionError
-    from keras_cifar_resnet.training import train
+    try:
+        # Keras is imported from here on, with the backend chosen: seconds
+        # in which Ctrl-C must still be one line.
+        from keras_cifar_resnet.data import DataError
+        from keras_cifar_resnet.distribute import DistributionError
+        from keras_cifar_resnet.training import train
+    except KeyboardInterrupt:
+        print("stopped by SIGINT; nothing was written yet; run the same command again")
+        return 128 + signal.SIGINT
 
     try:
         return train(

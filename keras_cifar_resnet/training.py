@@ -314,10 +314,12 @@ class TrainingRun:
             self.start_records()
         # torch: from now on the forward pass runs through DDP.
         self.distribution.prepare_model(self.model)
-        self.announce()
         monitor = _RunMonitor(self, interrupts)
+        # The start line promises that a signal from here on stops the run
+        # with a checkpoint.
         interrupts.in_epochs = True
         try:
+            self.announce()
             self.train_epochs(monitor)
         finally:
             interrupts.in_epochs = False

@@ -343,3 +343,12 @@ def test_stdout_holds_only_the_results_and_progress_goes_to_stderr(
     # A bar on a terminal; in a log file neither a bar nor terminal codes.
     assert ("1/1" in captured.err) == terminal
     assert terminal or "\x1b" not in captured.err
+
+
+def test_ctrl_c_is_one_line(saved_model, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "load_cifar10", interrupted)
+    assert evaluate.main([str(saved_model[0]), "--output", "x.json"]) == 130
+    assert capsys.readouterr().err == "stopped by SIGINT; nothing was written\n"
