@@ -501,17 +501,18 @@ class TrainingRun:
 
     def report_failure(self, failure):
         """The non-finite-loss message; the exit status for a failed run."""
-        last = (
-            f"the last good checkpoint is {self.checkpoint_path}"
-            if self.checkpoint_path.exists()
-            else "no checkpoint was written before it"
-        )
+        if self.checkpoint_path.exists():
+            last, where = f"the last good checkpoint is {self.checkpoint_path}", ""
+        else:
+            # Nothing to keep: the same folder takes the next try.
+            last = "no checkpoint was written before it"
+            where = f", in the same --output-dir {self.output_dir} if you like"
         hint = (
             " or --mixed-precision off" if self.config.mixed_precision != "off" else ""
         )
         print(
             f"error: {failure}; training stopped and {last}. Try a lower "
-            f"--learning-rate (this run: {self.config.learning_rate}){hint}",
+            f"--learning-rate (this run: {self.config.learning_rate}){hint}{where}",
             file=sys.stderr,
         )
         return EXIT_FAILED
