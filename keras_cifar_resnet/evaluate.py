@@ -302,6 +302,11 @@ def _run(args):
             )
         except PlotsUnavailableError as error:
             print(f"warning: no pictures: {error}", file=sys.stderr)
+        except OSError as error:  # a full disk: the JSON is written already
+            reason = error.strerror or error
+            print(
+                f"warning: no pictures: cannot write them ({reason})", file=sys.stderr
+            )
     print("\nwrote " + ", ".join(str(path) for path in written))
     return 0
 

@@ -257,8 +257,18 @@ class RunFolder:
         return self.checkpoint_path.exists() or self.previous_checkpoint_path.exists()
 
     def start(self, record):
-        """Creates the folder, its `config.json` (`record`) and the log's header."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        """Creates the folder, its `config.json` (`record`) and the log's header.
+
+        Raises:
+            WriteError: the folder or a file could not be written.
+        """
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise WriteError(
+                error.errno, f"cannot create {self.path}: {reason}"
+            ) from error
         write_json(self.config_path, record)
         self._write_log([])
 

@@ -732,6 +732,9 @@ class TrainingRun:
             plot_training_curves(self.folder.log_path, self.folder.curves_path)
         except PlotsUnavailableError as err:
             print(f"note: {CURVES_NAME} not drawn: {err}")
+        except OSError as err:  # a full disk: the results are written already
+            reason = err.strerror or err
+            print(f"note: {CURVES_NAME} not drawn: cannot write it ({reason})")
 
 
 def _count(number, noun):
