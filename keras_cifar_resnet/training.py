@@ -282,6 +282,9 @@ class TrainingRun:
         # Training time before the current `fit`, and when that began.
         self.train_seconds = 0.0
         self._fit_started = None
+        # What the last checkpoint records, so that the summary of a run
+        # and of the same run resumed after its last epoch agree.
+        self.checkpoint_seconds = 0.0
         self.epoch_line = None
         self._export_model = None
         self.interrupts = _Interrupts()  # replaced by `run`'s, in force
@@ -386,7 +389,7 @@ class TrainingRun:
         self.start_epoch, self.start_step = state["epoch"], state["step"]
         self.best_epoch = state["best_epoch"]
         self.best_val_accuracy = state["best_val_accuracy"]
-        self.train_seconds = state["train_seconds"]
+        self.train_seconds = self.checkpoint_seconds = state["train_seconds"]
         if self.start_step:
             self.saved_metrics = [
                 keras.ops.convert_to_numpy(v) for v in self.model.metrics_variables
@@ -587,6 +590,7 @@ class TrainingRun:
 
     def state(self, epoch, step):
         """The run's position for a checkpoint: continue at `epoch`, `step`."""
+        self.checkpoint_seconds = self.seconds_trained()
         return {
             "epoch": epoch,
             "step": step,
@@ -594,7 +598,7 @@ class TrainingRun:
             "steps_per_epoch": self.steps_per_epoch,
             "best_epoch": self.best_epoch,
             "best_val_accuracy": self.best_val_accuracy,
-            "train_seconds": self.seconds_trained(),
+            "train_seconds": self.checkpoint_seconds,
             "backend": keras.backend.backend(),
             "time": now(),
         }
@@ -716,7 +720,7 @@ class TrainingRun:
                 "epochs": config.epochs,
                 "train_images": len(data.train_images),
                 "synthetic": config.synthetic,
-                "train_seconds": round(self.train_seconds, 1),
+                "train_seconds": round(self.checkpoint_seconds, 1),
                 "backend": keras.backend.backend(),
                 "test": report,
             }
