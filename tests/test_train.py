@@ -627,7 +627,7 @@ def test_a_full_disk_is_one_line_and_keeps_what_was_written(
         return real_savez(*args, **kwargs)
 
     monkeypatch.setattr("keras_cifar_resnet.checkpoints.np.savez", savez_on_a_full_disk)
-    assert main([*TINY, "--epochs", "3", "--output-dir", str(folder)]) == 1
+    assert main([*TINY, "--epochs", "2", "--output-dir", str(folder)]) == 1
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1, error
     assert error.startswith(f"error: cannot write {folder / CHECKPOINT_NAME}: ")
