@@ -1,7 +1,30 @@
 """ResNet18/34 on CIFAR-10 with Keras 3, on TensorFlow, PyTorch and JAX."""
 
-from keras_cifar_resnet.augment import Augmentation
-from keras_cifar_resnet.models import ResNet, ResNet18, ResNet34
+from keras_cifar_resnet.backend_choice import choose_backend_if_possible
+
+# Before anything imports Keras: Keras fixes its backend on import.
+choose_backend_if_possible()
 
 __all__ = ["Augmentation", "ResNet", "ResNet18", "ResNet34"]
 __version__ = "0.1.0"
+
+# The public API imports Keras, so it loads on first use: the commands'
+# `--help` and their one-line errors need no Keras.
+_PUBLIC = {
+    "Augmentation": "keras_cifar_resnet.augment",
+    "ResNet": "keras_cifar_resnet.models",
+    "ResNet18": "keras_cifar_resnet.models",
+    "ResNet34": "keras_cifar_resnet.models",
+}
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        import importlib
+
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_PUBLIC])

@@ -11,20 +11,27 @@ under another.
 
 The file is written through `run_folder.write_atomically` (beside its final
 name, fsynced, renamed over it), so a run killed while writing leaves the
-previous checkpoint intact.
+previous checkpoint intact; the one before is kept beside it
+(`checkpoint.previous.npz`), so a file damaged later (a full disk, a copy cut
+short) still has a good predecessor. Reading a damaged file raises
+`CheckpointError` with one line saying what is wrong with it.
 
 The data order and the augmentation need no saved random state: the order of
 epoch `e` is a function of `(seed, e)` (`input_pipeline.TrainingBatches`) and the
 augmentation of step `s` a function of `(seed, s)`, where `s` is the
 optimizer's step counter saved here.
+
+Reading needs numpy only; Keras is imported by the functions that touch
+variables, so a command can check a checkpoint before choosing the backend.
 """
 
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from keras_cifar_resnet.run_folder import write_atomically
@@ -57,6 +64,12 @@ def _groups(model):
     }
 
 
+def previous_checkpoint_path(path):
+    """Where the checkpoint before `path` is kept: `NAME.previous.npz`."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.previous{path.suffix}")
+
+
 def save_checkpoint(path, model, state):
     """Writes `model`'s variables and `state` to `path`, atomically.
 
@@ -64,13 +77,16 @@ def save_checkpoint(path, model, state):
     variables do not hold the latest values until then.
 
     Args:
-        path: str or Path, the checkpoint file (`.npz`).
+        path: str or Path, the checkpoint file (`.npz`); the file it replaces
+            is kept as `previous_checkpoint_path(path)`.
         model: a compiled Keras model whose optimizer has been built.
         state: dict, JSON-ready: where the run stands (epoch, step, seed...).
 
     Returns:
         Path, the written file.
     """
+    import keras
+
     path = Path(path)
     arrays = {}
     paths = {}
@@ -87,8 +103,28 @@ def save_checkpoint(path, model, state):
         with open(temporary, "wb") as file:
             np.savez(file, **arrays)
 
-    write_atomically(path, write)
+    write_atomically(path, write, keep_previous=previous_checkpoint_path(path))
     return path
+
+
+def _damage(path, error):
+    """What is wrong with a checkpoint file that failed to read, in words.
+
+    Never numpy's own message: for a file it cannot parse it suggests
+    `allow_pickle=True`, which must not be done with a file this package
+    wrote (it holds plain arrays only).
+    """
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    if not zipfile.is_zipfile(path):
+        return "not a complete .npz archive (truncated or overwritten)"
+    if isinstance(error, (zipfile.BadZipFile, zlib.error, EOFError)):
+        return f"its archive is corrupt ({' '.join(str(error).split())})"
+    if isinstance(error, (UnicodeDecodeError, json.JSONDecodeError)):
+        return "its record is not valid JSON"
+    if isinstance(error, KeyError):
+        return "it has no record of the run (not written by this package)"
+    return f"a member is not a plain array ({type(error).__name__})"
 
 
 def _read(path):
@@ -99,9 +135,12 @@ def _read(path):
         with np.load(path, allow_pickle=False) as contents:
             arrays = {name: contents[name] for name in contents.files}
         record = json.loads(arrays.pop("record").tobytes().decode())
-    except (OSError, ValueError, KeyError) as err:
+        _check_arrays(record, arrays)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path} is not a readable checkpoint: {err}") from None
+    except Exception as err:  # noqa: BLE001 - any failure is the file's damage
         raise CheckpointError(
-            f"{path}: not a readable checkpoint ({type(err).__name__}: {err})"
+            f"{path} is not a readable checkpoint: {_damage(path, err)}"
         ) from None
     if record.get("format") != FORMAT_VERSION:
         raise CheckpointError(
@@ -109,6 +148,17 @@ def _read(path):
             f"{FORMAT_VERSION}"
         )
     return record, arrays
+
+
+def _check_arrays(record, arrays):
+    """Every variable the record lists is there, with its shape."""
+    if record.get("format") != FORMAT_VERSION:
+        return  # reported by the caller, with the versions
+    for group, signatures in record["variables"].items():
+        for index, (_, shape) in enumerate(signatures):
+            array = arrays.get(f"{group}/{index:05d}")
+            if array is None or list(array.shape) != shape:
+                raise CheckpointError(f"{group} value #{index} is missing or cut")
 
 
 def read_checkpoint_state(path):

@@ -379,8 +379,10 @@ def build_parser(prog="keras-cifar-resnet-train"):
     parser = _Parser(
         prog=prog,
         description=(
-            "Train a ResNet on CIFAR-10 with the current Keras backend "
-            "(set KERAS_BACKEND to jax, tensorflow or torch). The run writes "
+            "Train a ResNet on CIFAR-10 with a Keras backend: KERAS_BACKEND "
+            "(jax, tensorflow or torch) if set, else the one keras.json names "
+            "if installed, else the first installed of tensorflow, jax, torch; "
+            "the start line says which. The run writes "
             "its config, a per-epoch CSV log, a checkpoint per epoch, the best "
             "model, a test-set summary and a plot of the curves to --output-dir."
         ),
@@ -413,7 +415,16 @@ def build_parser(prog="keras-cifar-resnet-train"):
             "started it, with --resume DIR added. Flags equal to the saved "
             "values are accepted; only "
             + ", ".join(flag_name(name) for name in RESUME_OVERRIDABLE)
-            + " may change."
+            + " may change. A run stopped before its first checkpoint starts "
+            "again from the beginning."
+        ),
+    )
+    parser.add_argument(
+        "--from-previous-checkpoint",
+        action="store_true",
+        help=(
+            "With --resume: continue from the checkpoint before the last "
+            "(checkpoint.previous.npz), for when the last one is damaged."
         ),
     )
     return parser

@@ -26,7 +26,6 @@ import threading
 import urllib.parse
 from pathlib import Path, PurePosixPath
 
-import keras
 import numpy as np
 
 CLASS_NAMES = (
@@ -442,6 +441,8 @@ def _download(datasets, url, timeout):
         # every read, so a silent network fails in seconds, not minutes.
         socket.setdefaulttimeout(timeout)
         try:
+            import keras  # only to download: reading needs no Keras
+
             path = keras.utils.get_file(
                 fname=_KERAS_ARCHIVE,
                 origin=url,
@@ -495,6 +496,39 @@ def _has_official_hash(path):
 
 
 # ----------------------------------------------------------------- public API
+
+
+def data_source(data_dir=None):
+    """Where `load_cifar10(data_dir)` reads CIFAR-10 from, for a run's records.
+
+    Follows `load_cifar10`'s order without reading anything, so a run's
+    `config.json` says where its data came from even when `data_dir` was
+    not given.
+
+    Returns:
+        dict: `path` (str, absolute) and `given_as`: `"data_dir"`,
+        `"KERAS_CIFAR_RESNET_DATA"`, `"keras cache"` or `"download"` (not
+        fetched yet; the path is where it will go).
+    """
+    if data_dir is not None:
+        return {
+            "path": str(Path(data_dir).expanduser().resolve()),
+            "given_as": "data_dir",
+        }
+    from_env = os.environ.get(DATA_ENV_VAR)
+    if from_env:
+        return {
+            "path": str(Path(from_env).expanduser().resolve()),
+            "given_as": DATA_ENV_VAR,
+        }
+    datasets = keras_datasets_dir()
+    folder = _cached_folder(datasets)
+    if folder is not None:
+        return {"path": str(folder.resolve()), "given_as": "keras cache"}
+    return {
+        "path": str(datasets / _KERAS_FOLDER / PYTHON_FOLDER),
+        "given_as": "download",
+    }
 
 
 def load_cifar10(data_dir=None, *, download=True, timeout=DEFAULT_DOWNLOAD_TIMEOUT):

@@ -14,21 +14,24 @@ backend gives the same predictions under the others.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
-import keras
 import numpy as np
 
+from keras_cifar_resnet.backend_choice import BackendError, choose_backend
 from keras_cifar_resnet.config import positive_int
 from keras_cifar_resnet.data import DataError, load_cifar10
 
 # Re-exported: `evaluate_model` is public API here since the first release.
-from keras_cifar_resnet.metrics import evaluate_model, softmax
+from keras_cifar_resnet.metrics import evaluate_model, progress_verbosity, softmax
 from keras_cifar_resnet.run_folder import (
     RUN_MODEL_FILES,
     ModelFileError,
     load_model,
+    resolve_model_path,
+    unwritable_reason,
     write_json,
 )
 
@@ -105,8 +108,10 @@ def build_parser():
             "matrix and the most confidently wrong test images."
         ),
         epilog=(
-            "Exit status: 0 success, 1 the model or data could not be used, "
-            "2 bad usage (unknown flag, missing model file)."
+            "Exit status: 0 success, 1 the model or data could not be used "
+            "or the backend is not installed, 2 bad usage (unknown flag, "
+            "missing model file, an --output that cannot be written, a wrong "
+            "KERAS_BACKEND)."
         ),
     )
     parser.add_argument(
@@ -161,7 +166,12 @@ def build_parser():
         ),
     )
     parser.add_argument(
-        "--quiet", action="store_true", help="no progress bar while predicting"
+        "--quiet",
+        action="store_true",
+        help=(
+            "no progress bar while predicting (shown on stderr when it is a "
+            "terminal, so that stdout holds only the results)"
+        ),
     )
     return parser
 
@@ -208,10 +218,44 @@ def main(argv=None):
     except ModelFileError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2 if error.usage else 1
+    except BackendError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2 if error.usage else 1
+    except KeyboardInterrupt:
+        # Ctrl-C: the report is written at the end, atomically; nothing lost.
+        print("stopped by SIGINT; nothing was written", file=sys.stderr)
+        return 128 + signal.SIGINT
+
+
+def output_problem(output_path, given):
+    """Why the report cannot be written to `output_path`, or None (no work done).
+
+    Args:
+        output_path: Path, where the JSON goes.
+        given: bool, whether the user named it with `--output`.
+    """
+    where = f"--output {output_path}" if given else f"{output_path}"
+    if output_path.is_dir():
+        return f"{where} is a folder; name the JSON file to write"
+    reason = unwritable_reason(output_path.parent)
+    if reason is None:
+        return None
+    hint = "" if given else "; choose another place with --output PATH"
+    return f"{where}: {reason}{hint}"
 
 
 def _run(args):
-    model, model_path = load_model(args.model)
+    # Where the results go is checked first, before minutes of evaluation.
+    model_path = resolve_model_path(args.model)
+    output_path = Path(args.output or default_output_path(model_path, args.model))
+    problem = output_problem(output_path, args.output is not None)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    choose_backend()
+    import keras  # with the backend chosen
+
+    model, model_path = load_model(model_path)
     try:
         _, (images, labels) = load_cifar10(args.data_dir)
     except DataError as error:
@@ -220,7 +264,6 @@ def _run(args):
     if args.max_examples is not None:
         images, labels = images[: args.max_examples], labels[: args.max_examples]
     labels = np.asarray(labels).reshape(-1).astype(np.int64)
-    output_path = Path(args.output or default_output_path(model_path, args.model))
 
     print(
         f"Evaluating {model_path} on {len(images)} CIFAR-10 test images "
@@ -232,7 +275,7 @@ def _run(args):
         images,
         labels,
         args.batch_size,
-        verbose=0 if args.quiet else 1,
+        verbose=0 if args.quiet else progress_verbosity(),
         return_logits=True,
     )
     report = {
@@ -243,8 +286,12 @@ def _run(args):
     }
     print(format_report(report))
 
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(output_path, report)
+    try:
+        output_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(output_path, report)
+    except OSError as error:  # a disk that filled up during the evaluation
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     written = [output_path]
     if args.mistakes > 0:
         from keras_cifar_resnet.plots import PlotsUnavailableError
@@ -255,6 +302,11 @@ def _run(args):
             )
         except PlotsUnavailableError as error:
             print(f"warning: no pictures: {error}", file=sys.stderr)
+        except OSError as error:  # a full disk: the JSON is written already
+            reason = error.strerror or error
+            print(
+                f"warning: no pictures: cannot write them ({reason})", file=sys.stderr
+            )
     print("\nwrote " + ", ".join(str(path) for path in written))
     return 0
 

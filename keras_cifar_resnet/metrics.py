@@ -10,6 +10,9 @@ logits is numpy, so the numbers agree across backends whenever the logits do.
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
 import numpy as np
 
 from keras_cifar_resnet.data import CLASS_NAMES
@@ -22,15 +25,28 @@ def predict_logits(model, images, batch_size=500, verbose=0):
         model: a Keras model taking raw 0-255 pixels, (N, 32, 32, 3).
         images: (N, H, W, C) uint8 array.
         batch_size: int, images per forward pass. Defaults to 500.
-        verbose: Keras `predict` verbosity: 0 silent, 1 progress bar.
+        verbose: Keras `predict` verbosity: 0 silent, 1 progress bar (on
+            stderr).
 
     Returns:
         (N, num_classes) float32 numpy array.
     """
     if len(images) == 0:
         return np.zeros((0, model.output_shape[-1]), dtype=np.float32)
-    logits = model.predict(images, batch_size=batch_size, verbose=verbose)
+    # Keras draws its progress bar on stdout; here it goes to stderr, so that
+    # stdout holds only results (`evaluate ... > results.txt`).
+    with contextlib.redirect_stdout(sys.stderr if verbose else sys.stdout):
+        logits = model.predict(images, batch_size=batch_size, verbose=verbose)
     return np.asarray(logits, dtype=np.float32)
+
+
+def progress_verbosity():
+    """Keras's `verbose` for an evaluation's progress: 1 on a terminal, else 0.
+
+    The bar goes to stderr (`predict_logits`); Keras writes terminal codes
+    into it even when it is not a terminal, which a log file should not hold.
+    """
+    return 1 if sys.stderr.isatty() else 0
 
 
 def flip_horizontally(images):

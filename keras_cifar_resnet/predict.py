@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from keras_cifar_resnet.backend_choice import BackendError, choose_backend
 from keras_cifar_resnet.config import positive_int
 from keras_cifar_resnet.metrics import default_class_names, predict_logits, softmax
 from keras_cifar_resnet.run_folder import ModelFileError, load_model
@@ -77,6 +79,7 @@ def load_image(path, size=(32, 32), fit="crop"):
         # errors for broken ones.
         message = " ".join(str(error).split())
         raise ImageError(f"{path}: not a readable image ({message})") from None
+    image = _to_8_bits(image, Image)
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         # Transparent pixels over white, as a photo of the object would be,
         # instead of whatever colour the file stores under alpha 0.
@@ -92,6 +95,21 @@ def load_image(path, size=(32, 32), fit="crop"):
     height, width = size
     image = image.resize((width, height), Image.Resampling.BICUBIC)
     return np.asarray(image, dtype=np.uint8)
+
+
+def _to_8_bits(image, Image):
+    """A 16-bit (or 32-bit integer) grayscale image scaled to 8 bits.
+
+    Pillow's own conversion clips these modes at 255 instead of scaling, so
+    a 16-bit PNG would come out almost white.
+    """
+    if image.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        return image
+    pixels = np.asarray(image).astype(np.float64)
+    # 16-bit files (the only integer images PNG holds): 65535 is white.
+    full_scale = 65535.0 if pixels.max(initial=0) <= 65535 else pixels.max()
+    scaled = np.clip(np.rint(pixels * 255.0 / full_scale), 0, 255)
+    return Image.fromarray(scaled.astype(np.uint8), mode="L")
 
 
 def expand_inputs(paths):
@@ -248,9 +266,19 @@ def main(argv=None):
     """Run the command; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
+        return _run(args)
+    except KeyboardInterrupt:
+        # Ctrl-C: nothing is written, so nothing is lost.
+        print("stopped by SIGINT; nothing was written", file=sys.stderr)
+        return 128 + signal.SIGINT
+
+
+def _run(args):
+    try:
         _import_pillow()
+        choose_backend()
         model, _ = load_model(args.model)
-    except ModelFileError as error:
+    except (ModelFileError, BackendError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2 if error.usage else 1
     except ImportError as error:

@@ -5,7 +5,8 @@ A run leaves in its folder:
 - `config.json`: the resolved settings, backend, package versions, device;
   each `--resume` is appended under `resumed`;
 - `log.csv`: one row per epoch, columns `LOG_COLUMNS`;
-- `checkpoint.npz`: everything needed to continue (`checkpoints`);
+- `checkpoint.npz`: everything needed to continue (`checkpoints`), and
+  `checkpoint.previous.npz`, the one before it;
 - `best.keras`: the model with the best validation accuracy, or
   `final.keras`, the last epoch's, when nothing is held out;
 - `summary.json`: that model on the test set;
@@ -15,6 +16,9 @@ Every file is written beside its final name, flushed to disk and renamed
 over it (`write_atomically`), so a run killed while writing leaves the
 previous version intact. `load_model` reads a run's model (or any `.keras`
 file) back for inference.
+
+Keras is imported inside the functions that need it, so the commands can
+check their paths before the backend is chosen (`backend_choice`).
 """
 
 from __future__ import annotations
@@ -25,14 +29,18 @@ import importlib.metadata
 import json
 import os
 import platform
+import shutil
+import tempfile
 import zipfile
 from pathlib import Path
-
-import keras
 
 CONFIG_NAME = "config.json"
 LOG_NAME = "log.csv"
 CHECKPOINT_NAME = "checkpoint.npz"
+# The checkpoint before the last one, kept in case the last is damaged.
+PREVIOUS_CHECKPOINT_NAME = "checkpoint.previous.npz"
+# A damaged last checkpoint, set aside when a run continues from the previous.
+DAMAGED_CHECKPOINT_NAME = "checkpoint.damaged.npz"
 BEST_NAME = "best.keras"
 FINAL_NAME = "final.keras"
 SUMMARY_NAME = "summary.json"
@@ -51,7 +59,47 @@ LOG_COLUMNS = (
 )
 
 
-def write_atomically(path, write):
+class WriteError(OSError):
+    """A run's file could not be written (a full disk, a read-only place).
+
+    The message names the file and the reason in one line; the file's old
+    version, if any, is intact (`write_atomically`).
+    """
+
+    def __str__(self):
+        return self.strerror
+
+
+def unwritable_reason(folder):
+    """Why files cannot be written in `folder`, or None when they can.
+
+    Checked before a command does any work, without creating `folder`: its
+    nearest existing ancestor must be a folder that takes a file (a
+    temporary one, removed at once), so a read-only file system or a path
+    through a file is caught here rather than after minutes of work.
+
+    Args:
+        folder: str or Path, the folder a command will write into (it may not
+            exist yet).
+
+    Returns:
+        str (one line) or None.
+    """
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        return f"cannot write in {existing} ({error.strerror or error})"
+    return None
+
+
+def write_atomically(path, write, *, keep_previous=None):
     """Writes `path` through `write(temporary_path)`, then fsyncs and renames.
 
     The temporary file keeps `path`'s suffix (Keras saves only to `.keras`
@@ -62,21 +110,57 @@ def write_atomically(path, write):
     Args:
         path: str or Path, the file to (re)write.
         write: callable taking the temporary Path and writing the content.
+        keep_previous: str, Path or None: where the old `path` is kept once
+            the new one is written (a damaged file then has a fallback).
+            Defaults to None (not kept).
 
     Returns:
         Path, the written file.
+
+    Raises:
+        WriteError: the file could not be written; the old one is intact.
     """
     path = Path(path)
+    try:
+        return _write_atomically(path, write, keep_previous)
+    except WriteError:
+        raise
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise WriteError(error.errno, f"cannot write {path}: {reason}") from error
+
+
+def _write_atomically(path, write, keep_previous):
     temporary = path.with_name(f".{os.getpid()}.{path.name}")
     try:
         write(temporary)
         with open(temporary, "r+b") as file:
             os.fsync(file.fileno())
+        if keep_previous is not None and path.exists():
+            _keep_copy(path, Path(keep_previous))
         os.replace(temporary, path)
     finally:
         if temporary.exists():
             temporary.unlink()
     return path
+
+
+def _keep_copy(path, copy):
+    """Makes `copy` hold `path`'s bytes, atomically, leaving `path` in place.
+
+    A hard link costs nothing; a copy serves file systems without links.
+    `path` never goes missing, so there is no moment without a checkpoint.
+    """
+    temporary = copy.with_name(f".{os.getpid()}.{copy.name}")
+    try:
+        try:
+            os.link(path, temporary)
+        except OSError:
+            shutil.copyfile(path, temporary)
+        os.replace(temporary, copy)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
 
 
 def write_json(path, data):
@@ -112,6 +196,8 @@ def package_versions():
 
 def device_description():
     """Where the backend puts tensors, read from a tensor (no framework import)."""
+    import keras
+
     tensor = keras.ops.zeros(())
     device = getattr(tensor, "device", None)
     if callable(device):
@@ -127,6 +213,8 @@ def device_description():
 
 def environment():
     """The backend, package versions and device, for `config.json`."""
+    import keras
+
     return {
         "backend": keras.backend.backend(),
         "versions": package_versions(),
@@ -156,6 +244,7 @@ class RunFolder:
         self.config_path = self.path / CONFIG_NAME
         self.log_path = self.path / LOG_NAME
         self.checkpoint_path = self.path / CHECKPOINT_NAME
+        self.previous_checkpoint_path = self.path / PREVIOUS_CHECKPOINT_NAME
         self.summary_path = self.path / SUMMARY_NAME
         self.curves_path = self.path / CURVES_NAME
 
@@ -163,9 +252,23 @@ class RunFolder:
         """Whether a run has started here (its `config.json` exists)."""
         return self.config_path.exists()
 
+    def holds_checkpoint(self):
+        """Whether the run here wrote a checkpoint (the last or the previous)."""
+        return self.checkpoint_path.exists() or self.previous_checkpoint_path.exists()
+
     def start(self, record):
-        """Creates the folder, its `config.json` (`record`) and the log's header."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        """Creates the folder, its `config.json` (`record`) and the log's header.
+
+        Raises:
+            WriteError: the folder or a file could not be written.
+        """
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise WriteError(
+                error.errno, f"cannot create {self.path}: {reason}"
+            ) from error
         write_json(self.config_path, record)
         self._write_log([])
 
@@ -276,6 +379,8 @@ def load_model(path):
         ModelFileError: with a one-line message, for a missing, misnamed,
             corrupt or unloadable file.
     """
+    import keras
+
     # Registers `keras_cifar_resnet>ResNet` so Keras can rebuild the model.
     import keras_cifar_resnet.models  # noqa: F401
 

@@ -1,22 +1,27 @@
 """Train a ResNet on CIFAR-10: `python -m keras_cifar_resnet.train --help`.
 
 The command: flags to a `TrainConfig` (or a saved run's, with `--resume`),
-then `training.train`. The run uses the current Keras backend
-(KERAS_BACKEND) and writes its output folder (see
-`keras_cifar_resnet.run_folder`).
+then `training.train`. The run uses the Keras backend that
+`backend_choice` picks (KERAS_BACKEND, else keras.json, else the first
+installed) and writes its output folder (see `keras_cifar_resnet.run_folder`).
+Keras is imported only after the command line and the paths are checked,
+so `--help` and usage errors need no backend.
 
-Exit status: 0 done; 1 failed (missing data, non-finite loss); 2 bad
-command line; 128 + signal number when stopped by SIGINT (130) or SIGTERM
-(143) after saving a checkpoint.
+Exit status: 0 done; 1 failed (missing or damaged data or checkpoint,
+non-finite loss, a failed write, a backend not installed); 2 bad command
+line, output folder or KERAS_BACKEND; 128 + signal number when stopped by
+SIGINT (130) or SIGTERM (143). Each prints one line saying how to continue.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import signal
 import sys
 from pathlib import Path
 
+from keras_cifar_resnet.backend_choice import BackendError, choose_backend
 from keras_cifar_resnet.checkpoints import CheckpointError, read_checkpoint_state
 from keras_cifar_resnet.config import (
     RESUME_OVERRIDABLE,
@@ -28,12 +33,15 @@ from keras_cifar_resnet.config import (
     flag_name,
     learning_rate_scaling,
 )
-from keras_cifar_resnet.data import DataError
-from keras_cifar_resnet.distribute import DistributionError
-from keras_cifar_resnet.run_folder import CHECKPOINT_NAME, CONFIG_NAME, RunFolder
-from keras_cifar_resnet.training import EXIT_FAILED, train
+from keras_cifar_resnet.run_folder import (
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    RunFolder,
+    unwritable_reason,
+)
 
 EXIT_USAGE = 2
+EXIT_FAILED = 1
 
 
 def _default_output_dir(config):
@@ -57,6 +65,7 @@ def _resumed_config(run_dir, flags):
         raise UsageError(
             f"--resume {run_dir}: no {CONFIG_NAME} there, not a run folder"
         )
+    _check_writable("--resume", run_dir)
     try:
         saved, unreadable = TrainConfig(**folder.saved_record()["config"]), None
     except (ValueError, TypeError, KeyError) as err:
@@ -78,19 +87,63 @@ def _resumed_config(run_dir, flags):
             f"--resume continues with the run's saved settings; drop {names} "
             f"(only {allowed} may change)"
         )
-    if not folder.checkpoint_path.is_file():
+    if unreadable is not None:
         raise UsageError(
-            f"--resume {run_dir}: no {CHECKPOINT_NAME} (the run stopped before "
-            "its first checkpoint); start it again instead"
+            f"--resume {run_dir}: cannot read its {CONFIG_NAME} ({unreadable})"
         )
-    try:
-        if unreadable is not None:
-            raise unreadable
-        read_checkpoint_state(folder.checkpoint_path)
-    except (ValueError, TypeError, KeyError, CheckpointError) as err:
-        raise UsageError(f"--resume {run_dir}: cannot read the run ({err})") from None
     overrides = {name: flags[name] for name in RESUME_OVERRIDABLE if name in flags}
     return dataclasses.replace(saved, output_dir=str(run_dir), **overrides)
+
+
+def checkpoint_to_resume(run_dir, from_previous=False):
+    """The checkpoint `--resume run_dir` continues from, checked; None: none yet.
+
+    None means the run stopped before its first checkpoint: it has nothing
+    to lose, so it starts again from the beginning.
+
+    Raises:
+        CheckpointError: the checkpoint is damaged (the message says whether
+            the previous one is good and how to continue from it).
+        UsageError: `--from-previous-checkpoint` without a previous one.
+    """
+    folder = RunFolder(run_dir)
+    if from_previous:
+        path = folder.previous_checkpoint_path
+        if not path.is_file():
+            raise UsageError(
+                f"--from-previous-checkpoint: {run_dir} has no {path.name}"
+            )
+        read_checkpoint_state(path)
+        return path
+    path = folder.checkpoint_path
+    if not path.is_file():
+        return None
+    try:
+        read_checkpoint_state(path)
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}; {_previous_advice(folder)}") from None
+    return path
+
+
+def _previous_advice(folder):
+    """What a damaged last checkpoint leaves: the previous one, or a restart."""
+    previous = folder.previous_checkpoint_path
+    try:
+        state = read_checkpoint_state(previous)
+    except CheckpointError:
+        restart = (
+            f"start the run again with: rm {folder.checkpoint_path} && "
+            f"keras-cifar-resnet-train --resume {folder.path}"
+        )
+        if previous.exists():
+            return f"{previous.name} is damaged too; {restart}"
+        return f"no earlier checkpoint is kept; {restart}"
+    where = f"epoch {state.get('epoch')}, step {state.get('step')}"
+    return (
+        f"the previous checkpoint {previous.name} ({where}) is good; continue "
+        f"from it with: keras-cifar-resnet-train --resume {folder.path} "
+        "--from-previous-checkpoint"
+    )
 
 
 def _same_as_saved(name, value, saved, run_dir):
@@ -103,6 +156,13 @@ def _same_as_saved(name, value, saved, run_dir):
     return value == getattr(saved, name)
 
 
+def _check_writable(flag, output_dir):
+    """Refuses an output folder that cannot take files, before any work."""
+    reason = unwritable_reason(output_dir)
+    if reason is not None:
+        raise UsageError(f"{flag} {output_dir}: {reason}")
+
+
 def config_for_arguments(args):
     """(config, resume, learning_rate_scaling) from parsed arguments.
 
@@ -111,6 +171,8 @@ def config_for_arguments(args):
             output folder that already holds a run.
     """
     flags = explicit_flags(args)
+    if args.from_previous_checkpoint and args.resume is None:
+        raise UsageError("--from-previous-checkpoint goes with --resume DIR")
     if args.resume is not None:
         return _resumed_config(Path(args.resume), flags), True, None
     try:
@@ -120,10 +182,19 @@ def config_for_arguments(args):
         raise UsageError(str(err)) from None
     if config.output_dir is None:
         config = dataclasses.replace(config, output_dir=_default_output_dir(config))
-    if RunFolder(config.output_dir).holds_run():
+    _check_writable("--output-dir", config.output_dir)
+    folder = RunFolder(config.output_dir)
+    if folder.holds_run() and folder.holds_checkpoint():
         raise UsageError(
             f"--output-dir {config.output_dir} already holds a run; continue it with "
             f"--resume {config.output_dir} or choose another folder"
+        )
+    if folder.holds_run():
+        # Stopped before its first checkpoint: nothing there to lose.
+        print(
+            f"note: {config.output_dir} holds a run that stopped before its first "
+            "checkpoint; starting this one in its place",
+            flush=True,
         )
     return config, False, scaling
 
@@ -137,9 +208,54 @@ def main(argv=None):
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     try:
         config, resume, scaling = config_for_arguments(args)
-        return train(config, resume=resume, learning_rate_scaling=scaling)
-    except (UsageError, DistributionError) as err:
+        checkpoint = None
+        if resume:
+            checkpoint = checkpoint_to_resume(
+                config.output_dir, args.from_previous_checkpoint
+            )
+        choose_backend()
+    except UsageError as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except BackendError as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE if err.usage else EXIT_FAILED
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    if resume and checkpoint is None:
+        print(
+            f"note: {config.output_dir} has no {CHECKPOINT_NAME} (the run "
+            "stopped before its first one): starting it from the beginning",
+            flush=True,
+        )
+        resume = False
+        scaling = (
+            RunFolder(config.output_dir).saved_record().get("learning_rate_scaling")
+        )
+    return _train(config, resume, checkpoint, scaling, parser.prog)
+
+
+def _train(config, resume, checkpoint, scaling, prog):
+    try:
+        # Keras is imported from here on, with the backend chosen: seconds
+        # in which Ctrl-C must still be one line.
+        from keras_cifar_resnet.data import DataError
+        from keras_cifar_resnet.distribute import DistributionError
+        from keras_cifar_resnet.training import train
+    except KeyboardInterrupt:
+        print("stopped by SIGINT; nothing was written yet; run the same command again")
+        return 128 + signal.SIGINT
+
+    try:
+        return train(
+            config,
+            resume=resume,
+            checkpoint=checkpoint,
+            learning_rate_scaling=scaling,
+        )
+    except (UsageError, DistributionError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except (DataError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)

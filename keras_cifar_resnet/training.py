@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import random
 import signal
@@ -29,17 +30,27 @@ import time
 
 import keras
 
-from keras_cifar_resnet.checkpoints import load_checkpoint, save_checkpoint
+from keras_cifar_resnet.backend_choice import choose_backend
+from keras_cifar_resnet.checkpoints import (
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint_state,
+    save_checkpoint,
+)
+from keras_cifar_resnet.data import data_source
 from keras_cifar_resnet.distribute import setup_distribution
 from keras_cifar_resnet.input_pipeline import SkipBatches, TrainingBatches, prepare_data
-from keras_cifar_resnet.metrics import evaluate_model
+from keras_cifar_resnet.metrics import evaluate_model, progress_verbosity
 from keras_cifar_resnet.models import ResNet
 from keras_cifar_resnet.recipe import build_model, compile_model
 from keras_cifar_resnet.run_folder import (
     BEST_NAME,
+    CHECKPOINT_NAME,
     CURVES_NAME,
+    DAMAGED_CHECKPOINT_NAME,
     FINAL_NAME,
     RunFolder,
+    WriteError,
     environment,
     now,
 )
@@ -58,17 +69,37 @@ def dtype_policy(name):
         keras.config.set_dtype_policy(previous)
 
 
-class _Interrupts:
-    """Turns SIGINT/SIGTERM into a flag the training loop checks after each step.
+class RunStopped(BaseException):
+    """A signal that stops the run at once: outside the epochs, or a second one.
 
-    A second signal gets the previous handler (for SIGINT, Python's
-    KeyboardInterrupt), so a stuck run can still be stopped at once.
+    A BaseException, like KeyboardInterrupt, so that no `except Exception`
+    on the way (in Keras or a framework) swallows it.
+    """
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _Interrupts:
+    """SIGINT and SIGTERM for the whole run, from setup to the last file.
+
+    In the epochs, the first signal sets `signum`, which the training loop
+    checks after each step: it stops there with a checkpoint. Outside the
+    epochs (setup, the final test evaluation), and for a second signal, the
+    run stops at once (`RunStopped`), except while a file is being written
+    (`saving`): the signal is held until the write is done, so the checkpoint
+    a first signal asked for is always completed. A third signal during a
+    write stops at once; the atomic write leaves the old file then.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.signum = None
+        self.in_epochs = False
+        self._saving = 0
+        self._held = None
         self._previous = {}
 
     def __enter__(self):
@@ -79,17 +110,53 @@ class _Interrupts:
         return self
 
     def _handle(self, signum, frame):
-        self.signum = signum
-        signal.signal(signum, self._previous[signum])
-        print(
-            f"\n{signal.Signals(signum).name}: stopping after this step and "
-            "saving a checkpoint (send it again to stop at once)",
-            flush=True,
-        )
+        name = signal.Signals(signum).name
+        if self._saving and self._held is None:
+            self._held = signum
+            print(
+                f"\n{name}: stopping once the file being saved is written",
+                flush=True,
+            )
+            return
+        if self.in_epochs and self.signum is None:
+            self.signum = signum
+            print(
+                f"\n{name}: stopping after this step and saving a checkpoint "
+                "(send it again to stop at once)",
+                flush=True,
+            )
+            return
+        raise RunStopped(signum)
+
+    @contextlib.contextmanager
+    def saving(self):
+        """Holds signals until the block's writes are done, then acts on them."""
+        self._saving += 1
+        try:
+            yield
+        finally:
+            self._saving -= 1
+        if not self._saving and self._held is not None:
+            signum, self._held = self._held, None
+            raise RunStopped(signum)
 
     def __exit__(self, *exc_info):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+
+class _StepProgress(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar, ending at the step reached.
+
+    Keras finalizes the bar at the epoch's full length even when the epoch
+    stopped early (a signal, a non-finite loss), showing `4/4` for 2 steps.
+    """
+
+    def _finalize_progbar(self, logs):
+        if self.model.stop_training and self.progbar is not None:
+            self.progbar.update(self.seen, list((logs or {}).items()), finalize=True)
+            return
+        super()._finalize_progbar(logs)
 
 
 class _RunMonitor(keras.callbacks.Callback):
@@ -178,6 +245,8 @@ class TrainingRun:
         learning_rate_scaling: what `config.learning_rate_scaling` returned
             for the command line (None: the rate was not scaled), for the
             start line and `config.json`.
+        checkpoint: Path or None, the checkpoint a resumed run continues
+            from (None: the folder's `checkpoint.npz`).
     """
 
     def __init__(
@@ -188,6 +257,7 @@ class TrainingRun:
         callbacks=(),
         distribution=None,
         learning_rate_scaling=None,
+        checkpoint=None,
     ):
         self.config = config
         self.learning_rate_scaling = learning_rate_scaling
@@ -197,6 +267,7 @@ class TrainingRun:
         self.folder = RunFolder(config.output_dir)
         self.output_dir = self.folder.path
         self.checkpoint_path = self.folder.checkpoint_path
+        self.resume_checkpoint = checkpoint or self.checkpoint_path
         self.model_file = FINAL_NAME if config.validation_size == 0 else BEST_NAME
         # Set by the steps of `run`, in order.
         self.data = None  # input_pipeline.Datasets
@@ -208,16 +279,36 @@ class TrainingRun:
         self.start_epoch, self.start_step, self.saved_metrics = 0, 0, None
         self.best_epoch = None
         self.best_val_accuracy = None
+        # Training time before the current `fit`, and when that began.
         self.train_seconds = 0.0
+        self._fit_started = None
+        # What the last checkpoint records, so that the summary of a run
+        # and of the same run resumed after its last epoch agree.
+        self.checkpoint_seconds = 0.0
         self.epoch_line = None
         self._export_model = None
+        self.interrupts = _Interrupts()  # replaced by `run`'s, in force
 
     @property
     def is_chief(self):
         return self.distribution.is_chief
 
     def run(self):
-        """Trains from the start or the checkpoint, then evaluates; exit status."""
+        """Trains from the start or the checkpoint, then evaluates; exit status.
+
+        Every way it ends is one line saying how to continue: a signal (exit
+        128 + its number), a non-finite loss or a failed write (exit 1).
+        """
+        with _Interrupts() as interrupts:
+            self.interrupts = interrupts
+            try:
+                return self._run(interrupts)
+            except RunStopped as stop:
+                return self.report_stop_at_once(stop.signum)
+            except WriteError as error:
+                return self.report_write_error(error)
+
+    def _run(self, interrupts):
         self.load_data()
         self.build_model()
         if self.resume:
@@ -226,10 +317,15 @@ class TrainingRun:
             self.start_records()
         # torch: from now on the forward pass runs through DDP.
         self.distribution.prepare_model(self.model)
-        with _Interrupts() as interrupts:
+        monitor = _RunMonitor(self, interrupts)
+        # The start line promises that a signal from here on stops the run
+        # with a checkpoint.
+        interrupts.in_epochs = True
+        try:
             self.announce()
-            monitor = _RunMonitor(self, interrupts)
             self.train_epochs(monitor)
+        finally:
+            interrupts.in_epochs = False
         if monitor.failure:
             return self.report_failure(monitor.failure)
         if monitor.stopped_at:
@@ -262,7 +358,16 @@ class TrainingRun:
         self.model = model
 
     def _record(self):
-        return environment() | {"distribution": self.distribution.to_dict()}
+        # Where the data came from, also when no --data-dir was given.
+        data = (
+            {"path": None, "given_as": "synthetic"}
+            if self.config.synthetic
+            else data_source(self.config.data_dir)
+        )
+        return environment() | {
+            "distribution": self.distribution.to_dict(),
+            "data": data,
+        }
 
     def start_records(self):
         """A new folder: `config.json` and the log's header."""
@@ -278,11 +383,13 @@ class TrainingRun:
 
     def restore_checkpoint(self):
         """The checkpoint's weights and position; the log cut back to match."""
-        state = load_checkpoint(self.checkpoint_path, self.model)
+        state = load_checkpoint(self.resume_checkpoint, self.model)
+        if self.resume_checkpoint != self.checkpoint_path and self.is_chief:
+            self._set_aside_damaged_checkpoint()
         self.start_epoch, self.start_step = state["epoch"], state["step"]
         self.best_epoch = state["best_epoch"]
         self.best_val_accuracy = state["best_val_accuracy"]
-        self.train_seconds = state["train_seconds"]
+        self.train_seconds = self.checkpoint_seconds = state["train_seconds"]
         if self.start_step:
             self.saved_metrics = [
                 keras.ops.convert_to_numpy(v) for v in self.model.metrics_variables
@@ -293,6 +400,20 @@ class TrainingRun:
                 {"time": now(), "epoch": self.start_epoch, "step": self.start_step}
                 | self._record()
             )
+
+    def _set_aside_damaged_checkpoint(self):
+        """Resuming from the previous checkpoint: the damaged last one moves aside.
+
+        Else the next save would keep the damaged file as the previous one
+        and drop the good one.
+        """
+        damaged = self.folder.path / DAMAGED_CHECKPOINT_NAME
+        if self.checkpoint_path.exists():
+            self.checkpoint_path.replace(damaged)
+            note = f"; the damaged one is kept as {damaged.name}"
+        else:
+            note = ""
+        print(f"note: continuing from {self.resume_checkpoint.name}{note}", flush=True)
 
     def announce(self):
         """The start line: from here on a signal ends the run with a checkpoint."""
@@ -306,11 +427,12 @@ class TrainingRun:
         )
         print(
             f"training {config.model}{width} ({self.model.count_params():,} "
-            f"parameters), recipe {config.recipe}, on {keras.backend.backend()}: "
+            f"parameters), recipe {config.recipe}, on {choose_backend().describe()}: "
             f"{len(data.train_images):,} training images, "
             f"{len(data.val_images):,} validation, {len(data.test_images):,} test"
             f"{' (synthetic)' if config.synthetic else ''}"
-            f"; {config.epochs} epochs of {self.steps_per_epoch} steps; "
+            f"; {_count(config.epochs, 'epoch')} of "
+            f"{_count(self.steps_per_epoch, 'step')}; "
             f"{self._learning_rate_words()}; writing to {self.output_dir}",
             flush=True,
         )
@@ -332,7 +454,7 @@ class TrainingRun:
         callbacks = [
             *self.extra_callbacks,
             monitor,
-            keras.callbacks.ProgbarLogger(),
+            _StepProgress(),
             _EpochLine(self),
         ]
         start_epoch, start_step = self.start_epoch, self.start_step
@@ -358,7 +480,7 @@ class TrainingRun:
         return self.batches
 
     def _fit(self, batches, initial_epoch, epochs, callbacks, skip):
-        started = time.perf_counter()
+        self._fit_started = time.perf_counter()
         try:
             self.model.fit(
                 # Each process feeds its part of every global batch.
@@ -371,21 +493,29 @@ class TrainingRun:
                 verbose=1 if self.is_chief else 0,
             )
         finally:
-            self.train_seconds += time.perf_counter() - started
+            self.train_seconds = self.seconds_trained()
+            self._fit_started = None
+
+    def seconds_trained(self):
+        """Training time so far, the current `fit` included (for checkpoints)."""
+        if self._fit_started is None:
+            return self.train_seconds
+        return self.train_seconds + time.perf_counter() - self._fit_started
 
     def report_failure(self, failure):
         """The non-finite-loss message; the exit status for a failed run."""
-        last = (
-            f"the last good checkpoint is {self.checkpoint_path}"
-            if self.checkpoint_path.exists()
-            else "no checkpoint was written before it"
-        )
+        if self.checkpoint_path.exists():
+            last, where = f"the last good checkpoint is {self.checkpoint_path}", ""
+        else:
+            # Nothing to keep: the same folder takes the next try.
+            last = "no checkpoint was written before it"
+            where = f", in the same --output-dir {self.output_dir} if you like"
         hint = (
             " or --mixed-precision off" if self.config.mixed_precision != "off" else ""
         )
         print(
             f"error: {failure}; training stopped and {last}. Try a lower "
-            f"--learning-rate (this run: {self.config.learning_rate}){hint}",
+            f"--learning-rate (this run: {self.config.learning_rate}){hint}{where}",
             file=sys.stderr,
         )
         return EXIT_FAILED
@@ -404,8 +534,63 @@ class TrainingRun:
             )
         return 128 + signum
 
+    def _how_to_continue(self):
+        """Where the run's saved state stands and the command that continues it."""
+        command = f"keras-cifar-resnet-train --resume {self.output_dir}"
+        if not self.folder.holds_run():
+            return "nothing was written yet; run the same command again"
+        try:
+            state = read_checkpoint_state(self.checkpoint_path)
+        except CheckpointError:
+            return (
+                "no checkpoint was written yet; start it again from the "
+                f"beginning with: {command}"
+            )
+        epoch, step = state["epoch"], state["step"]
+        if (epoch, step) == (self.config.epochs, 0):
+            return (
+                f"training is complete and saved in {self.checkpoint_path}; run the "
+                f"final test evaluation with: {command}"
+            )
+        where = (
+            f"step {step} of epoch {epoch + 1}" if step else f"the end of epoch {epoch}"
+        )
+        return (
+            f"the last checkpoint ({self.checkpoint_path}) is at {where}; "
+            f"continue with: {command}"
+        )
+
+    def report_stop_at_once(self, signum):
+        """A signal outside the epochs, or a second one; 128 + signal."""
+        if self.is_chief:
+            print(
+                f"stopped by {signal.Signals(signum).name}; {self._how_to_continue()}",
+                flush=True,
+            )
+        return 128 + signum
+
+    def report_write_error(self, error):
+        """A failed write (a full disk): what is intact, and how to continue."""
+        kept = [
+            name
+            for name in (CHECKPOINT_NAME, BEST_NAME, FINAL_NAME)
+            if (self.folder.path / name).is_file()
+        ]
+        intact = (
+            f"the files written before ({', '.join(kept)}) are intact"
+            if kept
+            else "no earlier file is lost"
+        )
+        remedy = "free some space" if error.errno == errno.ENOSPC else "fix that"
+        print(
+            f"error: {error}; {intact}; {remedy}, then: {self._how_to_continue()}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+
     def state(self, epoch, step):
         """The run's position for a checkpoint: continue at `epoch`, `step`."""
+        self.checkpoint_seconds = self.seconds_trained()
         return {
             "epoch": epoch,
             "step": step,
@@ -413,14 +598,17 @@ class TrainingRun:
             "steps_per_epoch": self.steps_per_epoch,
             "best_epoch": self.best_epoch,
             "best_val_accuracy": self.best_val_accuracy,
-            "train_seconds": self.train_seconds,
+            "train_seconds": self.checkpoint_seconds,
             "backend": keras.backend.backend(),
             "time": now(),
         }
 
     def save_checkpoint(self, epoch, step):
         if self.is_chief:
-            save_checkpoint(self.checkpoint_path, self.model, self.state(epoch, step))
+            with self.interrupts.saving():
+                save_checkpoint(
+                    self.checkpoint_path, self.model, self.state(epoch, step)
+                )
 
     def _save_model(self, name):
         """Saves the current weights as an uncompiled model, atomically.
@@ -433,7 +621,8 @@ class TrainingRun:
         if self._export_model is None:
             self._export_model = ResNet.from_config(self.model.get_config())
         self._export_model.set_weights(self.model.get_weights())
-        self.folder.save_model(self._export_model, name)
+        with self.interrupts.saving():
+            self.folder.save_model(self._export_model, name)
 
     def _validate(self):
         """(val_loss, val_accuracy) on the held-out images."""
@@ -474,8 +663,9 @@ class TrainingRun:
         row["seconds"] = seconds
         if not self.is_chief:
             return
-        self.folder.append_log_row(row)
-        self.save_checkpoint(epoch + 1, 0)
+        with self.interrupts.saving():
+            self.folder.append_log_row(row)
+            self.save_checkpoint(epoch + 1, 0)
         self.epoch_line = _epoch_line(row, self.config.epochs) + marker
 
     def finish(self):
@@ -486,28 +676,25 @@ class TrainingRun:
         if not self.is_chief:
             return 0
         model_path = self.output_dir / self.model_file
-        print(f"evaluating {model_path} on {len(data.test_images):,} test images")
+        print(
+            f"evaluating {model_path} on {len(data.test_images):,} test images "
+            "and their mirror images",
+            flush=True,
+        )
         # The chief alone, on its own devices: the others have finished. In
         # float32 whatever the training precision, so the figure is the one
         # the evaluate command gives for the same file.
         with self.distribution.local_scope(), dtype_policy("float32"):
             model = keras.saving.load_model(model_path)
             report = evaluate_model(
-                model, data.test_images, data.test_labels, batch_size=config.batch_size
+                model,
+                data.test_images,
+                data.test_labels,
+                batch_size=config.batch_size,
+                verbose=progress_verbosity(),
             )
-        self.folder.write_summary(
-            {
-                "model_file": self.model_file,
-                "selected_epoch": self.best_epoch or config.epochs,
-                "validation_accuracy": self.best_val_accuracy,
-                "epochs": config.epochs,
-                "train_images": len(data.train_images),
-                "synthetic": config.synthetic,
-                "train_seconds": round(self.train_seconds, 1),
-                "backend": keras.backend.backend(),
-                "test": report,
-            }
-        )
+        with self.interrupts.saving():
+            self._write_summary(report)
         self._draw_curves()
         which = (
             f"best validation accuracy {self.best_val_accuracy:.2%} at epoch "
@@ -523,6 +710,22 @@ class TrainingRun:
         )
         return 0
 
+    def _write_summary(self, report):
+        config, data = self.config, self.data
+        self.folder.write_summary(
+            {
+                "model_file": self.model_file,
+                "selected_epoch": self.best_epoch or config.epochs,
+                "validation_accuracy": self.best_val_accuracy,
+                "epochs": config.epochs,
+                "train_images": len(data.train_images),
+                "synthetic": config.synthetic,
+                "train_seconds": round(self.checkpoint_seconds, 1),
+                "backend": keras.backend.backend(),
+                "test": report,
+            }
+        )
+
     def _draw_curves(self):
         from keras_cifar_resnet.plots import (
             PlotsUnavailableError,
@@ -533,6 +736,14 @@ class TrainingRun:
             plot_training_curves(self.folder.log_path, self.folder.curves_path)
         except PlotsUnavailableError as err:
             print(f"note: {CURVES_NAME} not drawn: {err}")
+        except OSError as err:  # a full disk: the results are written already
+            reason = err.strerror or err
+            print(f"note: {CURVES_NAME} not drawn: cannot write it ({reason})")
+
+
+def _count(number, noun):
+    """`1 epoch`, `3 epochs`."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _epoch_line(row, epochs):
@@ -546,7 +757,9 @@ def _epoch_line(row, epochs):
     return "  ".join(parts)
 
 
-def train(config, *, resume=False, callbacks=(), learning_rate_scaling=None):
+def train(
+    config, *, resume=False, callbacks=(), learning_rate_scaling=None, checkpoint=None
+):
     """Runs (or resumes) training as configured; returns the exit status.
 
     Sets the global dtype policy for the run and restores it afterwards, and
@@ -560,6 +773,8 @@ def train(config, *, resume=False, callbacks=(), learning_rate_scaling=None):
         learning_rate_scaling: how the learning rate was scaled to the batch
             size (`config.learning_rate_scaling`), to report it. Defaults to
             None (not scaled).
+        checkpoint: Path or None, the checkpoint to resume from. Defaults
+            to None (the run folder's `checkpoint.npz`).
 
     Raises:
         DataError, CheckpointError, UsageError, DistributionError: the
@@ -577,6 +792,7 @@ def train(config, *, resume=False, callbacks=(), learning_rate_scaling=None):
                 callbacks=callbacks,
                 distribution=distribution,
                 learning_rate_scaling=learning_rate_scaling,
+                checkpoint=checkpoint,
             ).run()
     finally:
         distribution.close()

@@ -12,6 +12,7 @@ from keras_cifar_resnet.checkpoints import (
     FORMAT_VERSION,
     CheckpointError,
     load_checkpoint,
+    previous_checkpoint_path,
     read_checkpoint_state,
     save_checkpoint,
 )
@@ -69,3 +70,41 @@ def test_missing_garbage_and_other_formats_are_refused(tmp_path):
     np.savez(future, record=np.frombuffer(json.dumps(record).encode(), dtype=np.uint8))
     with pytest.raises(CheckpointError, match="checkpoint format"):
         read_checkpoint_state(future)
+
+
+def test_the_previous_checkpoint_is_kept_beside_the_new_one(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    model = _compiled()
+    save_checkpoint(path, model, {"epoch": 1})
+    save_checkpoint(path, model, {"epoch": 2})
+    previous = previous_checkpoint_path(path)
+    assert previous.name == "checkpoint.previous.npz"
+    assert read_checkpoint_state(previous) == {"epoch": 1}
+    assert read_checkpoint_state(path) == {"epoch": 2}
+    assert {p.name for p in tmp_path.iterdir()} == {previous.name, path.name}
+
+
+def _damaged(good, how):
+    data = good.read_bytes()
+    if how == "empty":
+        return b""
+    if how == "truncated":
+        return data[: len(data) // 2]
+    if how == "byte-flipped":
+        # A byte inside the first stored value: the archive's CRC catches it.
+        middle = bytearray(data)
+        middle[200] ^= 0xFF
+        return bytes(middle)
+    return np.random.default_rng(0).bytes(len(data))
+
+
+@pytest.mark.parametrize("how", ["empty", "truncated", "byte-flipped", "random"])
+def test_a_damaged_checkpoint_is_one_line_without_numpys_pickle_advice(tmp_path, how):
+    good = save_checkpoint(tmp_path / "good.npz", _compiled(), {"epoch": 1})
+    damaged = tmp_path / "checkpoint.npz"
+    damaged.write_bytes(_damaged(good, how))
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(damaged, _compiled())
+    message = str(error.value)
+    assert message.startswith(f"{damaged} is not a readable checkpoint: ")
+    assert "\n" not in message and "pickle" not in message.lower()

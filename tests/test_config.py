@@ -50,7 +50,7 @@ def test_every_field_has_a_flag_and_every_flag_a_field():
         for action in build_parser()._actions
         if not isinstance(action, argparse._HelpAction)
     }
-    assert destinations == fields | {"resume"}
+    assert destinations == fields | {"resume", "from_previous_checkpoint"}
     assert set(RESUME_OVERRIDABLE) <= fields
 
 

@@ -565,3 +565,22 @@ def test_real_cifar10(real_data_dir):
     np.testing.assert_array_equal(np.bincount(y_test, minlength=10), [1000] * 10)
     means = x_train.reshape(-1, 3).mean(axis=0, dtype=np.float64)
     np.testing.assert_array_equal(np.round(means, 2), [125.31, 122.95, 113.87])
+
+
+def test_the_data_source_names_where_the_data_comes_from(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_CIFAR_RESNET_DATA", str(tmp_path / "from-env"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
+    assert data.data_source(tmp_path / "given") == {
+        "path": str(tmp_path / "given"),
+        "given_as": "data_dir",
+    }
+    assert data.data_source() == {
+        "path": str(tmp_path / "from-env"),
+        "given_as": "KERAS_CIFAR_RESNET_DATA",
+    }
+    monkeypatch.delenv("KERAS_CIFAR_RESNET_DATA")
+    assert data.data_source()["given_as"] == "download"
+    cached = tmp_path / "home" / "datasets" / "cifar-10-batches-py"
+    cached.mkdir(parents=True)
+    (cached / "data_batch_1").write_bytes(b"")
+    assert data.data_source() == {"path": str(cached), "given_as": "keras cache"}

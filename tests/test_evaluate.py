@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import sys
 import zipfile
 
 import numpy as np
@@ -298,3 +301,54 @@ def test_same_predictions_under_every_backend(saved_model, real_test_subset, tmp
             ((here[0] + here[1]) / 2).argmax(-1),
             backend,
         )
+
+
+@pytest.mark.parametrize("where", ["a folder", "read-only"])
+def test_an_output_that_cannot_be_written_exits_2_before_any_work(
+    saved_model, where, tmp_path, monkeypatch, capsys
+):
+    def no_work(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(evaluate, "load_model", no_work)
+    output, expected = tmp_path, "is a folder; name the JSON file to write"
+    if where == "read-only":
+        output, expected = tmp_path / "eval.json", "(Read-only file system)"
+
+        def read_only(*args, **kwargs):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+        monkeypatch.setattr(
+            "keras_cifar_resnet.run_folder.tempfile.TemporaryFile", read_only
+        )
+    assert evaluate.main([str(saved_model[0]), "--output", str(output)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and error.endswith(expected), error
+    assert error.startswith(f"error: --output {output}")
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "log-file"])
+def test_stdout_holds_only_the_results_and_progress_goes_to_stderr(
+    saved_model, real_data_dir, tmp_path, terminal, monkeypatch, capsys
+):
+    argv = [str(saved_model[0]), "--data-dir", str(real_data_dir)]
+    argv += ["--max-examples", "8", "--mistakes", "0"]
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+    assert evaluate.main([*argv, "--output", str(tmp_path / "eval.json")]) == 0
+    captured = capsys.readouterr()
+    assert "\x1b" not in captured.out and "\b" not in captured.out
+    assert "step" not in captured.out and "━" not in captured.out
+    assert captured.out.startswith(" " * len("automobile") + "      plain")
+    # A bar on a terminal; in a log file neither a bar nor terminal codes.
+    assert ("1/1" in captured.err) == terminal
+    assert terminal or "\x1b" not in captured.err
+
+
+def test_ctrl_c_is_one_line(saved_model, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "load_cifar10", interrupted)
+    assert evaluate.main([str(saved_model[0]), "--output", "x.json"]) == 130
+    assert capsys.readouterr().err == "stopped by SIGINT; nothing was written\n"

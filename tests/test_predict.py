@@ -219,3 +219,13 @@ def test_module_entry_point_without_traceback(saved_model, image_folder):
     assert "Traceback" not in result.stderr
     assert "notes.txt: not a readable image" in result.stderr
     assert str(image_folder / "c.jpg") in result.stdout
+
+
+def test_a_16_bit_grayscale_image_is_scaled_not_clipped(tmp_path):
+    # A horizontal ramp over the whole 16-bit range: mid-grey on average.
+    ramp = np.tile(np.linspace(0, 65535, 64), (64, 1)).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "gray16.png")
+    image = load_image(tmp_path / "gray16.png")
+    assert image.shape == (32, 32, 3) and image.dtype == np.uint8
+    assert abs(float(image.mean()) - 127.5) < 4
+    assert image[:, 0].max() < 16 and image[:, -1].min() > 239

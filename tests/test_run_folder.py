@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 
 import pytest
@@ -106,3 +108,28 @@ def test_the_environment_names_backend_versions_and_device():
     assert set(environment) == {"backend", "versions", "device"}
     assert {"python", "keras", "numpy"} <= set(environment["versions"])
     assert environment["device"]["tensor_device"]
+
+
+def test_a_full_disk_is_a_one_line_write_error_and_keeps_the_old_file(tmp_path):
+    path = tmp_path / "summary.json"
+    run_folder.write_json(path, {"old": True})
+
+    def full_disk(temporary):
+        temporary.write_text("half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(run_folder.WriteError) as error:
+        run_folder.write_atomically(path, full_disk)
+    assert str(error.value) == f"cannot write {path}: No space left on device"
+    assert error.value.errno == errno.ENOSPC
+    assert json.loads(path.read_text()) == {"old": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_unwritable_reason_names_the_first_existing_place(tmp_path):
+    assert run_folder.unwritable_reason(tmp_path / "new" / "run") is None
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "file").write_text("")
+    assert run_folder.unwritable_reason(tmp_path / "file" / "run") == (
+        f"{tmp_path / 'file'} is a file, not a folder"
+    )

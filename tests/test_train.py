@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import errno
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +24,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_cifar_resnet import checkpoints, training
 from keras_cifar_resnet.checkpoints import read_checkpoint_state, save_checkpoint
 from keras_cifar_resnet.config import (
     RECIPES,
@@ -154,9 +157,7 @@ def test_the_first_warm_up_step_learns_and_the_peak_comes_after_warm_up():
     config = TrainConfig(epochs=10, warmup_epochs=2.0)
     steps_per_epoch = 5
     schedule = learning_rate_schedule(config, steps_per_epoch)
-    rates = [
-        float(keras.ops.convert_to_numpy(schedule(step))) for step in range(51)
-    ]
+    rates = [float(keras.ops.convert_to_numpy(schedule(step))) for step in range(51)]
     warmup = 10
     # (s + 1) / (w + 1) of the peak: above 0 from the very first step.
     assert rates[0] == pytest.approx(0.2 / (warmup + 1))
@@ -236,6 +237,7 @@ def test_a_synthetic_run_writes_every_output(straight_run):
     assert record["backend"] == keras.backend.backend()
     assert record["versions"]["keras"] == keras.__version__
     assert record["device"]["tensor_device"]
+    assert record["data"] == {"path": None, "given_as": "synthetic"}
 
     rows = _log_rows(folder)
     assert [int(row["epoch"]) for row in rows] == [0, 1]
@@ -268,6 +270,11 @@ def test_a_synthetic_run_writes_every_output(straight_run):
 
     state = read_checkpoint_state(folder / "checkpoint.npz")
     assert (state["epoch"], state["step"]) == (2, 0)
+    # The checkpoint written at an epoch's end counts that epoch's time.
+    assert state["train_seconds"] > 0
+    assert summary["train_seconds"] == round(state["train_seconds"], 1)
+    previous = read_checkpoint_state(folder / "checkpoint.previous.npz")
+    assert (previous["epoch"], previous["step"]) == (1, 0)
     # One summary line per epoch, after Keras's progress bar.
     assert "epoch 1/2  loss" in output and "epoch 2/2  loss" in output
     assert "test accuracy" in output
@@ -279,12 +286,19 @@ def test_a_synthetic_run_writes_every_output(straight_run):
     [2, STEPS_PER_EPOCH],
     ids=["mid-epoch", "end-of-epoch"],
 )
-def test_stop_and_resume_gives_the_straight_run(straight_run, stop_step, tmp_path):
+def test_stop_and_resume_gives_the_straight_run(
+    straight_run, stop_step, tmp_path, capsys
+):
     """SIGTERM after step `stop_step` of epoch 1, then --resume: same as straight."""
     straight, _ = straight_run
     folder = tmp_path / "run"
     config = _config([*TINY, "--epochs", "2", "--output-dir", str(folder)])
     assert train(config, callbacks=[_SignalAt(stop_step)]) == 128 + signal.SIGTERM
+    # The progress bar ends where the epoch stopped, not at its full length.
+    bar = capsys.readouterr().out.split("SIGTERM: stopping")[1]
+    assert f"{stop_step}/{STEPS_PER_EPOCH}" in bar
+    if stop_step < STEPS_PER_EPOCH:
+        assert f"{STEPS_PER_EPOCH}/{STEPS_PER_EPOCH}" not in bar
     state = read_checkpoint_state(folder / "checkpoint.npz")
     if stop_step < STEPS_PER_EPOCH:
         assert (state["epoch"], state["step"]) == (0, stop_step)
@@ -434,6 +448,11 @@ def test_a_run_on_512_real_images_writes_every_output(real_data_dir, tmp_path):
     assert main(argv) == 0
     for name in OUTPUTS:
         assert (folder / name).is_file(), name
+    record = json.loads((folder / "config.json").read_text())
+    assert record["data"] == {
+        "path": str(real_data_dir.resolve()),
+        "given_as": "data_dir",
+    }
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["train_images"] == 512 and not summary["synthetic"]
     assert summary["test"]["num_images"] == 10_000
@@ -495,3 +514,190 @@ def test_resume_refuses_a_flag_that_changes_the_run(tmp_path, changes, named):
     with pytest.raises(UsageError, match="drop ") as error:
         _resume([*changes, "--resume", str(tmp_path)])
     assert named in str(error.value) and "\n" not in str(error.value)
+
+
+# ------------------------------------------------------------------ faults
+
+
+@pytest.mark.slow
+def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_start(
+    tmp_path, capsys
+):
+    folder = tmp_path / "run"
+    argv = [*TINY, "--epochs", "1", "--output-dir", str(folder)]
+    # What a NaN stop, a crash or a double Ctrl-C in epoch 1 leaves.
+    RunFolder(folder).start({"config": _config(argv).to_dict()})
+    assert main(["--resume", str(folder)]) == 0
+    output = capsys.readouterr().out
+    assert "starting it from the beginning" in output
+    assert "1 epoch of 4 steps" in output
+    assert (folder / "summary.json").is_file()
+
+
+def test_a_new_run_may_replace_one_that_stopped_before_its_first_checkpoint(
+    tmp_path, capsys
+):
+    argv = [*TINY, "--epochs", "1", "--output-dir", str(tmp_path)]
+    RunFolder(tmp_path).start({"config": _config(argv).to_dict()})
+    # The next try, with a lower learning rate: accepted in the same folder.
+    config = _config([*argv, "--learning-rate", "0.01"])
+    assert config.learning_rate == 0.01
+    assert "stopped before its first checkpoint" in capsys.readouterr().out
+    (tmp_path / CHECKPOINT_NAME).write_bytes(b"")
+    with pytest.raises(UsageError, match="already holds a run"):
+        _config(argv)
+
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_names_the_good_previous_one_and_resumes_from_it(
+    straight_run, tmp_path, capsys
+):
+    folder = tmp_path / "run"
+    shutil.copytree(straight_run[0], folder)
+    checkpoint = folder / CHECKPOINT_NAME
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    capsys.readouterr()
+    assert main(["--resume", str(folder)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1, error
+    assert error.startswith(f"error: {checkpoint} is not a readable checkpoint")
+    assert "checkpoint.previous.npz (epoch 1, step 0) is good" in error
+    command = error.split("continue from it with: ")[1]
+    assert (
+        command == f"keras-cifar-resnet-train --resume {folder} "
+        "--from-previous-checkpoint"
+    )
+
+    assert main(["--resume", str(folder), "--from-previous-checkpoint"]) == 0
+    assert (folder / "checkpoint.damaged.npz").is_file()
+    assert read_checkpoint_state(checkpoint)["epoch"] == 2
+    assert read_checkpoint_state(folder / "checkpoint.previous.npz")["epoch"] == 1
+    seconds = json.loads((folder / "summary.json").read_text())["train_seconds"]
+    assert seconds > 0
+    # Resuming the finished run evaluates again and keeps the training time.
+    assert main(["--resume", str(folder)]) == 0
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["train_seconds"] == seconds
+
+
+def _refuse_work(monkeypatch):
+    def prepare_data(config):
+        raise AssertionError("the data was loaded before the output was checked")
+
+    monkeypatch.setattr("keras_cifar_resnet.training.prepare_data", prepare_data)
+
+
+@pytest.mark.parametrize("where", ["a file", "below a file", "read-only"])
+def test_an_output_dir_that_cannot_take_files_exits_2_before_any_work(
+    where, tmp_path, monkeypatch, capsys
+):
+    _refuse_work(monkeypatch)
+    (tmp_path / "file").write_text("")
+    output, expected = {
+        "a file": (tmp_path / "file", "is a file, not a folder"),
+        "below a file": (tmp_path / "file" / "run", "is a file, not a folder"),
+        "read-only": (tmp_path / "run", "(Read-only file system)"),
+    }[where]
+    if where == "read-only":
+
+        def read_only(*args, **kwargs):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+        monkeypatch.setattr(
+            "keras_cifar_resnet.run_folder.tempfile.TemporaryFile", read_only
+        )
+    assert main([*TINY, "--output-dir", str(output)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and error.endswith(expected), error
+    assert f"--output-dir {output}: " in error
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_and_keeps_what_was_written(
+    tmp_path, monkeypatch, capsys
+):
+    folder = tmp_path / "run"
+    real_savez = np.savez
+    calls = []
+
+    def savez_on_a_full_disk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the checkpoint at the end of epoch 2
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_savez(*args, **kwargs)
+
+    monkeypatch.setattr("keras_cifar_resnet.checkpoints.np.savez", savez_on_a_full_disk)
+    assert main([*TINY, "--epochs", "2", "--output-dir", str(folder)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1, error
+    assert error.startswith(f"error: cannot write {folder / CHECKPOINT_NAME}: ")
+    assert "No space left on device" in error and "free some space" in error
+    assert "(checkpoint.npz, best.keras) are intact" in error
+    assert error.endswith(f"continue with: keras-cifar-resnet-train --resume {folder}")
+    assert read_checkpoint_state(folder / CHECKPOINT_NAME)["epoch"] == 1
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []
+
+
+def _signal_when_called(monkeypatch, owner, name, signum=signal.SIGINT):
+    """Sends this process `signum` when `owner.name` is first called."""
+    real = getattr(owner, name)
+    sent = []
+
+    def wrapper(*args, **kwargs):
+        if not sent:
+            sent.append(signum)
+            os.kill(os.getpid(), signum)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapper)
+
+
+def test_ctrl_c_during_setup_stops_with_one_line(tmp_path, monkeypatch, capsys):
+    _signal_when_called(monkeypatch, training, "prepare_data")
+    folder = tmp_path / "run"
+    assert main([*TINY, "--output-dir", str(folder)]) == 128 + signal.SIGINT
+    output = capsys.readouterr().out.strip()
+    assert output.endswith(
+        "stopped by SIGINT; nothing was written yet; run the same command again"
+    ), output
+    assert not folder.exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_test_evaluation_says_resume_finishes_it(
+    tmp_path, monkeypatch, capsys
+):
+    _signal_when_called(monkeypatch, training, "evaluate_model")
+    folder = tmp_path / "run"
+    argv = [*TINY, "--epochs", "1", "--output-dir", str(folder)]
+    assert main(argv) == 128 + signal.SIGINT
+    output = capsys.readouterr().out.strip().splitlines()[-1]
+    assert output.startswith("stopped by SIGINT; training is complete"), output
+    assert output.endswith(
+        f"test evaluation with: keras-cifar-resnet-train --resume {folder}"
+    )
+    assert not (folder / "summary.json").exists()
+    monkeypatch.undo()
+    assert main(["--resume", str(folder)]) == 0
+    assert (folder / "summary.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_while_saving_waits_for_the_checkpoint(
+    tmp_path, monkeypatch, capsys
+):
+    folder = tmp_path / "run"
+    config = _config([*TINY, "--epochs", "2", "--output-dir", str(folder)])
+    # The first SIGINT after step 2 asks for a checkpoint; the second arrives
+    # while numpy writes it.
+    _signal_when_called(monkeypatch, checkpoints.np, "savez")
+    status = train(config, callbacks=[_SignalAt(2, signal.SIGINT)])
+    assert status == 128 + signal.SIGINT
+    state = read_checkpoint_state(folder / CHECKPOINT_NAME)
+    assert (state["epoch"], state["step"]) == (0, 2)
+    output = capsys.readouterr().out
+    assert "stopping once the file being saved is written" in output
+    assert output.strip().endswith(
+        f"is at step 2 of epoch 1; continue with: keras-cifar-resnet-train "
+        f"--resume {folder}"
+    )

@@ -1,0 +1,169 @@
+"""Which Keras backend a run uses, chosen before Keras is imported.
+
+Keras fixes its backend once, when it is imported: `KERAS_BACKEND`, else the
+`backend` of `keras.json` in `$KERAS_HOME` (default `~/.keras`), else
+TensorFlow. Without TensorFlow installed, or with a misspelt
+`KERAS_BACKEND`, that import fails with a long traceback. This module, the
+one place that makes the choice, runs first (the package's `__init__` calls
+`choose_backend`): an explicit choice is kept, else the first installed
+framework of `BACKENDS` is picked; what it finds is reported in one line.
+
+    KERAS_BACKEND=jax python -m keras_cifar_resnet.train ...   # explicit
+    python -m keras_cifar_resnet.train ...    # keras.json, else the first installed
+
+It only looks for the frameworks (`importlib.util.find_spec`), imports none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+# The backends this package trains on, in the order tried when none is
+# chosen: Keras's own default first.
+BACKENDS = ("tensorflow", "jax", "torch")
+ENV_VAR = "KERAS_BACKEND"
+
+
+class BackendError(Exception):
+    """No usable backend; the message is one line saying what to do.
+
+    Attributes:
+        usage: bool, True for a value the user set wrongly (exit status 2),
+            False for a framework that is missing (exit status 1).
+    """
+
+    def __init__(self, message, *, usage):
+        super().__init__(message)
+        self.usage = usage
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendChoice:
+    """The backend and why: `name` and `reason` (words for the start line)."""
+
+    name: str
+    reason: str
+
+    def describe(self):
+        return f"{self.name} ({self.reason})"
+
+
+def installed_frameworks():
+    """The frameworks of `BACKENDS` that can be imported, without importing them."""
+    return [name for name in BACKENDS if _installed(name)]
+
+
+def _installed(module):
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        # ValueError: a module set to None in sys.modules, or without a spec.
+        return False
+
+
+def keras_config_path():
+    """Keras's `keras.json`: in `$KERAS_HOME`, else `~/.keras` (Keras's rule)."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(
+        os.path.expanduser("~"), ".keras"
+    )
+    return Path(home) / "keras.json"
+
+
+def _configured_backend():
+    """The backend `keras.json` names, or None (no file, unreadable, no entry)."""
+    try:
+        backend = json.loads(keras_config_path().read_text()).get("backend")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return backend if isinstance(backend, str) else None
+
+
+def _installed_words(installed):
+    return ", ".join(installed) if installed else "none of them"
+
+
+def _pick():
+    installed = installed_frameworks()
+    valid = ", ".join(BACKENDS)
+    value = os.environ.get(ENV_VAR)
+    if value:
+        if value not in BACKENDS:
+            raise BackendError(
+                f"{ENV_VAR}={value} is not a backend this package runs on; set it "
+                f"to one of {valid} (installed: {_installed_words(installed)})",
+                usage=True,
+            )
+        if value not in installed:
+            raise BackendError(
+                f"{ENV_VAR}={value}, but {value} is not installed (installed: "
+                f"{_installed_words(installed)}); install it with pip install "
+                f"'keras-cifar-resnet[{value}]' or set {ENV_VAR} to one of {valid}",
+                usage=False,
+            )
+        return BackendChoice(value, f"from {ENV_VAR}")
+    if not installed:
+        raise BackendError(
+            f"no Keras backend is installed (one of {valid} is needed); install "
+            "one, for example pip install 'keras-cifar-resnet[jax]', and set "
+            f"{ENV_VAR} to it",
+            usage=False,
+        )
+    configured = _configured_backend()
+    if configured in installed:
+        return BackendChoice(configured, f"from {keras_config_path()}")
+    skipped = (
+        f"; {keras_config_path()} names {configured}, which is not installed"
+        if configured
+        else ""
+    )
+    return BackendChoice(
+        installed[0],
+        f"{ENV_VAR} not set, the first installed of {valid}{skipped}",
+    )
+
+
+_chosen = None
+
+
+def choose_backend():
+    """Chooses the backend and sets `KERAS_BACKEND` so Keras imports it.
+
+    Once per process: later calls return the first answer. If Keras was
+    imported before, its backend is the answer (it can no longer change).
+
+    Returns:
+        BackendChoice.
+
+    Raises:
+        BackendError: a `KERAS_BACKEND` that is not one of `BACKENDS` or not
+            installed, or no framework installed.
+    """
+    global _chosen
+    if _chosen is not None:
+        return _chosen
+    if "keras" in sys.modules:
+        backend = sys.modules["keras"].backend.backend()
+        _chosen = BackendChoice(backend, "Keras was already imported")
+        return _chosen
+    choice = _pick()
+    # Keras gives the variable precedence over keras.json.
+    os.environ[ENV_VAR] = choice.name
+    _chosen = choice
+    return choice
+
+
+def choose_backend_if_possible():
+    """`choose_backend` for the package's import: a problem is left for later.
+
+    Importing the package must not fail for a command's `--help`; the
+    commands call `choose_backend` after parsing and report the problem.
+    """
+    try:
+        choose_backend()
+    except BackendError:
+        pass

@@ -1,0 +1,127 @@
+"""The backend is chosen before Keras is imported, and every problem is one line.
+
+The cases about process start run in fresh processes, with frameworks made
+missing the way Python itself sees a missing module: `sys.modules[name] =
+None` makes both `import name` and `importlib.util.find_spec(name)` fail, as
+for a package installed with the `[jax]` extra only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from keras_cifar_resnet import backend_choice
+from keras_cifar_resnet.backend_choice import BackendError
+
+
+def _python(code, tmp_path, *, hide=(), backend=None):
+    """Runs `code` in a fresh process with `hide` missing; (status, out, err).
+
+    KERAS_HOME is a fresh folder whose keras.json names TensorFlow, as the
+    file Keras writes on its first import does.
+    """
+    home = tmp_path / "keras-home"
+    home.mkdir(exist_ok=True)
+    (home / "keras.json").write_text(json.dumps({"backend": "tensorflow"}))
+    env = dict(os.environ, KERAS_HOME=str(home), PYTHONWARNINGS="ignore")
+    env.pop("KERAS_BACKEND", None)
+    if backend is not None:
+        env["KERAS_BACKEND"] = backend
+    prelude = "".join(f"sys.modules[{name!r}] = None\n" for name in hide)
+    result = subprocess.run(
+        [sys.executable, "-c", f"import sys\n{prelude}{textwrap.dedent(code)}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return result.returncode, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("backend", [None, "pytorch"])
+def test_help_needs_no_backend(tmp_path, backend):
+    code = """
+        from keras_cifar_resnet import evaluate, predict, train
+        for command in (train, evaluate, predict):
+            try:
+                status = command.main(["--help"])
+            except SystemExit as exit_:
+                status = exit_.code
+            assert status == 0, status
+        print("keras imported:", "keras" in sys.modules)
+    """
+    status, out, err = _python(
+        code, tmp_path, hide=("tensorflow", "torch"), backend=backend
+    )
+    assert status == 0 and "Traceback" not in err, err[-2000:]
+    assert out.count("usage: keras-cifar-resnet-") == 3
+    assert out.strip().endswith("keras imported: False")
+
+
+def test_a_run_without_keras_backend_picks_an_installed_one(tmp_path):
+    code = """
+        from keras_cifar_resnet.backend_choice import choose_backend
+        import keras
+        print(keras.backend.backend(), "|", choose_backend().describe())
+    """
+    status, out, err = _python(code, tmp_path, hide=("tensorflow", "torch"))
+    assert status == 0, err[-2000:]
+    backend, described = out.strip().splitlines()[-1].split(" | ")
+    assert backend == "jax" and described.startswith("jax (KERAS_BACKEND not set")
+    assert "keras.json names tensorflow, which is not installed" in described
+
+
+@pytest.mark.parametrize(
+    "backend, hide, status, expected",
+    [
+        (
+            "pytorch",
+            (),
+            2,
+            "KERAS_BACKEND=pytorch is not a backend this package runs on; set it "
+            "to one of tensorflow, jax, torch (installed: ",
+        ),
+        (
+            "tensorflow",
+            ("tensorflow", "torch"),
+            1,
+            "KERAS_BACKEND=tensorflow, but tensorflow is not installed "
+            "(installed: jax); install it with pip install",
+        ),
+    ],
+)
+def test_a_wrong_keras_backend_is_one_line(tmp_path, backend, hide, status, expected):
+    code = """
+        from keras_cifar_resnet.train import main
+        sys.exit(main(["--model", "tiny", "--synthetic", "--output-dir", "run"]))
+    """
+    got, out, err = _python(code, tmp_path, hide=hide, backend=backend)
+    assert got == status, err[-2000:]
+    assert len(err.strip().splitlines()) == 1, err[-2000:]
+    assert err.startswith("keras-cifar-resnet-train: error: ") and expected in err
+
+
+def test_the_choice_keeps_an_explicit_one_and_names_what_is_installed(monkeypatch):
+    monkeypatch.setattr(backend_choice, "installed_frameworks", lambda: ["jax"])
+    monkeypatch.setattr(backend_choice, "_configured_backend", lambda: "torch")
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert backend_choice._pick().name == "jax"
+    monkeypatch.delenv("KERAS_BACKEND")
+    choice = backend_choice._pick()
+    assert choice.name == "jax" and "names torch, which is not installed" in (
+        choice.reason
+    )
+    monkeypatch.setattr(
+        backend_choice, "installed_frameworks", lambda: ["jax", "torch"]
+    )
+    assert backend_choice._pick().name == "torch"  # keras.json's, installed
+    monkeypatch.setattr(backend_choice, "installed_frameworks", lambda: [])
+    with pytest.raises(BackendError, match="no Keras backend is installed") as error:
+        backend_choice._pick()
+    assert not error.value.usage
