@@ -11,7 +11,8 @@ backends is in the convolutions or elsewhere.
     python benchmarks/conv_profile.py --batch-size 128 --rounds 5
 
 XLA_FLAGS in the environment apply to the JAX half, so a flag can be
-judged on the convolutions alone. Prints a markdown table.
+judged on the convolutions alone; `--dtype bfloat16` shows whether a
+framework's convolutions gain from bf16 on this CPU. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -49,14 +50,14 @@ def _median_seconds(function, rounds):
     return statistics.median(times)
 
 
-def jax_convolution(batch, cin, cout, kernel, stride, side, stem):
+def jax_convolution(batch, cin, cout, kernel, stride, side, stem, dtype):
     import jax
     import jax.numpy as jnp
 
     padding = "VALID" if stem else "SAME"
     key = jax.random.PRNGKey(0)
-    images = jax.random.normal(key, (batch, side, side, cin), jnp.float32)
-    weights = jax.random.normal(key, (kernel, kernel, cin, cout), jnp.float32)
+    images = jax.random.normal(key, (batch, side, side, cin), dtype)
+    weights = jax.random.normal(key, (kernel, kernel, cin, cout), dtype)
 
     def loss(images, weights):
         out = jax.lax.conv_general_dilated(
@@ -66,25 +67,28 @@ def jax_convolution(batch, cin, cout, kernel, stride, side, stem):
             padding,
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
         )
-        return jnp.sum(out * out)
+        return jnp.sum(jnp.square(out.astype(jnp.float32)))
 
     step = jax.jit(jax.grad(loss, argnums=(0, 1)))
     return lambda: jax.block_until_ready(step(images, weights))
 
 
-def torch_convolution(batch, cin, cout, kernel, stride, side, stem):
+def torch_convolution(batch, cin, cout, kernel, stride, side, stem, dtype):
     import torch
 
+    dtype = getattr(torch, dtype)
     padding = 0 if stem or kernel == 1 else 1
-    images = torch.randn(batch, cin, side, side).to(memory_format=torch.channels_last)
+    images = torch.randn(batch, cin, side, side, dtype=dtype).to(
+        memory_format=torch.channels_last
+    )
     images.requires_grad_(True)
-    weights = torch.randn(cout, cin, kernel, kernel, requires_grad=True)
+    weights = torch.randn(cout, cin, kernel, kernel, dtype=dtype, requires_grad=True)
 
     def step():
         out = torch.nn.functional.conv2d(
             images, weights, stride=stride, padding=padding
         )
-        (out * out).sum().backward()
+        out.float().square().sum().backward()
         images.grad = weights.grad = None
 
     return step
@@ -102,6 +106,12 @@ def main(argv=None):
         "--rounds", type=int, default=5, help="timed calls per shape (median); 5"
     )
     parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="of the images, kernels and convolutions; default float32",
+    )
+    parser.add_argument(
         "--frameworks",
         default="jax,torch",
         help="comma-separated, from jax,torch; default both",
@@ -115,7 +125,10 @@ def main(argv=None):
             f"--rounds positive. Received: {args}"
         )
     totals = dict.fromkeys(frameworks, 0.0)
-    print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, batch {args.batch_size}")
+    print(
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, batch {args.batch_size}, "
+        f"{args.dtype}"
+    )
     print(
         "| conv (in, out, k, stride, side) | count | "
         + " | ".join(f"{f} ms" for f in frameworks)
@@ -128,7 +141,14 @@ def main(argv=None):
         cells = []
         for framework in frameworks:
             step = FRAMEWORKS[framework](
-                args.batch_size, cin, cout, kernel, stride, side, stem=index == 0
+                args.batch_size,
+                cin,
+                cout,
+                kernel,
+                stride,
+                side,
+                stem=index == 0,
+                dtype=args.dtype,
             )
             seconds = _median_seconds(step, args.rounds)
             totals[framework] += seconds * count
