@@ -212,7 +212,11 @@ class JAXDataParallel(SingleDevice):
             # Reads KERAS_DISTRIBUTION_*; must precede any computation.
             keras.distribution.initialize()
         devices = keras.distribution.list_devices()
-        self.distribution = keras.distribution.DataParallel(devices=devices)
+        # Each process already feeds only its slice (shard_batches); Keras's
+        # auto-sharding would accept nothing but a tf.data.Dataset.
+        self.distribution = keras.distribution.DataParallel(
+            devices=devices, auto_shard_dataset=False
+        )
         keras.distribution.set_distribution(self.distribution)
         self.num_replicas = len(devices)
         # Keras's JAX trainer expects each process to feed its own part of

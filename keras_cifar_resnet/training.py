@@ -431,7 +431,10 @@ class TrainingRun:
         if not self.is_chief:
             return
         if self._export_model is None:
-            self._export_model = ResNet.from_config(self.model.get_config())
+            # On this process's devices: under a multi-process JAX mesh,
+            # variables made by the chief alone would wait for the others.
+            with self.distribution.local_scope():
+                self._export_model = ResNet.from_config(self.model.get_config())
         self._export_model.set_weights(self.model.get_weights())
         self.folder.save_model(self._export_model, name)
 
