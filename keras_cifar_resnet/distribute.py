@@ -125,6 +125,13 @@ class SingleDevice:
         """Readies the built, compiled `model` for distributed steps."""
         return model
 
+    def join_chief_read(self, variables):
+        """Takes part in the chief's reading of `variables` (for its checkpoint).
+
+        A no-op except where reading a variable is a collective that every
+        process must join (TensorFlow across workers).
+        """
+
     def shard_batches(self, batches):
         """This process's part of each global batch of `batches` (a PyDataset)."""
         if self.process_count == 1:
@@ -273,42 +280,18 @@ class TensorFlowDataParallel(SingleDevice):
         # then runs the step on each replica with its part of the batch.
         return self.strategy.scope()
 
+    def join_chief_read(self, variables):
+        # The metrics' totals are sync-on-read: reading one sums the replicas'
+        # copies, across workers an all-reduce, so the chief's read of them
+        # for its checkpoint waits until every worker reads them too.
+        if self.process_count > 1:
+            for variable in variables:
+                keras.ops.convert_to_numpy(variable)
+
     def shard_batches(self, batches):
-        # Every worker feeds the global batches; tf.distribute splits them
-        # (and shards them across workers) itself.
-        return _AfterBuildPass(batches)
-
-
-class _AfterBuildPass(keras.utils.PyDataset):
-    """`batches` minus the extra epoch Keras's TF trainer opens under a strategy.
-
-    Under tf.distribute, each `fit` first iterates its dataset for one batch
-    to build the model symbolically, then starts again at batch 0 (Keras
-    3.15, `TensorFlowTrainer._maybe_symbolic_build`). `TrainingBatches`
-    would count that as an epoch and take the restart for a reused dataset;
-    this wrapper, made anew for each `fit`, hides the first `on_epoch_begin`.
-    """
-
-    def __init__(self, batches):
-        super().__init__(workers=1, use_multiprocessing=False)
-        self.batches = batches
-        self.build_pass = True
-
-    @property
-    def num_batches(self):
-        return self.batches.num_batches
-
-    def on_epoch_begin(self):
-        if self.build_pass:
-            self.build_pass = False
-            return
-        self.batches.on_epoch_begin()
-
-    def on_epoch_end(self):
-        self.batches.on_epoch_end()
-
-    def __getitem__(self, index):
-        return self.batches[index]
+        # Every worker feeds the global batches; tf.distribute splits each
+        # into the replicas' slices, across workers too, itself.
+        return batches
 
 
 class TorchDataParallel(SingleDevice):
@@ -405,4 +388,3 @@ def setup_distribution(mode="none", backend=None):
             f"Received: backend={backend!r}"
         )
     return _ENGINES[backend]()
-

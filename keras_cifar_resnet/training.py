@@ -421,6 +421,8 @@ class TrainingRun:
     def save_checkpoint(self, epoch, step):
         if self.is_chief:
             save_checkpoint(self.checkpoint_path, self.model, self.state(epoch, step))
+        else:
+            self.distribution.join_chief_read(self.model.metrics_variables)
 
     def _save_model(self, name):
         """Saves the current weights as an uncompiled model, atomically.
@@ -476,6 +478,8 @@ class TrainingRun:
         )
         row["seconds"] = seconds
         if not self.is_chief:
+            # As the chief's checkpoint below reads them (TF across workers).
+            self.distribution.join_chief_read(self.model.metrics_variables)
             return
         self.folder.append_log_row(row)
         self.save_checkpoint(epoch + 1, 0)
