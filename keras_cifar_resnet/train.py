@@ -29,7 +29,7 @@ from keras_cifar_resnet.config import (
     learning_rate_scaling,
 )
 from keras_cifar_resnet.data import DataError
-from keras_cifar_resnet.distribute import DistributionError
+from keras_cifar_resnet.distribute import DistributionError, LostProcessError
 from keras_cifar_resnet.run_folder import CHECKPOINT_NAME, CONFIG_NAME, RunFolder
 from keras_cifar_resnet.training import EXIT_FAILED, train
 
@@ -138,6 +138,9 @@ def main(argv=None):
     try:
         config, resume, scaling = config_for_arguments(args)
         return train(config, resume=resume, learning_rate_scaling=scaling)
+    except LostProcessError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_FAILED
     except (UsageError, DistributionError) as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return EXIT_USAGE

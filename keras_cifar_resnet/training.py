@@ -30,7 +30,7 @@ import time
 import keras
 
 from keras_cifar_resnet.checkpoints import load_checkpoint, save_checkpoint
-from keras_cifar_resnet.distribute import setup_distribution
+from keras_cifar_resnet.distribute import LostProcessError, setup_distribution
 from keras_cifar_resnet.input_pipeline import SkipBatches, TrainingBatches, prepare_data
 from keras_cifar_resnet.metrics import evaluate_model
 from keras_cifar_resnet.models import ResNet
@@ -585,5 +585,13 @@ def train(config, *, resume=False, callbacks=(), learning_rate_scaling=None):
                 distribution=distribution,
                 learning_rate_scaling=learning_rate_scaling,
             ).run()
+    except Exception as error:
+        lost = distribution.lost_process(error)
+        if lost is None:
+            raise
+        raise LostProcessError(
+            f"{lost}; this process stops too. Continue from the last checkpoint "
+            f"by starting every process again with --resume {config.output_dir}"
+        ) from error
     finally:
         distribution.close()
