@@ -33,6 +33,7 @@ from keras_cifar_resnet.distribute import (
     setup_distribution,
 )
 from tests.backend_subprocess import current_backend
+from tests.multi_process import run_processes
 
 STEP_SCRIPT = Path(__file__).with_name("distributed_step.py")
 RTOL, ATOL = 1e-5, 1e-6
@@ -154,6 +155,11 @@ def _run_child(script, folder):
 def _run_step(tmp_path):
     """Runs the 2-device step for the current backend; returns per-process results."""
     _run_child(STEP_SCRIPT, tmp_path)
+    return _step_results(tmp_path)
+
+
+def _step_results(tmp_path):
+    """What each process of `distributed_step.py` wrote to `tmp_path`."""
     results = []
     for path in sorted(tmp_path.glob("result-*.npz")):
         with np.load(path) as contents:
@@ -199,6 +205,17 @@ def test_data_parallel_step_matches_single_device(tmp_path):
     results = _run_step(tmp_path)
     expected_processes = 2 if backend == "torch" else 1
     assert len(results) == expected_processes
+    _check_step_results(
+        results, tmp_path, backend, own_moving_statistics=backend == "torch"
+    )
+
+
+def _check_step_results(results, tmp_path, backend, *, own_moving_statistics):
+    """The data-parallel step's variables against the single-device steps'.
+
+    `own_moving_statistics`: whether process `r` keeps half `r`'s BatchNorm
+    moving statistics (else every process has half 0's, replica 0's).
+    """
     for process, result in enumerate(results):
         names, parallel = result["names"], result["parallel"]
         half_average = [
@@ -215,13 +232,10 @@ def test_data_parallel_step_matches_single_device(tmp_path):
             # the gradients are averaged, so the weights equal the average of
             # one step on each half alone (plain SGD is linear in the
             # gradient). Moving statistics stay per replica: TensorFlow reads
-            # replica 0's copy, torch rank r keeps half r's.
+            # replica 0's copy, torch rank r keeps half r's (and so does
+            # TensorFlow's worker r across workers).
             assert result["batch_norm_statistics"] in ("per replica", "per rank")
-            own_half = (
-                result["half0"]
-                if backend == "tensorflow"
-                else (result[f"half{process}"])
-            )
+            own_half = result[f"half{process}" if own_moving_statistics else "half0"]
             for name, value, average, own in zip(
                 names, parallel, half_average, own_half, strict=True
             ):
@@ -282,3 +296,36 @@ def test_training_command_data_parallel_then_resumed_on_one_device(tmp_path):
     assert len((run_dir / "log.csv").read_text().splitlines()) == 3
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["epochs"] == 2
+
+
+MULTI_PROCESS_TIMEOUT = 240  # seconds; JAX needs ~60 here when the machine is busy
+
+
+@pytest.fixture(scope="module")
+def jax_cache(tmp_path_factory):
+    """JAX's compilation cache, shared by this module's multi-process launches."""
+    return tmp_path_factory.mktemp("jax-cache")
+
+
+def _all_succeeded(finished):
+    for index, done in enumerate(finished):
+        what = f"process {index} failed ({done.returncode})"
+        assert done.returncode == 0, f"{what}:\n{done.output()}"
+
+
+@pytest.mark.slow
+def test_multi_process_step_matches_single_device(tmp_path, jax_cache):
+    """Two processes over loopback, one device each: the hosts' path."""
+    backend = current_backend()
+    finished = run_processes(
+        backend,
+        [[str(STEP_SCRIPT), str(tmp_path)]] * 2,
+        timeout=MULTI_PROCESS_TIMEOUT,
+        cache_dir=jax_cache,
+    )
+    _all_succeeded(finished)
+    results = _step_results(tmp_path)
+    assert len(results) == 2
+    _check_step_results(
+        results, tmp_path, backend, own_moving_statistics=backend != "jax"
+    )
