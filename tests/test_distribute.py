@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -25,6 +26,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_cifar_resnet.config import LOST_PROCESS_TIMEOUT_SECONDS
 from keras_cifar_resnet.distribute import (
     MODES,
     DistributionError,
@@ -117,11 +119,11 @@ def test_torch_outside_torchrun_says_how_to_launch(monkeypatch):
         setup_distribution("data-parallel")
 
 
-def _child_command(script, out_dir):
-    """(command, env) running `script OUT_DIR` on 2 devices of this backend."""
+def _child_command(arguments):
+    """(command, env) running `python ARGUMENTS` on 2 devices of this backend."""
     backend = current_backend()
     env = dict(os.environ, KERAS_BACKEND=backend, PYTHONWARNINGS="ignore")
-    command = [sys.executable, str(script), str(out_dir)]
+    command = [sys.executable, *map(str, arguments)]
     if backend == "jax":
         env["XLA_FLAGS"] = (
             env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
@@ -140,9 +142,9 @@ def _child_command(script, out_dir):
     return command, env
 
 
-def _run_child(script, folder):
-    """Runs `script` on 2 devices for the current backend; fails with its output."""
-    command, env = _child_command(script, folder)
+def _run_child(arguments):
+    """Runs `python ARGUMENTS` on 2 devices of this backend; fails with its output."""
+    command, env = _child_command(arguments)
     result = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=600
     )
@@ -154,7 +156,7 @@ def _run_child(script, folder):
 
 def _run_step(tmp_path):
     """Runs the 2-device step for the current backend; returns per-process results."""
-    _run_child(STEP_SCRIPT, tmp_path)
+    _run_child([STEP_SCRIPT, tmp_path])
     return _step_results(tmp_path)
 
 
@@ -259,6 +261,12 @@ def _check_step_results(results, tmp_path, backend, *, own_moving_statistics):
 
 
 TRAIN_SCRIPT = Path(__file__).with_name("distributed_train.py")
+# fmt: off
+TRAIN_FLAGS = [
+    "--model", "tiny", "--synthetic", "--batch-size", "16",
+    "--max-train-examples", "64", "--validation-size", "32",
+]
+# fmt: on
 
 
 @pytest.mark.slow
@@ -266,7 +274,10 @@ def test_training_command_data_parallel_then_resumed_on_one_device(tmp_path):
     """`--distribute data-parallel` runs an epoch; one device finishes the run."""
     backend = current_backend()
     run_dir = tmp_path / "run"
-    _run_child(TRAIN_SCRIPT, run_dir)
+    _run_child(
+        [TRAIN_SCRIPT, "--stop-after-first-epoch", *TRAIN_FLAGS, "--epochs", "2"]
+        + ["--distribute", "data-parallel", "--output-dir", run_dir]
+    )
     # Only the chief wrote, and nothing half-written was left behind.
     assert sorted(p.name for p in run_dir.iterdir()) == [
         "best.keras",
@@ -329,3 +340,88 @@ def test_multi_process_step_matches_single_device(tmp_path, jax_cache):
     _check_step_results(
         results, tmp_path, backend, own_moving_statistics=backend != "jax"
     )
+
+
+def _folder_contents(folder):
+    """{file name: bytes} of everything in `folder` ({} when it does not exist)."""
+    if not folder.exists():
+        return {}
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+@pytest.mark.slow
+def test_multi_process_run_survives_a_lost_process_and_resumes_either_way(
+    tmp_path, jax_cache
+):
+    """Two processes over loopback, each with its own copy of the run folder.
+
+    Process 1's folder stands for a second host's disk: it must never be
+    written. 1) Two processes start a 3-epoch run; process 1 dies as epoch 2
+    begins, and process 0 must stop with one clear line in bounded time,
+    leaving the epoch-1 checkpoint. 2) One process resumes it and stops after
+    epoch 2. 3) Two processes resume that, on copies of the folder, and finish.
+    """
+    backend = current_backend()
+    chief_dir, other_dir = tmp_path / "host0" / "run", tmp_path / "host1" / "run"
+    train = ["-m", "keras_cifar_resnet.train"]
+    flags = [*TRAIN_FLAGS, "--epochs", "3", "--distribute", "data-parallel"]
+
+    chief, other = run_processes(
+        backend,
+        [
+            [*train, *flags, "--output-dir", chief_dir],
+            [TRAIN_SCRIPT, "--die-at-epoch", "2", *flags, "--output-dir", other_dir],
+        ],
+        timeout=MULTI_PROCESS_TIMEOUT,
+        cache_dir=jax_cache,
+    )
+    assert "dying at epoch 2" in other.stdout, other.output()
+    # JAX's own exit barrier then aborts the process (status -6), after the line.
+    assert chief.returncode != 0, chief.output()
+    assert "error: process 0 of 2 lost contact with another process" in chief.stderr, (
+        chief.output()
+    )
+    assert f"--resume {chief_dir}" in chief.stderr, chief.output()
+    waited = chief.seconds - other.seconds
+    assert waited < LOST_PROCESS_TIMEOUT_SECONDS + 20, f"stopped after {waited:.0f} s"
+    assert sorted(_folder_contents(chief_dir)) == [
+        "best.keras",
+        "checkpoint.npz",
+        "config.json",
+        "log.csv",
+    ]
+    assert len((chief_dir / "log.csv").read_text().splitlines()) == 2  # epoch 1
+    assert _folder_contents(other_dir) == {}
+
+    # Multi-process -> one process (one device).
+    _, single_env = _child_command([])
+    resume = subprocess.run(
+        [sys.executable, str(TRAIN_SCRIPT), "--stop-after-first-epoch"]
+        + ["--resume", str(chief_dir), "--distribute", "none"],
+        env=single_env | {"XLA_FLAGS": ""},
+        capture_output=True,
+        text=True,
+        timeout=MULTI_PROCESS_TIMEOUT,
+    )
+    assert resume.returncode == 0, f"{resume.stdout[-3000:]}\n{resume.stderr[-3000:]}"
+    assert len((chief_dir / "log.csv").read_text().splitlines()) == 3  # epoch 2
+
+    # One process -> two processes, each reading its own copy of the folder.
+    shutil.copytree(chief_dir, other_dir)
+    before = _folder_contents(other_dir)
+    finished = run_processes(
+        backend,
+        [
+            [*train, "--resume", folder, "--distribute", "data-parallel"]
+            for folder in (chief_dir, other_dir)
+        ],
+        timeout=MULTI_PROCESS_TIMEOUT,
+        cache_dir=jax_cache,
+    )
+    _all_succeeded(finished)
+    assert _folder_contents(other_dir) == before
+    summary = json.loads((chief_dir / "summary.json").read_text())
+    assert summary["epochs"] == 3
+    assert len((chief_dir / "log.csv").read_text().splitlines()) == 4
+    record = json.loads((chief_dir / "config.json").read_text())
+    assert [r["distribution"]["process_count"] for r in record["resumed"]] == [1, 2]
