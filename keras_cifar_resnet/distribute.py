@@ -52,7 +52,10 @@ import os
 import keras
 
 from keras_cifar_resnet.config import DISTRIBUTE as MODES
-from keras_cifar_resnet.config import LOST_PROCESS_TIMEOUT_SECONDS
+from keras_cifar_resnet.config import (
+    FINISH_TIMEOUT_SECONDS,
+    LOST_PROCESS_TIMEOUT_SECONDS,
+)
 
 
 class DistributionError(Exception):
@@ -282,10 +285,12 @@ class JAXDataParallel(SingleDevice):
 def _start_jax_processes(num_processes):
     """`jax.distributed.initialize` from Keras's KERAS_DISTRIBUTION_* variables.
 
-    What `keras.distribution.initialize()` does, but with
-    `LOST_PROCESS_TIMEOUT_SECONDS` for the heartbeats and the shutdown
-    barrier instead of JAX's 100 s and 300 s: after another process dies,
-    the exit's shutdown barrier would otherwise hold this one that long.
+    What `keras.distribution.initialize()` does, with two timeouts of its
+    own. Heartbeats: `LOST_PROCESS_TIMEOUT_SECONDS` instead of JAX's 100 s,
+    which is how long the exit's shutdown barrier holds a process after
+    another one died. The barrier itself: `FINISH_TIMEOUT_SECONDS` instead of
+    300 s, as the other processes wait there while the chief evaluates the
+    test set alone.
     (Keras's version also agrees on a global random seed across processes;
     this package seeds every random draw itself.) Must precede any
     computation. On CPUs the collectives run over gloo, JAX's default.
@@ -299,7 +304,7 @@ def _start_jax_processes(num_processes):
         num_processes=num_processes,
         process_id=int(os.environ["KERAS_DISTRIBUTION_PROCESS_ID"]),
         heartbeat_timeout_seconds=LOST_PROCESS_TIMEOUT_SECONDS,
-        shutdown_timeout_seconds=LOST_PROCESS_TIMEOUT_SECONDS,
+        shutdown_timeout_seconds=FINISH_TIMEOUT_SECONDS,
     )
 
 
