@@ -4,11 +4,12 @@
 the object it returns is all the training loop needs to know:
 
 - JAX: `keras.distribution.DataParallel` over `keras.distribution.list_devices()`
-  (every device of every process); for several hosts,
-  `keras.distribution.initialize()` first, configured by its environment
-  variables `KERAS_DISTRIBUTION_JOB_ADDRESSES`,
-  `KERAS_DISTRIBUTION_NUM_PROCESSES` and `KERAS_DISTRIBUTION_PROCESS_ID`.
-  XLA partitions the jitted step, so BatchNorm statistics are global.
+  (every device of every process); for several hosts, `jax.distributed`
+  first, configured by Keras's environment variables
+  `KERAS_DISTRIBUTION_JOB_ADDRESSES`, `KERAS_DISTRIBUTION_NUM_PROCESSES` and
+  `KERAS_DISTRIBUTION_PROCESS_ID` (gloo collectives on CPUs). Each process
+  feeds its slice of every global batch (`shard_batches`). XLA partitions
+  the jitted step, so BatchNorm statistics are global.
 - TensorFlow: `tf.distribute.MirroredStrategy` over the local GPUs (or the
   logical CPUs when there is no GPU), `MultiWorkerMirroredStrategy` when
   `TF_CONFIG` names several workers. (Keras 3.15's `keras.distribution` for
@@ -16,7 +17,8 @@ the object it returns is all the training loop needs to know:
   model is built and compiled in `scope()`; Keras splits each global batch
   over the replicas and `optimizer.apply` sums their gradients, so the train
   step divides its objective by the number of replicas. BatchNorm statistics
-  are per replica.
+  are per replica. Every worker feeds the global batches. Reading the
+  metrics' totals is a collective across workers (`join_chief_read`).
 - torch: `torch.distributed` (NCCL on GPUs, gloo on CPUs) launched by
   `torchrun`, one process per device; the Keras model is a `torch.nn.Module`
   and is wrapped in `DistributedDataParallel`, whose backward hooks average
@@ -28,7 +30,8 @@ With `"none"` every method is a no-op: one process, one device.
 The global batch (`--batch-size`) is the same in every mode: each step
 averages the gradient over that many images wherever they are computed, so
 the learning rate needs no change when the device count changes. Only the
-chief process (`is_chief`) writes files.
+chief process (`is_chief`) writes files. When another process of the run
+dies, the engine's error is turned into one line (`lost_process`).
 
 Frameworks are imported lazily, only the current backend's, so a JAX run
 imports neither TensorFlow nor torch.

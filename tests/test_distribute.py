@@ -4,7 +4,10 @@ The equivalence tests run one SGD step data-parallel over 2 devices on this
 CPU (two virtual XLA devices on JAX, two logical CPUs on TensorFlow, two gloo
 ranks under torchrun on torch) in a subprocess, `tests/distributed_step.py`,
 and compare the variables with single-device steps from the same
-checkpoint. Each CI session runs only its own backend's.
+checkpoint. The multi-process tests run the same step, and the training
+command, as two processes of one device each over loopback, launched as
+hosts are (`tests/multi_process.py`). Each CI session runs only its own
+backend's.
 
 Tolerance: `rtol=1e-5, atol=1e-6` on float32 values of order 0.01-1; the
 engines differ from one device only in summation order (~1e-8 here), while
