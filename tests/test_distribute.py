@@ -114,6 +114,22 @@ def test_uneven_split_is_a_clear_error():
     distribution.check_batch_size(8, evaluation_size=12)
 
 
+def test_a_lost_process_is_one_line_only_with_several_processes():
+    class Engine(SingleDevice):
+        def _is_lost_process(self, error):
+            return isinstance(error, ConnectionError)
+
+    engine = Engine()
+    error = ConnectionError("Connection closed by peer\nengine details")
+    assert engine.lost_process(error) is None  # one process: nobody to lose
+    engine.process_index, engine.process_count = 1, 2
+    assert engine.lost_process(ValueError("bad value")) is None
+    assert engine.lost_process(error) == (
+        "process 1 of 2 lost contact with another process of the run, which "
+        "stopped or became unreachable (ConnectionError: Connection closed by peer)"
+    )
+
+
 @pytest.mark.skipif(current_backend() != "torch", reason="torch's launcher check")
 def test_torch_outside_torchrun_says_how_to_launch(monkeypatch):
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
