@@ -293,19 +293,21 @@ def _start_jax_processes(num_processes):
     which is how long the exit's shutdown barrier holds a process after
     another one died. The barrier itself: `FINISH_TIMEOUT_SECONDS` instead of
     300 s, as the other processes wait there while the chief evaluates the
-    test set alone.
-    (Keras's version also agrees on a global random seed across processes;
-    this package seeds every random draw itself.) Must precede any
+    test set alone. (Keras's version also agrees on a global random seed
+    across processes; this package seeds Python's `random`, where Keras
+    draws its seeds, identically in every process.) Must precede any
     computation. On CPUs the collectives run over gloo, JAX's default.
     """
     import jax
 
-    # Keras takes the first of several addresses as JAX's coordinator.
+    # Keras takes the first of several addresses as JAX's coordinator; left
+    # unset, JAX detects them where it can (TPU pods, Slurm, Open MPI).
     addresses = os.environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES", "")
+    process_id = os.environ.get("KERAS_DISTRIBUTION_PROCESS_ID")
     jax.distributed.initialize(
         coordinator_address=addresses.split(",")[0] or None,
         num_processes=num_processes,
-        process_id=int(os.environ["KERAS_DISTRIBUTION_PROCESS_ID"]),
+        process_id=None if process_id is None else int(process_id),
         heartbeat_timeout_seconds=LOST_PROCESS_TIMEOUT_SECONDS,
         shutdown_timeout_seconds=FINISH_TIMEOUT_SECONDS,
     )
