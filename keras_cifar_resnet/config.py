@@ -26,6 +26,12 @@ JIT_COMPILE = ("auto", "on", "off")
 # The home of the modes; `keras_cifar_resnet.distribute.MODES` is this tuple
 # (config stays keras-free, so distribute imports it from here).
 DISTRIBUTE = ("none", "data-parallel")
+# How long a data-parallel process waits on one that stopped answering (its
+# heartbeats, its collectives) before it stops too, in seconds.
+LOST_PROCESS_TIMEOUT_SECONDS = 30
+# How long finished JAX processes wait at exit for the chief, which still
+# evaluates the test set and writes the run's last files, in seconds.
+FINISH_TIMEOUT_SECONDS = 3600
 
 
 class UsageError(Exception):

@@ -4,11 +4,12 @@
 the object it returns is all the training loop needs to know:
 
 - JAX: `keras.distribution.DataParallel` over `keras.distribution.list_devices()`
-  (every device of every process); for several hosts,
-  `keras.distribution.initialize()` first, configured by its environment
-  variables `KERAS_DISTRIBUTION_JOB_ADDRESSES`,
-  `KERAS_DISTRIBUTION_NUM_PROCESSES` and `KERAS_DISTRIBUTION_PROCESS_ID`.
-  XLA partitions the jitted step, so BatchNorm statistics are global.
+  (every device of every process); for several hosts, `jax.distributed`
+  first, configured by Keras's environment variables
+  `KERAS_DISTRIBUTION_JOB_ADDRESSES`, `KERAS_DISTRIBUTION_NUM_PROCESSES` and
+  `KERAS_DISTRIBUTION_PROCESS_ID` (gloo collectives on CPUs). Each process
+  feeds its slice of every global batch (`shard_batches`). XLA partitions
+  the jitted step, so BatchNorm statistics are global.
 - TensorFlow: `tf.distribute.MirroredStrategy` over the local GPUs (or the
   logical CPUs when there is no GPU), `MultiWorkerMirroredStrategy` when
   `TF_CONFIG` names several workers. (Keras 3.15's `keras.distribution` for
@@ -16,7 +17,8 @@ the object it returns is all the training loop needs to know:
   model is built and compiled in `scope()`; Keras splits each global batch
   over the replicas and `optimizer.apply` sums their gradients, so the train
   step divides its objective by the number of replicas. BatchNorm statistics
-  are per replica.
+  are per replica. Every worker feeds the global batches. Reading the
+  metrics' totals is a collective across workers (`join_chief_read`).
 - torch: `torch.distributed` (NCCL on GPUs, gloo on CPUs) launched by
   `torchrun`, one process per device; the Keras model is a `torch.nn.Module`
   and is wrapped in `DistributedDataParallel`, whose backward hooks average
@@ -28,7 +30,8 @@ With `"none"` every method is a no-op: one process, one device.
 The global batch (`--batch-size`) is the same in every mode: each step
 averages the gradient over that many images wherever they are computed, so
 the learning rate needs no change when the device count changes. Only the
-chief process (`is_chief`) writes files.
+chief process (`is_chief`) writes files. When another process of the run
+dies, the engine's error is turned into one line (`lost_process`).
 
 Frameworks are imported lazily, only the current backend's, so a JAX run
 imports neither TensorFlow nor torch.
@@ -52,10 +55,18 @@ import os
 import keras
 
 from keras_cifar_resnet.config import DISTRIBUTE as MODES
+from keras_cifar_resnet.config import (
+    FINISH_TIMEOUT_SECONDS,
+    LOST_PROCESS_TIMEOUT_SECONDS,
+)
 
 
 class DistributionError(Exception):
     """Data-parallel training cannot start as asked (one line, for the CLI)."""
+
+
+class LostProcessError(DistributionError):
+    """Another process of a multi-process run stopped or became unreachable."""
 
 
 class SingleDevice:
@@ -125,11 +136,37 @@ class SingleDevice:
         """Readies the built, compiled `model` for distributed steps."""
         return model
 
+    def join_chief_read(self, variables):
+        """Takes part in the chief's reading of `variables` (for its checkpoint).
+
+        A no-op except where reading a variable is a collective that every
+        process must join (TensorFlow across workers).
+        """
+
     def shard_batches(self, batches):
         """This process's part of each global batch of `batches` (a PyDataset)."""
         if self.process_count == 1:
             return batches
         return ProcessShard(batches, self.process_index, self.process_count)
+
+    def lost_process(self, error):
+        """What `error` says about a lost process (one line), or None.
+
+        The engine's own sign, raised in this process, that another process
+        of the run died or stopped answering: its collectives fail, or the
+        coordination service stops hearing its heartbeats.
+        """
+        if self.process_count == 1 or not self._is_lost_process(error):
+            return None
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        return (
+            f"process {self.process_index} of {self.process_count} lost contact "
+            f"with another process of the run, which stopped or became "
+            f"unreachable ({type(error).__name__}: {first_line[:300]})"
+        )
+
+    def _is_lost_process(self, error):
+        return False
 
     def close(self):
         """Releases what `setup_distribution` started."""
@@ -208,11 +245,15 @@ class JAXDataParallel(SingleDevice):
         super().__init__()
         import jax
 
-        if int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1")) > 1:
-            # Reads KERAS_DISTRIBUTION_*; must precede any computation.
-            keras.distribution.initialize()
+        num_processes = int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1"))
+        if num_processes > 1:
+            _start_jax_processes(num_processes)
         devices = keras.distribution.list_devices()
-        self.distribution = keras.distribution.DataParallel(devices=devices)
+        # Each process already feeds only its slice (shard_batches); Keras's
+        # auto-sharding would accept nothing but a tf.data.Dataset.
+        self.distribution = keras.distribution.DataParallel(
+            devices=devices, auto_shard_dataset=False
+        )
         keras.distribution.set_distribution(self.distribution)
         self.num_replicas = len(devices)
         # Keras's JAX trainer expects each process to feed its own part of
@@ -230,8 +271,46 @@ class JAXDataParallel(SingleDevice):
         finally:
             keras.distribution.set_distribution(self.distribution)
 
+    def _is_lost_process(self, error):
+        import jax
+
+        # Measured on CPU: "Gloo all-reduce failed: ... Connection reset by
+        # peer" at the first collective after another process died.
+        return isinstance(error, jax.errors.JaxRuntimeError) and any(
+            sign in str(error)
+            for sign in ("Gloo", "Connection", "heartbeat", "UNAVAILABLE")
+        )
+
     def close(self):
         keras.distribution.set_distribution(None)
+
+
+def _start_jax_processes(num_processes):
+    """`jax.distributed.initialize` from Keras's KERAS_DISTRIBUTION_* variables.
+
+    What `keras.distribution.initialize()` does, with two timeouts of its
+    own. Heartbeats: `LOST_PROCESS_TIMEOUT_SECONDS` instead of JAX's 100 s,
+    which is how long the exit's shutdown barrier holds a process after
+    another one died. The barrier itself: `FINISH_TIMEOUT_SECONDS` instead of
+    300 s, as the other processes wait there while the chief evaluates the
+    test set alone. (Keras's version also agrees on a global random seed
+    across processes; this package seeds Python's `random`, where Keras
+    draws its seeds, identically in every process.) Must precede any
+    computation. On CPUs the collectives run over gloo, JAX's default.
+    """
+    import jax
+
+    # Keras takes the first of several addresses as JAX's coordinator; left
+    # unset, JAX detects them where it can (TPU pods, Slurm, Open MPI).
+    addresses = os.environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES", "")
+    process_id = os.environ.get("KERAS_DISTRIBUTION_PROCESS_ID")
+    jax.distributed.initialize(
+        coordinator_address=addresses.split(",")[0] or None,
+        num_processes=num_processes,
+        process_id=None if process_id is None else int(process_id),
+        heartbeat_timeout_seconds=LOST_PROCESS_TIMEOUT_SECONDS,
+        shutdown_timeout_seconds=FINISH_TIMEOUT_SECONDS,
+    )
 
 
 class TensorFlowDataParallel(SingleDevice):
@@ -264,47 +343,30 @@ class TensorFlowDataParallel(SingleDevice):
             self.engine = "tf.distribute.MirroredStrategy"
         self.num_replicas = self.strategy.num_replicas_in_sync
 
+    def _is_lost_process(self, error):
+        import tensorflow as tf
+
+        # Measured: UnavailableError "Collective ops is aborted by: ... The
+        # following tasks are unhealthy (stopped sending heartbeats)".
+        return isinstance(error, (tf.errors.UnavailableError, tf.errors.AbortedError))
+
     def scope(self):
         # Variables created here are mirrored on every replica; Keras's fit
         # then runs the step on each replica with its part of the batch.
         return self.strategy.scope()
 
+    def join_chief_read(self, variables):
+        # The metrics' totals are sync-on-read: reading one sums the replicas'
+        # copies, across workers an all-reduce, so the chief's read of them
+        # for its checkpoint waits until every worker reads them too.
+        if self.process_count > 1:
+            for variable in variables:
+                keras.ops.convert_to_numpy(variable)
+
     def shard_batches(self, batches):
-        # Every worker feeds the global batches; tf.distribute splits them
-        # (and shards them across workers) itself.
-        return _AfterBuildPass(batches)
-
-
-class _AfterBuildPass(keras.utils.PyDataset):
-    """`batches` minus the extra epoch Keras's TF trainer opens under a strategy.
-
-    Under tf.distribute, each `fit` first iterates its dataset for one batch
-    to build the model symbolically, then starts again at batch 0 (Keras
-    3.15, `TensorFlowTrainer._maybe_symbolic_build`). `TrainingBatches`
-    would count that as an epoch and take the restart for a reused dataset;
-    this wrapper, made anew for each `fit`, hides the first `on_epoch_begin`.
-    """
-
-    def __init__(self, batches):
-        super().__init__(workers=1, use_multiprocessing=False)
-        self.batches = batches
-        self.build_pass = True
-
-    @property
-    def num_batches(self):
-        return self.batches.num_batches
-
-    def on_epoch_begin(self):
-        if self.build_pass:
-            self.build_pass = False
-            return
-        self.batches.on_epoch_begin()
-
-    def on_epoch_end(self):
-        self.batches.on_epoch_end()
-
-    def __getitem__(self, index):
-        return self.batches[index]
+        # Every worker feeds the global batches; tf.distribute splits each
+        # into the replicas' slices, across workers too, itself.
+        return batches
 
 
 class TorchDataParallel(SingleDevice):
@@ -342,6 +404,14 @@ class TorchDataParallel(SingleDevice):
         self.process_index = dist.get_rank()
         self.process_count = self.num_replicas = dist.get_world_size()
         self.engine = f"{self.engine} ({backend})"
+
+    def _is_lost_process(self, error):
+        # Measured on CPU: RuntimeError "[.../gloo/transport/tcp/pair.cc]
+        # Connection closed by peer" in the backward pass's all-reduce.
+        # (torch.distributed.DistError is a RuntimeError too.)
+        return isinstance(error, RuntimeError) and any(
+            sign in str(error) for sign in ("gloo", "NCCL", "Connection")
+        )
 
     def prepare_model(self, model):
         import torch
@@ -401,4 +471,3 @@ def setup_distribution(mode="none", backend=None):
             f"Received: backend={backend!r}"
         )
     return _ENGINES[backend]()
-

@@ -241,7 +241,7 @@ def _train(config, resume, checkpoint, scaling, prog):
         # Keras is imported from here on, with the backend chosen: seconds
         # in which Ctrl-C must still be one line.
         from keras_cifar_resnet.data import DataError
-        from keras_cifar_resnet.distribute import DistributionError
+        from keras_cifar_resnet.distribute import DistributionError, LostProcessError
         from keras_cifar_resnet.training import train
     except KeyboardInterrupt:
         print("stopped by SIGINT; nothing was written yet; run the same command again")
@@ -254,6 +254,9 @@ def _train(config, resume, checkpoint, scaling, prog):
             checkpoint=checkpoint,
             learning_rate_scaling=scaling,
         )
+    except LostProcessError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_FAILED
     except (UsageError, DistributionError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return EXIT_USAGE

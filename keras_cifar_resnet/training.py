@@ -38,7 +38,7 @@ from keras_cifar_resnet.checkpoints import (
     save_checkpoint,
 )
 from keras_cifar_resnet.data import data_source
-from keras_cifar_resnet.distribute import setup_distribution
+from keras_cifar_resnet.distribute import LostProcessError, setup_distribution
 from keras_cifar_resnet.input_pipeline import SkipBatches, TrainingBatches, prepare_data
 from keras_cifar_resnet.metrics import evaluate_model, progress_verbosity
 from keras_cifar_resnet.models import ResNet
@@ -609,6 +609,8 @@ class TrainingRun:
                 save_checkpoint(
                     self.checkpoint_path, self.model, self.state(epoch, step)
                 )
+        else:
+            self.distribution.join_chief_read(self.model.metrics_variables)
 
     def _save_model(self, name):
         """Saves the current weights as an uncompiled model, atomically.
@@ -619,7 +621,10 @@ class TrainingRun:
         if not self.is_chief:
             return
         if self._export_model is None:
-            self._export_model = ResNet.from_config(self.model.get_config())
+            # On this process's devices: under a multi-process JAX mesh,
+            # variables made by the chief alone would wait for the others.
+            with self.distribution.local_scope():
+                self._export_model = ResNet.from_config(self.model.get_config())
         self._export_model.set_weights(self.model.get_weights())
         with self.interrupts.saving():
             self.folder.save_model(self._export_model, name)
@@ -662,6 +667,8 @@ class TrainingRun:
         )
         row["seconds"] = seconds
         if not self.is_chief:
+            # As the chief's checkpoint below reads them (TF across workers).
+            self.distribution.join_chief_read(self.model.metrics_variables)
             return
         with self.interrupts.saving():
             self.folder.append_log_row(row)
@@ -794,5 +801,13 @@ def train(
                 learning_rate_scaling=learning_rate_scaling,
                 checkpoint=checkpoint,
             ).run()
+    except Exception as error:
+        lost = distribution.lost_process(error)
+        if lost is None:
+            raise
+        raise LostProcessError(
+            f"{lost}; this process stops too. Continue from the last checkpoint "
+            f"by starting every process again with --resume {config.output_dir}"
+        ) from error
     finally:
         distribution.close()

@@ -6,7 +6,9 @@ Run by tests/test_distribute.py, never collected by pytest itself:
     torchrun --standalone --nproc-per-node=2 tests/distributed_step.py OUT_DIR
 
 JAX needs `XLA_FLAGS=--xla_force_host_platform_device_count=2`; TensorFlow's
-two logical CPUs are configured here, before anything else touches it.
+two logical CPUs are configured here, before anything else touches it. Or
+as two processes of one device each (`tests/multi_process.py`: JAX's
+KERAS_DISTRIBUTION_* variables, TF_CONFIG, torchrun --nnodes=2).
 
 Every process writes `OUT_DIR/result-<process>.npz` with the model's
 variables (weights and BatchNorm moving statistics) after one SGD step:
@@ -31,7 +33,9 @@ import sys
 from pathlib import Path
 
 BACKEND = os.environ["KERAS_BACKEND"]
-if BACKEND == "tensorflow":
+if BACKEND == "tensorflow" and "TF_CONFIG" not in os.environ:
+    # One process, two replicas: two logical CPUs. (Under TF_CONFIG each
+    # worker process is one replica.)
     import tensorflow as tf
 
     (cpu,) = tf.config.list_physical_devices("CPU")
@@ -88,6 +92,21 @@ def step(model, images, labels):
     return [keras.ops.convert_to_numpy(v.value) for v in model.variables]
 
 
+class OneBatch(keras.utils.PyDataset):
+    """One global batch, as `input_pipeline.TrainingBatches` yields them."""
+
+    def __init__(self, images, labels):
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.images, self.labels = images, labels
+
+    @property
+    def num_batches(self):
+        return 1
+
+    def __getitem__(self, index):
+        return self.images, self.labels
+
+
 def main(out_dir):
     out_dir = Path(out_dir)
     distribution = setup_distribution("data-parallel")
@@ -115,11 +134,11 @@ def main(out_dir):
     with distribution.scope():
         model = make_model(init, augmentation=AUGMENTATION)
     distribution.prepare_model(model)
-    if distribution.process_count == 1:
-        results["parallel"] = step(model, images, labels)
-    else:
-        part = slice(process * half, (process + 1) * half)
-        results["parallel"] = step(model, images[part], labels[part])
+    # What the training run feeds: this process's share of the global batch
+    # (its slice on JAX and torch, the whole batch on TensorFlow).
+    batches = distribution.shard_batches(OneBatch(images, labels))
+    model.fit(batches, epochs=1, shuffle=False, verbose=0)
+    results["parallel"] = [keras.ops.convert_to_numpy(v.value) for v in model.variables]
 
     if distribution.is_chief:
         written = save_checkpoint(out_dir / "parallel.npz", model, {"what": "dp"})
@@ -128,6 +147,10 @@ def main(out_dir):
         results["reloaded"] = [
             keras.ops.convert_to_numpy(v.value) for v in reloaded.variables
         ]
+    else:
+        # As the training run does: the chief's checkpoint reads the metrics'
+        # sync-on-read totals, a collective across TensorFlow workers.
+        distribution.join_chief_read(model.metrics_variables)
     names = [v.path for v in model.variables]
     arrays = {
         f"{key}/{i:03d}": value

@@ -1,23 +1,34 @@
-"""The training command, data-parallel over 2 devices, stopped after epoch 1.
+"""The training command, stopped after its first epoch or killed, for the tests.
 
 Run by tests/test_distribute.py, never collected by pytest itself:
 
-    python tests/distributed_train.py OUT_DIR            # JAX, TensorFlow
-    torchrun --standalone --nproc-per-node=2 tests/distributed_train.py OUT_DIR
+    python tests/distributed_train.py [OPTIONS] TRAIN_FLAGS...
+    torchrun ... tests/distributed_train.py [OPTIONS] TRAIN_FLAGS...
 
-Trains the tiny network on synthetic images for 2 epochs and sends itself
-SIGINT at the end of the first, so the run stops with its epoch-1
-checkpoint (exit status 130) for the test to resume on one device. Exits 0
-when the run stopped that way, 1 otherwise.
+TRAIN_FLAGS are the training command's own (`--resume RUN` included).
+Options:
+
+    --stop-after-first-epoch  send itself SIGINT at the end of the first epoch
+                              it trains, so the run stops with that epoch's
+                              checkpoint; exits 0 when it stopped that way
+                              (status 130), 1 otherwise (torchrun takes any
+                              other status for a failure).
+    --die-at-epoch N          SIGKILL itself as epoch N (from 1) begins its
+                              first step: a process that dies, for the
+                              others to notice.
+
+Without options it exits with the command's status.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
 
-if os.environ["KERAS_BACKEND"] == "tensorflow":
+if os.environ["KERAS_BACKEND"] == "tensorflow" and "TF_CONFIG" not in os.environ:
+    # One process, two replicas: two logical CPUs, before TF starts.
     import tensorflow as tf
 
     (cpu,) = tf.config.list_physical_devices("CPU")
@@ -27,25 +38,55 @@ if os.environ["KERAS_BACKEND"] == "tensorflow":
 
 import keras  # noqa: E402
 
-from keras_cifar_resnet.config import resolve_config  # noqa: E402
+from keras_cifar_resnet.config import build_parser  # noqa: E402
+from keras_cifar_resnet.train import config_for_arguments  # noqa: E402
 from keras_cifar_resnet.training import train  # noqa: E402
-
-# fmt: off
-FLAGS = [
-    "--model", "tiny", "--synthetic", "--epochs", "2", "--batch-size", "16",
-    "--max-train-examples", "64", "--validation-size", "32",
-    "--distribute", "data-parallel",
-]
-# fmt: on
 
 
 class StopAfterFirstEpoch(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.first_epoch = None
+
     def on_epoch_end(self, epoch, logs=None):
-        if epoch == 0:
+        if self.first_epoch is None:
+            self.first_epoch = epoch
             os.kill(os.getpid(), signal.SIGINT)
 
 
+class DieAtEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+        self.current = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch + 1
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.current == self.epoch:
+            print(f"dying at epoch {self.epoch}", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def main(argv):
+    options = argparse.ArgumentParser()
+    options.add_argument("--stop-after-first-epoch", action="store_true")
+    options.add_argument("--die-at-epoch", type=int)
+    ours, flags = options.parse_known_args(argv)
+    config, resume, scaling = config_for_arguments(build_parser().parse_args(flags))
+    callbacks = []
+    if ours.stop_after_first_epoch:
+        callbacks.append(StopAfterFirstEpoch())
+    if ours.die_at_epoch is not None:
+        callbacks.append(DieAtEpoch(ours.die_at_epoch))
+    status = train(
+        config, resume=resume, callbacks=callbacks, learning_rate_scaling=scaling
+    )
+    if ours.stop_after_first_epoch:
+        return 0 if status == 128 + signal.SIGINT else 1
+    return status
+
+
 if __name__ == "__main__":
-    config = resolve_config([*FLAGS, "--output-dir", sys.argv[1]])
-    status = train(config, callbacks=[StopAfterFirstEpoch()])
-    sys.exit(0 if status == 128 + signal.SIGINT else 1)
+    sys.exit(main(sys.argv[1:]))

@@ -4,7 +4,10 @@ The equivalence tests run one SGD step data-parallel over 2 devices on this
 CPU (two virtual XLA devices on JAX, two logical CPUs on TensorFlow, two gloo
 ranks under torchrun on torch) in a subprocess, `tests/distributed_step.py`,
 and compare the variables with single-device steps from the same
-checkpoint. Each CI session runs only its own backend's.
+checkpoint. The multi-process tests run the same step, and the training
+command, as two processes of one device each over loopback, launched as
+hosts are (`tests/multi_process.py`). Each CI session runs only its own
+backend's.
 
 Tolerance: `rtol=1e-5, atol=1e-6` on float32 values of order 0.01-1; the
 engines differ from one device only in summation order (~1e-8 here), while
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -25,6 +29,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_cifar_resnet.config import LOST_PROCESS_TIMEOUT_SECONDS
 from keras_cifar_resnet.distribute import (
     MODES,
     DistributionError,
@@ -33,6 +38,7 @@ from keras_cifar_resnet.distribute import (
     setup_distribution,
 )
 from tests.backend_subprocess import current_backend
+from tests.multi_process import run_processes
 
 STEP_SCRIPT = Path(__file__).with_name("distributed_step.py")
 RTOL, ATOL = 1e-5, 1e-6
@@ -108,6 +114,22 @@ def test_uneven_split_is_a_clear_error():
     distribution.check_batch_size(8, evaluation_size=12)
 
 
+def test_a_lost_process_is_one_line_only_with_several_processes():
+    class Engine(SingleDevice):
+        def _is_lost_process(self, error):
+            return isinstance(error, ConnectionError)
+
+    engine = Engine()
+    error = ConnectionError("Connection closed by peer\nengine details")
+    assert engine.lost_process(error) is None  # one process: nobody to lose
+    engine.process_index, engine.process_count = 1, 2
+    assert engine.lost_process(ValueError("bad value")) is None
+    assert engine.lost_process(error) == (
+        "process 1 of 2 lost contact with another process of the run, which "
+        "stopped or became unreachable (ConnectionError: Connection closed by peer)"
+    )
+
+
 @pytest.mark.skipif(current_backend() != "torch", reason="torch's launcher check")
 def test_torch_outside_torchrun_says_how_to_launch(monkeypatch):
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
@@ -116,11 +138,11 @@ def test_torch_outside_torchrun_says_how_to_launch(monkeypatch):
         setup_distribution("data-parallel")
 
 
-def _child_command(script, out_dir):
-    """(command, env) running `script OUT_DIR` on 2 devices of this backend."""
+def _child_command(arguments):
+    """(command, env) running `python ARGUMENTS` on 2 devices of this backend."""
     backend = current_backend()
     env = dict(os.environ, KERAS_BACKEND=backend, PYTHONWARNINGS="ignore")
-    command = [sys.executable, str(script), str(out_dir)]
+    command = [sys.executable, *map(str, arguments)]
     if backend == "jax":
         env["XLA_FLAGS"] = (
             env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
@@ -139,9 +161,9 @@ def _child_command(script, out_dir):
     return command, env
 
 
-def _run_child(script, folder):
-    """Runs `script` on 2 devices for the current backend; fails with its output."""
-    command, env = _child_command(script, folder)
+def _run_child(arguments):
+    """Runs `python ARGUMENTS` on 2 devices of this backend; fails with its output."""
+    command, env = _child_command(arguments)
     result = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=600
     )
@@ -153,7 +175,12 @@ def _run_child(script, folder):
 
 def _run_step(tmp_path):
     """Runs the 2-device step for the current backend; returns per-process results."""
-    _run_child(STEP_SCRIPT, tmp_path)
+    _run_child([STEP_SCRIPT, tmp_path])
+    return _step_results(tmp_path)
+
+
+def _step_results(tmp_path):
+    """What each process of `distributed_step.py` wrote to `tmp_path`."""
     results = []
     for path in sorted(tmp_path.glob("result-*.npz")):
         with np.load(path) as contents:
@@ -199,6 +226,17 @@ def test_data_parallel_step_matches_single_device(tmp_path):
     results = _run_step(tmp_path)
     expected_processes = 2 if backend == "torch" else 1
     assert len(results) == expected_processes
+    _check_step_results(
+        results, tmp_path, backend, own_moving_statistics=backend == "torch"
+    )
+
+
+def _check_step_results(results, tmp_path, backend, *, own_moving_statistics):
+    """The data-parallel step's variables against the single-device steps'.
+
+    `own_moving_statistics`: whether process `r` keeps half `r`'s BatchNorm
+    moving statistics (else every process has half 0's, replica 0's).
+    """
     for process, result in enumerate(results):
         names, parallel = result["names"], result["parallel"]
         half_average = [
@@ -215,13 +253,10 @@ def test_data_parallel_step_matches_single_device(tmp_path):
             # the gradients are averaged, so the weights equal the average of
             # one step on each half alone (plain SGD is linear in the
             # gradient). Moving statistics stay per replica: TensorFlow reads
-            # replica 0's copy, torch rank r keeps half r's.
+            # replica 0's copy, torch rank r keeps half r's (and so does
+            # TensorFlow's worker r across workers).
             assert result["batch_norm_statistics"] in ("per replica", "per rank")
-            own_half = (
-                result["half0"]
-                if backend == "tensorflow"
-                else (result[f"half{process}"])
-            )
+            own_half = result[f"half{process}" if own_moving_statistics else "half0"]
             for name, value, average, own in zip(
                 names, parallel, half_average, own_half, strict=True
             ):
@@ -245,6 +280,12 @@ def test_data_parallel_step_matches_single_device(tmp_path):
 
 
 TRAIN_SCRIPT = Path(__file__).with_name("distributed_train.py")
+# fmt: off
+TRAIN_FLAGS = [
+    "--model", "tiny", "--synthetic", "--batch-size", "16",
+    "--max-train-examples", "64", "--validation-size", "32",
+]
+# fmt: on
 
 
 @pytest.mark.slow
@@ -252,7 +293,10 @@ def test_training_command_data_parallel_then_resumed_on_one_device(tmp_path):
     """`--distribute data-parallel` runs an epoch; one device finishes the run."""
     backend = current_backend()
     run_dir = tmp_path / "run"
-    _run_child(TRAIN_SCRIPT, run_dir)
+    _run_child(
+        [TRAIN_SCRIPT, "--stop-after-first-epoch", *TRAIN_FLAGS, "--epochs", "2"]
+        + ["--distribute", "data-parallel", "--output-dir", run_dir]
+    )
     # Only the chief wrote, and nothing half-written was left behind.
     assert sorted(p.name for p in run_dir.iterdir()) == [
         "best.keras",
@@ -282,3 +326,121 @@ def test_training_command_data_parallel_then_resumed_on_one_device(tmp_path):
     assert len((run_dir / "log.csv").read_text().splitlines()) == 3
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["epochs"] == 2
+
+
+MULTI_PROCESS_TIMEOUT = 240  # seconds; JAX needs ~60 here when the machine is busy
+
+
+@pytest.fixture(scope="module")
+def jax_cache(tmp_path_factory):
+    """JAX's compilation cache, shared by this module's multi-process launches."""
+    return tmp_path_factory.mktemp("jax-cache")
+
+
+def _all_succeeded(finished):
+    for index, done in enumerate(finished):
+        what = f"process {index} failed ({done.returncode})"
+        assert done.returncode == 0, f"{what}:\n{done.output()}"
+
+
+@pytest.mark.slow
+def test_multi_process_step_matches_single_device(tmp_path, jax_cache):
+    """Two processes over loopback, one device each: the hosts' path."""
+    backend = current_backend()
+    finished = run_processes(
+        backend,
+        [[str(STEP_SCRIPT), str(tmp_path)]] * 2,
+        timeout=MULTI_PROCESS_TIMEOUT,
+        cache_dir=jax_cache,
+    )
+    _all_succeeded(finished)
+    results = _step_results(tmp_path)
+    assert len(results) == 2
+    _check_step_results(
+        results, tmp_path, backend, own_moving_statistics=backend != "jax"
+    )
+
+
+def _folder_contents(folder):
+    """{file name: bytes} of everything in `folder` ({} when it does not exist)."""
+    if not folder.exists():
+        return {}
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+@pytest.mark.slow
+def test_multi_process_run_survives_a_lost_process_and_resumes_either_way(
+    tmp_path, jax_cache
+):
+    """Two processes over loopback, each with its own copy of the run folder.
+
+    Process 1's folder stands for a second host's disk: it must never be
+    written. 1) Two processes start a 3-epoch run; process 1 dies as epoch 2
+    begins, and process 0 must stop with one clear line in bounded time,
+    leaving the epoch-1 checkpoint. 2) One process resumes it and stops after
+    epoch 2. 3) Two processes resume that, on copies of the folder, and finish.
+    """
+    backend = current_backend()
+    chief_dir, other_dir = tmp_path / "host0" / "run", tmp_path / "host1" / "run"
+    train = ["-m", "keras_cifar_resnet.train"]
+    flags = [*TRAIN_FLAGS, "--epochs", "3", "--distribute", "data-parallel"]
+
+    chief, other = run_processes(
+        backend,
+        [
+            [*train, *flags, "--output-dir", chief_dir],
+            [TRAIN_SCRIPT, "--die-at-epoch", "2", *flags, "--output-dir", other_dir],
+        ],
+        timeout=MULTI_PROCESS_TIMEOUT,
+        cache_dir=jax_cache,
+    )
+    assert "dying at epoch 2" in other.stdout, other.output()
+    # JAX's own exit barrier then aborts the process (status -6), after the line.
+    assert chief.returncode != 0, chief.output()
+    assert "error: process 0 of 2 lost contact with another process" in chief.stderr, (
+        chief.output()
+    )
+    assert f"--resume {chief_dir}" in chief.stderr, chief.output()
+    waited = chief.seconds - other.seconds
+    assert waited < LOST_PROCESS_TIMEOUT_SECONDS + 20, f"stopped after {waited:.0f} s"
+    assert sorted(_folder_contents(chief_dir)) == [
+        "best.keras",
+        "checkpoint.npz",
+        "config.json",
+        "log.csv",
+    ]
+    assert len((chief_dir / "log.csv").read_text().splitlines()) == 2  # epoch 1
+    assert _folder_contents(other_dir) == {}
+
+    # Multi-process -> one process (one device).
+    _, single_env = _child_command([])
+    resume = subprocess.run(
+        [sys.executable, str(TRAIN_SCRIPT), "--stop-after-first-epoch"]
+        + ["--resume", str(chief_dir), "--distribute", "none"],
+        env=single_env | {"XLA_FLAGS": ""},
+        capture_output=True,
+        text=True,
+        timeout=MULTI_PROCESS_TIMEOUT,
+    )
+    assert resume.returncode == 0, f"{resume.stdout[-3000:]}\n{resume.stderr[-3000:]}"
+    assert len((chief_dir / "log.csv").read_text().splitlines()) == 3  # epoch 2
+
+    # One process -> two processes, each reading its own copy of the folder.
+    shutil.copytree(chief_dir, other_dir)
+    before = _folder_contents(other_dir)
+    finished = run_processes(
+        backend,
+        [
+            [*train, "--resume", folder, "--distribute", "data-parallel"]
+            for folder in (chief_dir, other_dir)
+        ],
+        timeout=MULTI_PROCESS_TIMEOUT,
+        cache_dir=jax_cache,
+    )
+    _all_succeeded(finished)
+    assert _folder_contents(other_dir) == before
+    summary = json.loads((chief_dir / "summary.json").read_text())
+    assert summary["epochs"] == 3
+    assert len((chief_dir / "log.csv").read_text().splitlines()) == 4
+    record = json.loads((chief_dir / "config.json").read_text())
+    assert [r["distribution"]["process_count"] for r in record["resumed"]] == [1, 2]

@@ -37,7 +37,34 @@ class TensorFlowTrainStep(TrainStepBase):
         )
         # apply() unscales and, under loss scaling, skips non-finite steps.
         self.optimizer.apply(gradients, self.trainable_variables)
-        return self.update_metrics(loss, labels, logits)
+        return _reducible_logs(self.update_metrics(loss, labels, logits))
 
     def test_step(self, data):
-        return self.stateful_test_step(data)
+        return _reducible_logs(self.stateful_test_step(data))
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Under a strategy, Keras 3.15's fit/evaluate first draw one batch to
+        # build the model symbolically, averaging it over the replicas with
+        # `strategy.reduce`, which takes no (images, labels) pair across
+        # MultiWorkerMirroredStrategy's workers (it fails with "Attempt to
+        # convert a value (PerReplica...)"), and which restarts the batches'
+        # epoch. This package builds the model and its optimizer before
+        # training, so the pass has nothing to build.
+        if self.built and self.optimizer is not None and self.optimizer.built:
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+
+def _reducible_logs(logs):
+    """`logs` in a shape Keras can average over MultiWorkerMirroredStrategy.
+
+    Keras 3.15 averages a step's logs over several workers with
+    `strategy.reduce("MEAN", value, axis=0)`, which fails on the scalars that
+    metrics return ("Invalid reduction dimension 0 for input with 0
+    dimensions"); one-element vectors reduce to the same mean, as a scalar.
+    """
+    if not isinstance(
+        tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy
+    ):
+        return logs
+    return {name: tf.reshape(value, [1]) for name, value in logs.items()}
