@@ -14,7 +14,7 @@ Keras's weights copied in, the logits):
   the right/bottom), shortcut a 1x1 conv with the stride, without BatchNorm;
 - the step: random crop, flip and cutout on the whole batch, softmax
   cross-entropy with label smoothing, SGD with Nesterov momentum and coupled
-  weight decay on conv and dense kernels only (what the package's step
+  weight decay on conv and dense kernels only (what the package's L2 term
   does), through torch's own `SGD(weight_decay=...)` per parameter group.
 
 Variants: NCHW or `channels_last`, float32 or bf16 autocast, eager or
@@ -223,7 +223,7 @@ def augment(images, crop_padding=4, flip=True, cutout_size=0, generator=None):
 
 
 def make_optimizer(module, learning_rate, momentum, nesterov, weight_decay):
-    """SGD with decay on conv/dense weights only, as the package's step."""
+    """SGD with decay on conv/dense weights only, as the package's L2 term."""
     decayed = [
         p for n, p in module.named_parameters() if n.endswith("weight") and p.dim() > 1
     ]

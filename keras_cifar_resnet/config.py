@@ -140,8 +140,8 @@ class TrainConfig:
     )
     weight_decay: float = _field(
         5e-4,
-        "L2 coefficient on conv and dense kernels, added to their gradients "
-        "(coupled, like torch.optim.SGD's weight_decay).",
+        "L2 coefficient on conv and dense kernels, added to the loss (coupled, "
+        "like torch.optim.SGD's weight_decay).",
         recipe=True,
     )
     label_smoothing: float = _field(

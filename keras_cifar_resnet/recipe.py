@@ -58,9 +58,8 @@ def learning_rate_schedule(config, steps_per_epoch):
 def build_optimizer(config, steps_per_epoch):
     """The recipe's optimizer; wrapped for loss scaling under mixed_float16.
 
-    Weight decay is not the optimizer's: the model's step adds the coupled
-    L2 gradient `weight_decay * kernel` (see `ResNet.compile`), as
-    `torch.optim.SGD(weight_decay=...)` does.
+    Weight decay is not the optimizer's: it is the model's coupled L2 term
+    (see `ResNet.compile`), as in `torch.optim.SGD(weight_decay=...)`.
     """
     learning_rate = learning_rate_schedule(config, steps_per_epoch)
     if config.optimizer == "sgd":

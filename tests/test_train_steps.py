@@ -216,10 +216,10 @@ def test_mixed_precision_steps_run(policy):
 def test_weight_decay_is_the_coupled_l2_gradient(loss_scaled):
     """One SGD step with decay `wd` moves each kernel by `-lr * wd * w` more.
 
-    The same as an L2 term `0.5 * wd * sum(w ** 2)` in the loss, checked
-    against that formula rather than against another backend, which shares
-    the code. Biases and BatchNorm must not move differently. Under a loss
-    scale (the float16 path) the decay must be scaled with the gradients.
+    The coupled L2 term `0.5 * wd * sum(w ** 2)`, checked against its
+    formula rather than against another backend, which shares the code.
+    Biases and BatchNorm must not move differently. Under a loss scale (the
+    float16 path) the decay must be unscaled with the gradients.
     """
     learning_rate, weight_decay = 0.1, 0.05
     images, labels = _batch(8)

@@ -20,17 +20,13 @@ class JAXTrainStep(TrainStepBase):
         logits, non_trainable_values = self.stateless_call(
             trainable_values, non_trainable_values, images, training=True
         )
-        loss = self.training_loss(labels, logits)
-        scaled_loss = loss * self._loss_scale(optimizer_values)
-        return scaled_loss, (loss, logits, non_trainable_values)
-
-    def _loss_scale(self, optimizer_values):
-        # 1 unless the optimizer is a LossScaleOptimizer (float16); its scale
-        # is an optimizer variable, so it must be read from this step's
-        # values, not the stale ones.
+        objective, loss = self.training_loss(labels, logits, trainable_values)
+        # scale_loss reads the loss scale (float16 only) from the optimizer's
+        # variables, so it must see this step's values, not the stale ones.
         mapping = list(zip(self.optimizer.variables, optimizer_values, strict=True))
         with keras.StatelessScope(state_mapping=mapping):
-            return self.optimizer.scale_loss(1.0)
+            scaled_objective = self.optimizer.scale_loss(objective)
+        return scaled_objective, (loss, logits, non_trainable_values)
 
     def train_step(self, state, data):
         trainable, non_trainable, optimizer_values, metrics_values = state
@@ -39,9 +35,6 @@ class JAXTrainStep(TrainStepBase):
         gradient_fn = jax.value_and_grad(self._objective, has_aux=True)
         (_, (loss, logits, non_trainable)), gradients = gradient_fn(
             trainable, non_trainable, optimizer_values, images, labels
-        )
-        gradients = self.with_weight_decay(
-            gradients, trainable, self._loss_scale(optimizer_values)
         )
         # BatchNorm's moving statistics come back from stateless_call; passing
         # on the old `non_trainable` instead would silently freeze them.

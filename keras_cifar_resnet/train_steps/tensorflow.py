@@ -23,18 +23,16 @@ class TensorFlowTrainStep(TrainStepBase):
         images = self.augment_batch(images, self.optimizer.iterations, first_index)
         with tf.GradientTape() as tape:
             logits = self(images, training=True)
-            loss = self.training_loss(labels, logits)
+            objective, loss = self.training_loss(
+                labels, logits, self.trainable_variables
+            )
             # Under tf.distribute each replica runs this step on its part of
             # the batch and optimizer.apply sums their gradients; dividing by
             # the replica count makes that sum the global batch's mean.
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             # Identity unless the optimizer is a LossScaleOptimizer (float16).
-            scaled_loss = self.optimizer.scale_loss(loss / replicas)
-        gradients = self.with_weight_decay(
-            tape.gradient(scaled_loss, self.trainable_variables),
-            self.trainable_variables,
-            self.optimizer.scale_loss(1.0) / replicas,
-        )
+            scaled_objective = self.optimizer.scale_loss(objective / replicas)
+        gradients = tape.gradient(scaled_objective, self.trainable_variables)
         # apply() unscales and, under loss scaling, skips non-finite steps.
         self.optimizer.apply(gradients, self.trainable_variables)
         return _reducible_logs(self.update_metrics(loss, labels, logits))

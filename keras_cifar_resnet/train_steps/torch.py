@@ -34,19 +34,13 @@ class TorchTrainStep(TrainStepBase):
         # over the ranks during backward(); bypassing it would skip them.
         forward = self if self.distributed_module is None else self.distributed_module
         logits = forward(images, training=True)
-        loss = self.training_loss(labels, logits)
+        objective, loss = self.training_loss(labels, logits, self.trainable_variables)
         # Identity unless the optimizer is a LossScaleOptimizer (float16).
-        self.optimizer.scale_loss(loss).backward()
+        self.optimizer.scale_loss(objective).backward()
         trainable_weights = self.trainable_weights
+        gradients = [v.value.grad for v in trainable_weights]
         # The update itself must not be recorded by autograd.
         with torch.no_grad():
-            # DDP has averaged .grad over the ranks already; every rank holds
-            # the same weights, so the decay needs no averaging.
-            gradients = self.with_weight_decay(
-                [v.value.grad for v in trainable_weights],
-                trainable_weights,
-                self.optimizer.scale_loss(1.0),
-            )
             self.optimizer.apply(gradients, trainable_weights)
         return self.update_metrics(loss.detach(), labels, logits.detach())
 
