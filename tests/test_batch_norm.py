@@ -1,9 +1,8 @@
 """The package's fused BatchNormalization against Keras's own BatchNormalization.
 
 Each backend session checks its own framework's fused kernel (torch,
-TensorFlow), whether or not `FUSED_KERNEL_MODULES` currently selects it, so a
-kernel kept for a GPU measurement stays correct. JAX has no fused kernel and
-must be exactly Keras's layer.
+TensorFlow) directly. JAX has no fused kernel and must be exactly Keras's
+layer.
 """
 
 from __future__ import annotations
@@ -165,9 +164,9 @@ def test_frozen_layer_does_not_update_statistics():
 
 
 def test_backend_choice():
-    # The one table: torch fused; JAX none (XLA fuses Keras's ops itself).
-    assert set(FUSED_KERNEL_MODULES) <= {"torch", "tensorflow"}
-    assert "torch" in FUSED_KERNEL_MODULES
+    # The one table: torch and TensorFlow fused; JAX none (XLA fuses Keras's
+    # ops itself).
+    assert set(FUSED_KERNEL_MODULES) == {"torch", "tensorflow"}
     if BACKEND == "jax":
         assert fused_kernel() is None
     assert FusedBatchNormalization().kernel is fused_kernel()
