@@ -5,6 +5,25 @@ from __future__ import annotations
 import torch
 
 
+class _GradientInInputLayout(torch.autograd.Function):
+    """Identity; its backward makes the incoming NHWC gradient contiguous.
+
+    The next layer's gradient often arrives as a permuted view of an NCHW
+    tensor (Keras's convolutions permute their input). The batch-norm
+    backward kernel, given a gradient whose layout differs from its input's
+    channels_last one, takes a path measured 7x slower on the CPU (83 against
+    12 ms at 128x64x30x30); one copy into the input's layout avoids it.
+    """
+
+    @staticmethod
+    def forward(ctx, outputs):
+        return outputs.view_as(outputs)
+
+    @staticmethod
+    def backward(ctx, gradient):
+        return gradient.contiguous()
+
+
 def fused_batch_norm(
     inputs, *, gamma, beta, moving_mean, moving_variance, epsilon, training
 ):
@@ -30,4 +49,5 @@ def fused_batch_norm(
     )
     with torch.no_grad():
         batch_variance = inverse_std.float().pow(-2) - epsilon
-    return outputs.permute(0, 2, 3, 1), batch_mean.detach().float(), batch_variance
+    outputs = _GradientInInputLayout.apply(outputs.permute(0, 2, 3, 1))
+    return outputs, batch_mean.detach().float(), batch_variance
