@@ -43,6 +43,8 @@ def tests(session, backend):
     session.run(
         "pytest",
         "-ra",
+        # The slowest tests, in CI's log: the suite has a 30-minute budget.
+        "--durations=15",
         *session.posargs,
         env={"KERAS_BACKEND": backend, "KERAS_HOME": session.create_tmp()},
     )
