@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_cifar_resnet.run_folder import write_atomically
+
 _INSTALL_HINT = "pip install 'keras-cifar-resnet[plots]'"
 
 
@@ -37,9 +39,14 @@ def _new_figure(**kwargs):
 
 
 def _save(figure, output_path):
+    # Atomically, like every file of a run: a crash or a full disk while
+    # drawing leaves the previous picture, not half a PNG.
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(output_path, dpi=120, bbox_inches="tight")
+    write_atomically(
+        output_path,
+        lambda temporary: figure.savefig(temporary, dpi=120, bbox_inches="tight"),
+    )
     return output_path
 
 

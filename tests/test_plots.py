@@ -56,6 +56,29 @@ def test_training_curves(tmp_path, text):
     assert width > 2 * height > 300
 
 
+def test_a_failed_drawing_leaves_the_previous_picture(tmp_path, monkeypatch):
+    """Half a PNG must never replace a good one (a full disk, a crash)."""
+    from matplotlib.figure import Figure
+
+    from keras_cifar_resnet.run_folder import WriteError
+
+    log = tmp_path / "log.csv"
+    log.write_text(LOG_WITH_VALIDATION)
+    picture = plots.plot_training_curves(log, tmp_path / "curves.png")
+    before = picture.read_bytes()
+
+    def half_then_full_disk(self, path, **kwargs):
+        with open(path, "wb") as file:
+            file.write(before[: len(before) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", half_then_full_disk)
+    with pytest.raises(WriteError, match="No space left"):
+        plots.plot_training_curves(log, picture)
+    assert picture.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "log.csv"]
+
+
 def test_curves_without_validation_columns(tmp_path):
     log = tmp_path / "log.csv"
     log.write_text("epoch,loss,accuracy\n0,2.0,0.2\n1,1.5,0.4\n")
