@@ -7,8 +7,6 @@ layer.
 
 from __future__ import annotations
 
-import importlib
-
 import keras
 import numpy as np
 import pytest
@@ -20,13 +18,9 @@ from keras_cifar_resnet.batch_norm import BatchNormalization as FusedBatchNormal
 from keras_cifar_resnet.models import TinyResNet
 
 BACKEND = keras.backend.backend()
-KERNEL_MODULE = {
-    "torch": "keras_cifar_resnet.batch_norm.torch",
-    "tensorflow": "keras_cifar_resnet.batch_norm.tensorflow",
-}.get(BACKEND)
 
 needs_kernel = pytest.mark.skipif(
-    KERNEL_MODULE is None, reason=f"{BACKEND} has no fused BatchNorm kernel"
+    fused_kernel() is None, reason=f"{BACKEND} has no fused BatchNorm kernel"
 )
 
 # Odd sizes and a single image of one pixel per channel, beside a conv-like map.
@@ -39,10 +33,6 @@ TOLERANCES = {
     "mixed_bfloat16": (2e-2, 1e-6),
     "mixed_float16": (2e-3, 1e-6),
 }
-
-
-def _kernel():
-    return importlib.import_module(KERNEL_MODULE).fused_batch_norm
 
 
 @pytest.fixture
@@ -58,7 +48,9 @@ def _pair(shape, momentum=0.9, seed=0):
     rng = np.random.default_rng(seed)
     channels = shape[-1]
     reference = keras.layers.BatchNormalization(momentum=momentum, epsilon=1e-3)
-    fused = FusedBatchNormalization(momentum=momentum, epsilon=1e-3, kernel=_kernel())
+    fused = FusedBatchNormalization(
+        momentum=momentum, epsilon=1e-3, kernel=fused_kernel()
+    )
     values = [
         rng.uniform(0.5, 2.0, channels),  # gamma
         rng.normal(size=channels),  # beta
@@ -144,7 +136,7 @@ def test_fused_matches_keras(policy, shape, training):
 def test_moving_statistics_use_the_biased_variance():
     # One channel, values 0 and 2: batch mean 1, biased variance 1 (the
     # unbiased one, which torch's and TF's own running averages use, is 2).
-    layer = FusedBatchNormalization(momentum=0.0, kernel=_kernel())
+    layer = FusedBatchNormalization(momentum=0.0, kernel=fused_kernel())
     layer.build((2, 1, 1, 1))
     layer(
         ops.convert_to_tensor(np.array([0.0, 2.0], "float32").reshape(2, 1, 1, 1)),
