@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 THRESHOLDS = (0.94, 0.95)
-PROFILES = {
+ACCURACY_PROFILES = {
     "full": [],
     "quick": [
         "--max-train-examples",
@@ -150,7 +150,7 @@ def build_parser():
     )
     parser.add_argument(
         "--profile",
-        choices=sorted(PROFILES),
+        choices=sorted(ACCURACY_PROFILES),
         default="quick",
         help="how far to train (see the module docstring). Default: quick.",
     )
@@ -225,7 +225,7 @@ def main(argv=None):
             )
     output_dir = Path(args.output_dir)
     run_dir = output_dir / f"accuracy-run-{backend}"
-    flags = list(PROFILES[args.profile])
+    flags = list(ACCURACY_PROFILES[args.profile])
     epochs = None
     if args.profile == "gpu":
         epochs = args.epochs or 30

@@ -14,7 +14,7 @@ import dataclasses
 
 import pytest
 
-PROFILES = {
+THROUGHPUT_PROFILES = {
     "full": dict(
         models=("resnet18", "resnet34"),
         batch_sizes=(128, 512),
@@ -161,7 +161,7 @@ def settings_from(config):
         if config.getoption("--tiny")
         else ("quick" if config.getoption("--quick") else "full")
     )
-    values = dict(PROFILES[profile])
+    values = dict(THROUGHPUT_PROFILES[profile])
     for option, key in (
         ("--models", "models"),
         ("--precisions", "precisions"),

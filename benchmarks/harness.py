@@ -35,7 +35,7 @@ import time
 import keras
 import numpy as np
 
-from keras_cifar_resnet import recipe
+from keras_cifar_resnet import build
 from keras_cifar_resnet.config import TrainConfig
 from keras_cifar_resnet.models import MODELS
 
@@ -49,7 +49,7 @@ TRAIN_GFLOP_PER_IMAGE = {"resnet18": 3.1}
 # schedule costs nothing measurable). The native PyTorch reference
 # (benchmarks/torch_reference.py) takes the same values.
 RECIPE = TrainConfig(schedule="constant")
-AUGMENTATION = recipe.build_augmentation(RECIPE)
+AUGMENTATION = build.build_augmentation(RECIPE)
 
 PRECISIONS = {"float32": "float32", "mixed": "mixed_bfloat16"}
 
@@ -64,23 +64,23 @@ def build_model(model_name, **model_options):
             f"`model_name` must be one of {sorted(MODELS)}. "
             f"Received: model_name={model_name!r}"
         )
-    return recipe.build_model(
+    return build.build_model(
         dataclasses.replace(RECIPE, model=model_name), **model_options
     )
 
 
 def compile_model(model, jit_compile="auto"):
-    """Compiles with the training command's `recipe.compile_model`.
+    """Compiles with the training command's `build.compile_model`.
 
     `jit_compile`: "auto" (Keras's default) or "on" (XLA on TensorFlow,
     torch.compile on torch).
     """
     config = dataclasses.replace(RECIPE, jit_compile=jit_compile)
-    return recipe.compile_model(model, config, steps_per_epoch=1)
+    return build.compile_model(model, config, steps_per_epoch=1)
 
 
 def native_step_kwargs():
-    """The same recipe for `torch_reference.TorchTrainStep`."""
+    """The same recipe for `torch_reference.NativeTorchStep`."""
     return dict(
         optimizer_kwargs=dict(
             learning_rate=RECIPE.learning_rate,

@@ -119,7 +119,7 @@ def test_native_torch(benchmark, bench_settings, native_case):
     variant, model, batch_size, function = native_case
     memory_format, precision, compiled = NATIVE_VARIANTS[variant]
     benchmark.group = f"{function}-{model}-b{batch_size}-{precision}"
-    runner = torch_reference.TorchTrainStep(
+    runner = torch_reference.NativeTorchStep(
         model,
         batch_size,
         precision,

@@ -243,7 +243,7 @@ def make_optimizer(module, learning_rate, momentum, nesterov, weight_decay):
     )
 
 
-class TorchTrainStep:
+class NativeTorchStep:
     """The native step with the same interface as `harness.KerasTrainStep`.
 
     Args:

@@ -2,7 +2,7 @@
 
 Prints test loss and accuracy, with and without horizontal-flip test-time
 augmentation, per-class accuracy and the confusion matrix (computed by
-`keras_cifar_resnet.metrics.evaluate_model`), writes them as JSON and draws
+`keras_cifar_resnet.evaluation.evaluate_model`), writes them as JSON and draws
 the confusion matrix and the most confidently wrong test images beside it:
 
     python -m keras_cifar_resnet.evaluate runs/resnet18-default-... --help
@@ -25,7 +25,7 @@ from keras_cifar_resnet.config import positive_int
 from keras_cifar_resnet.data import DataError, load_cifar10
 
 # Re-exported: `evaluate_model` is public API here since the first release.
-from keras_cifar_resnet.metrics import evaluate_model, progress_verbosity, softmax
+from keras_cifar_resnet.evaluation import evaluate_model, progress_verbosity, softmax
 from keras_cifar_resnet.run_folder import (
     RUN_MODEL_FILES,
     ModelFileError,

@@ -22,7 +22,7 @@ import numpy as np
 
 from keras_cifar_resnet.backend_choice import BackendError, choose_backend
 from keras_cifar_resnet.config import positive_int
-from keras_cifar_resnet.metrics import default_class_names, predict_logits, softmax
+from keras_cifar_resnet.evaluation import default_class_names, predict_logits, softmax
 from keras_cifar_resnet.run_folder import ModelFileError, load_model
 
 # Files a folder argument contributes; a file named on its own is always tried.

@@ -1,7 +1,7 @@
 """Train a ResNet on CIFAR-10: `python -m keras_cifar_resnet.train --help`.
 
 The command: flags to a `TrainConfig` (or a saved run's, with `--resume`),
-then `training.train`. The run uses the Keras backend that
+then `loop.train`. The run uses the Keras backend that
 `backend_choice` picks (KERAS_BACKEND, else keras.json, else the first
 installed) and writes its output folder (see `keras_cifar_resnet.run_folder`).
 Keras is imported only after the command line and the paths are checked,
@@ -242,7 +242,7 @@ def _train(config, resume, checkpoint, scaling, prog):
         # in which Ctrl-C must still be one line.
         from keras_cifar_resnet.data import DataError
         from keras_cifar_resnet.distribute import DistributionError, LostProcessError
-        from keras_cifar_resnet.training import train
+        from keras_cifar_resnet.loop import train
     except KeyboardInterrupt:
         print("stopped by SIGINT; nothing was written yet; run the same command again")
         return 128 + signal.SIGINT

@@ -13,7 +13,7 @@ import pytest
 
 from keras_cifar_resnet import evaluate
 from keras_cifar_resnet.data import CLASS_NAMES, load_cifar10
-from keras_cifar_resnet.metrics import (
+from keras_cifar_resnet.evaluation import (
     evaluate_model,
     flip_horizontally,
     metrics_from_logits,
@@ -279,7 +279,7 @@ def test_same_predictions_under_every_backend(saved_model, real_test_subset, tmp
     code = f"""
         import json
         import numpy as np
-        from keras_cifar_resnet.metrics import flip_horizontally, predict_logits
+        from keras_cifar_resnet.evaluation import flip_horizontally, predict_logits
         from keras_cifar_resnet.run_folder import load_model
         images = np.load({str(images_path)!r})
         model, _ = load_model({str(path)!r})

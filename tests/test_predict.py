@@ -12,7 +12,7 @@ from PIL import Image
 
 from keras_cifar_resnet import predict
 from keras_cifar_resnet.data import CLASS_NAMES, load_cifar10
-from keras_cifar_resnet.metrics import softmax
+from keras_cifar_resnet.evaluation import softmax
 from keras_cifar_resnet.predict import ImageError, expand_inputs, load_image
 from tests.test_evaluate import tiny_model
 

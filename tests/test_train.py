@@ -24,7 +24,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_cifar_resnet import checkpoints, training
+from keras_cifar_resnet import checkpoints, loop
+from keras_cifar_resnet.build import learning_rate_schedule
 from keras_cifar_resnet.checkpoints import read_checkpoint_state, save_checkpoint
 from keras_cifar_resnet.config import (
     RECIPES,
@@ -35,10 +36,10 @@ from keras_cifar_resnet.config import (
     learning_rate_scaling,
     resolve_config,
 )
+from keras_cifar_resnet.evaluation import evaluate_model
 from keras_cifar_resnet.input_pipeline import prepare_data
-from keras_cifar_resnet.metrics import evaluate_model
+from keras_cifar_resnet.loop import train
 from keras_cifar_resnet.models import TinyResNet
-from keras_cifar_resnet.recipe import learning_rate_schedule
 from keras_cifar_resnet.run_folder import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
@@ -46,7 +47,6 @@ from keras_cifar_resnet.run_folder import (
     RunFolder,
 )
 from keras_cifar_resnet.train import config_for_arguments, main
-from keras_cifar_resnet.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 # 128 training images in 4 batches of 32, 64 held out, 128 synthetic test images.
@@ -584,7 +584,7 @@ def _refuse_work(monkeypatch):
     def prepare_data(config):
         raise AssertionError("the data was loaded before the output was checked")
 
-    monkeypatch.setattr("keras_cifar_resnet.training.prepare_data", prepare_data)
+    monkeypatch.setattr("keras_cifar_resnet.loop.prepare_data", prepare_data)
 
 
 @pytest.mark.parametrize("where", ["a file", "below a file", "read-only"])
@@ -653,7 +653,7 @@ def _signal_when_called(monkeypatch, owner, name, signum=signal.SIGINT):
 
 
 def test_ctrl_c_during_setup_stops_with_one_line(tmp_path, monkeypatch, capsys):
-    _signal_when_called(monkeypatch, training, "prepare_data")
+    _signal_when_called(monkeypatch, loop, "prepare_data")
     folder = tmp_path / "run"
     assert main([*TINY, "--output-dir", str(folder)]) == 128 + signal.SIGINT
     output = capsys.readouterr().out.strip()
@@ -667,7 +667,7 @@ def test_ctrl_c_during_setup_stops_with_one_line(tmp_path, monkeypatch, capsys):
 def test_ctrl_c_during_the_test_evaluation_says_resume_finishes_it(
     tmp_path, monkeypatch, capsys
 ):
-    _signal_when_called(monkeypatch, training, "evaluate_model")
+    _signal_when_called(monkeypatch, loop, "evaluate_model")
     folder = tmp_path / "run"
     argv = [*TINY, "--epochs", "1", "--output-dir", str(folder)]
     assert main(argv) == 128 + signal.SIGINT

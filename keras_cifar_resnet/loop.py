@@ -31,6 +31,7 @@ import time
 import keras
 
 from keras_cifar_resnet.backend_choice import choose_backend
+from keras_cifar_resnet.build import build_model, compile_model
 from keras_cifar_resnet.checkpoints import (
     CheckpointError,
     load_checkpoint,
@@ -39,10 +40,9 @@ from keras_cifar_resnet.checkpoints import (
 )
 from keras_cifar_resnet.data import data_source
 from keras_cifar_resnet.distribute import LostProcessError, setup_distribution
+from keras_cifar_resnet.evaluation import evaluate_model, progress_verbosity
 from keras_cifar_resnet.input_pipeline import SkipBatches, TrainingBatches, prepare_data
-from keras_cifar_resnet.metrics import evaluate_model, progress_verbosity
 from keras_cifar_resnet.models import ResNet
-from keras_cifar_resnet.recipe import build_model, compile_model
 from keras_cifar_resnet.run_folder import (
     BEST_NAME,
     CHECKPOINT_NAME,
