@@ -7,7 +7,7 @@ their defaults and the documentation cannot drift apart.
 
 Example:
 
->>> config = resolve_config(["--recipe", "seed", "--epochs", "3"])
+>>> config = resolve_config(["--recipe", "paper", "--epochs", "3"])
 >>> config.optimizer, config.learning_rate, config.epochs
 ('adam', 0.0001, 3)
 """
@@ -26,25 +26,29 @@ JIT_COMPILE = ("auto", "on", "off")
 # The home of the modes; `keras_cifar_resnet.distribute.MODES` is this tuple
 # (config stays keras-free, so distribute imports it from here).
 DISTRIBUTE = ("none", "data-parallel")
-# How long a data-parallel process waits on one that stopped answering (its
-# heartbeats, its collectives) before it stops too, in seconds.
-LOST_PROCESS_TIMEOUT_SECONDS = 30
-# How long finished JAX processes wait at exit for the chief, which still
-# evaluates the test set and writes the run's last files, in seconds.
-FINISH_TIMEOUT_SECONDS = 3600
+RECIPE_NAMES = ("default", "paper")
+# Former recipe names, still accepted (and found in older runs' config.json).
+RECIPE_ALIASES = {"seed": "paper"}
 
 
 class UsageError(Exception):
     """A bad command line or setting: the command exits with status 2, one line."""
 
 
-def _field(default, help, *, choices=None, recipe=False, metavar=None):
+def _field(default, help, *, choices=None, recipe=False, metavar=None, flag=True):
     """A dataclass field carrying its command-line help.
 
     `recipe=True` marks a value that the recipe sets (its default differs
-    per recipe); an explicit flag overrides it.
+    per recipe); an explicit flag overrides it. `flag=False` marks a value
+    the command derives, which has no flag of its own.
     """
-    metadata = {"help": help, "choices": choices, "recipe": recipe, "metavar": metavar}
+    metadata = {
+        "help": help,
+        "choices": choices,
+        "recipe": recipe,
+        "metavar": metavar,
+        "flag": flag,
+    }
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -52,42 +56,14 @@ def _field(default, help, *, choices=None, recipe=False, metavar=None):
 class TrainConfig:
     """A training run's settings; the defaults are the `default` recipe.
 
-    Args:
-        model: str, one of `MODEL_NAMES`. `tiny` is a two-stage, 8/16-filter
-            network for tests and smoke runs only.
-        width_multiplier: float, scales every layer's filters (1.0: the
-            published network; 0.25: a quarter of the filters, ~1/16 of the
-            compute, trainable on a CPU).
-        recipe: str, the recipe these values started from.
-        epochs: int, passes over the training set.
-        batch_size: int, images per optimizer step.
-        optimizer: str, `sgd` (Nesterov momentum) or `adam`.
-        learning_rate: float, the peak learning rate. A recipe's rate is
-            for its own `batch_size`; `config_from_flags` scales it linearly
-            when only the batch size is given.
-        momentum: float, SGD momentum (unused by Adam).
-        schedule: str, `cosine` (linear warm-up, then cosine decay to 0 at
-            the last step) or `constant`.
-        warmup_epochs: float, length of the linear warm-up (cosine schedule
-            only; capped at half the run). Step `s` of `w` warm-up steps
-            uses `(s + 1) / (w + 1)` of the peak, so the first step learns.
-        weight_decay: float, coupled L2 coefficient on conv/dense kernels.
-        label_smoothing: float, for the training loss.
-        crop_padding: int, random-crop padding in pixels (0: no crop).
-        flip: bool, random horizontal flips.
-        cutout_size: int, side of the cutout square (0: no cutout).
-        batch_norm_momentum: float, BatchNorm moving-average momentum.
-        validation_size: int, training images held out to pick the best model.
-        max_train_examples: int or None, train on the first N images only.
-        synthetic: bool, random images instead of CIFAR-10.
-        data_dir: str or None, folder holding CIFAR-10.
-        output_dir: str or None, where the run writes; None picks
-            `runs/<model>-<recipe>-<time>`.
-        seed: int, seeds initial weights, data order and augmentation.
-        mixed_precision: str, one of `MIXED_PRECISION`.
-        jit_compile: str, one of `JIT_COMPILE`.
-        distribute: str, one of `DISTRIBUTE`: one device, or data-parallel
-            over every device (see `keras_cifar_resnet.distribute`).
+    Each field's meaning is its `help` metadata, which is also its flag's
+    help (`keras-cifar-resnet-train --help`). Values are checked here, once,
+    whether they come from flags, a recipe or a saved `config.json`.
+
+    Example:
+
+    >>> TrainConfig(epochs=3, batch_size=128).epochs
+    3
     """
 
     model: str = _field(
@@ -106,9 +82,10 @@ class TrainConfig:
         "default",
         "Set of training defaults: 'default' (Nesterov SGD, cosine schedule, "
         "crop+flip+cutout, label smoothing; aims at >=95%% for ResNet18) or "
-        "'seed' (the original write-up: Adam 1e-4, no augmentation). Flags "
-        "given explicitly override the recipe's values.",
-        choices=("default", "seed"),
+        "'paper' (the TensorFlow 2 write-up this project started from: Adam "
+        "1e-4, no augmentation; 'seed' is its former name). Flags given "
+        "explicitly override the recipe's values.",
+        choices=RECIPE_NAMES,
     )
     epochs: int = _field(100, "Passes over the training set.", recipe=True)
     batch_size: int = _field(512, "Images per optimizer step.", recipe=True)
@@ -124,6 +101,17 @@ class TrainConfig:
         "512). Given --batch-size without --learning-rate, the recipe's rate is "
         "scaled linearly from the recipe's batch size.",
         recipe=True,
+    )
+    base_learning_rate: float | None = _field(
+        None,
+        "The recipe's learning rate, at its batch size `base_batch_size`, that "
+        "the learning rate was scaled from; None when it was not scaled.",
+        flag=False,
+    )
+    base_batch_size: int | None = _field(
+        None,
+        "The recipe's batch size that the learning rate was scaled from.",
+        flag=False,
     )
     momentum: float = _field(0.9, "SGD momentum (ignored by Adam).", recipe=True)
     schedule: str = _field(
@@ -213,12 +201,16 @@ class TrainConfig:
     )
 
     def __post_init__(self):
+        if self.recipe in RECIPE_ALIASES:
+            object.__setattr__(self, "recipe", RECIPE_ALIASES[self.recipe])
         problems = []
 
         def require(ok, name, expected):
             if not ok:
+                flag = self.__dataclass_fields__[name].metadata["flag"]
+                shown = flag_name(name) if flag else name
                 problems.append(
-                    f"{flag_name(name)} must be {expected}, got {getattr(self, name)!r}"
+                    f"{shown} must be {expected}, got {getattr(self, name)!r}"
                 )
 
         for field in dataclasses.fields(self):
@@ -282,6 +274,21 @@ class TrainConfig:
             "max_train_examples",
             "an int >= 1",
         )
+        require(
+            self.base_learning_rate is None
+            or (_is_number(self.base_learning_rate) and self.base_learning_rate > 0),
+            "base_learning_rate",
+            "a finite number > 0",
+        )
+        require(
+            (self.base_learning_rate is None) == (self.base_batch_size is None)
+            and (
+                self.base_batch_size is None
+                or (_is_int(self.base_batch_size) and self.base_batch_size >= 1)
+            ),
+            "base_batch_size",
+            "an int >= 1, given with base_learning_rate",
+        )
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -306,10 +313,10 @@ RECIPES = {
     # Aims at >= 95% ResNet18 test accuracy (see the README for the
     # literature this rests on, and which figures were measured).
     "default": TrainConfig(),
-    # The original write-up: Adam 1e-4, batch 512, no augmentation,
-    # Keras's default BatchNorm momentum, 100 epochs.
-    "seed": TrainConfig(
-        recipe="seed",
+    # The TensorFlow 2 write-up's recipe: Adam 1e-4, batch 512, no
+    # augmentation, Keras's default BatchNorm momentum, 100 epochs.
+    "paper": TrainConfig(
+        recipe="paper",
         epochs=100,
         batch_size=512,
         optimizer="adam",
@@ -336,6 +343,11 @@ RESUME_OVERRIDABLE = ("data_dir", "jit_compile", "distribute")
 def recipe_fields():
     """Names of the fields whose defaults come from the recipe."""
     return [f.name for f in dataclasses.fields(TrainConfig) if f.metadata["recipe"]]
+
+
+def flag_fields():
+    """The `TrainConfig` fields that are command-line flags."""
+    return [f for f in dataclasses.fields(TrainConfig) if f.metadata["flag"]]
 
 
 def flag_name(field):
@@ -393,7 +405,7 @@ def build_parser(prog="keras-cifar-resnet-train"):
             "model, a test-set summary and a plot of the curves to --output-dir."
         ),
     )
-    for field in dataclasses.fields(TrainConfig):
+    for field in flag_fields():
         flag = flag_name(field.name)
         if field.type == "bool":
             parser.add_argument(
@@ -403,10 +415,13 @@ def build_parser(prog="keras-cifar-resnet-train"):
                 help=_help(field),
             )
             continue
+        choices = field.metadata["choices"]
+        if field.name == "recipe":
+            choices = (*choices, *RECIPE_ALIASES)
         parser.add_argument(
             flag,
             type=_TYPES[field.type],
-            choices=field.metadata["choices"],
+            choices=choices,
             default=None,
             metavar=field.metadata["metavar"],
             help=_help(field),
@@ -438,7 +453,7 @@ def build_parser(prog="keras-cifar-resnet-train"):
 
 def explicit_flags(namespace):
     """The config fields given on the command line, as a dict."""
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    names = {f.name for f in flag_fields()}
     return {
         name: value
         for name, value in vars(namespace).items()
@@ -451,51 +466,44 @@ def config_from_flags(flags):
 
     A recipe's learning rate belongs to its batch size: given `batch_size`
     without `learning_rate`, the rate is scaled linearly from the recipe's
-    (timm's `lr_base`/`lr_base_size` rule). An explicit `learning_rate` is
-    used as given.
+    (timm's `lr_base`/`lr_base_size` rule), and the config records the
+    recipe's rate and batch as `base_learning_rate` and `base_batch_size`.
+    An explicit `learning_rate` is used as given.
 
     Raises:
         ValueError: a value is out of range (the message names the flag).
     """
-    recipe = _recipe(flags)
-    scaling = learning_rate_scaling(flags)
-    if scaling is not None:
-        flags = flags | {"learning_rate": scaling["learning_rate"]}
-    return dataclasses.replace(recipe, **flags)
-
-
-def _recipe(flags):
     name = flags.get("recipe", TrainConfig.recipe)
+    name = RECIPE_ALIASES.get(name, name)
     if name not in RECIPES:
         raise ValueError(f"--recipe must be one of {', '.join(RECIPES)}, got {name!r}")
-    return RECIPES[name]
+    recipe = RECIPES[name]
+    config = dataclasses.replace(recipe, **flags)
+    if "learning_rate" in flags or config.batch_size == recipe.batch_size:
+        return config
+    return dataclasses.replace(
+        config,
+        learning_rate=recipe.learning_rate * config.batch_size / recipe.batch_size,
+        base_learning_rate=recipe.learning_rate,
+        base_batch_size=recipe.batch_size,
+    )
 
 
-def learning_rate_scaling(flags):
-    """How `config_from_flags` scales the learning rate for `flags`, or None.
+def saved_config(record):
+    """The `TrainConfig` of a run's `config.json` (`record`), of any version.
 
-    Returns:
-        None when the recipe's rate is used as it is (no `batch_size`, the
-        recipe's own, or an explicit `learning_rate`); else a dict with the
-        recipe's `base_learning_rate` and `base_batch_size` and the scaled
-        `learning_rate` for `batch_size`.
+    Runs written before the scaling was part of the config keep it beside
+    the config, as `learning_rate_scaling`.
+
+    Raises:
+        ValueError, TypeError, KeyError: the record holds no valid config.
     """
-    recipe = _recipe(flags)
-    batch_size = flags.get("batch_size")
-    if (
-        "learning_rate" in flags
-        or batch_size is None
-        or batch_size == recipe.batch_size
-        or not _is_int(batch_size)
-        or batch_size < 1
-    ):
-        return None
-    return {
-        "base_learning_rate": recipe.learning_rate,
-        "base_batch_size": recipe.batch_size,
-        "batch_size": batch_size,
-        "learning_rate": recipe.learning_rate * batch_size / recipe.batch_size,
-    }
+    values = dict(record["config"])
+    scaling = record.get("learning_rate_scaling")
+    if scaling and "base_learning_rate" not in values:
+        values["base_learning_rate"] = scaling["base_learning_rate"]
+        values["base_batch_size"] = scaling["base_batch_size"]
+    return TrainConfig(**values)
 
 
 def resolve_config(argv=None):

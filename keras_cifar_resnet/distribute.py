@@ -55,10 +55,13 @@ import os
 import keras
 
 from keras_cifar_resnet.config import DISTRIBUTE as MODES
-from keras_cifar_resnet.config import (
-    FINISH_TIMEOUT_SECONDS,
-    LOST_PROCESS_TIMEOUT_SECONDS,
-)
+
+# How long a data-parallel process waits on one that stopped answering (its
+# heartbeats, its collectives) before it stops too, in seconds.
+LOST_PROCESS_TIMEOUT_SECONDS = 30
+# How long finished JAX processes wait at exit for the chief, which still
+# evaluates the test set and writes the run's last files, in seconds.
+FINISH_TIMEOUT_SECONDS = 3600
 
 
 class DistributionError(Exception):
@@ -69,8 +72,11 @@ class LostProcessError(DistributionError):
     """Another process of a multi-process run stopped or became unreachable."""
 
 
-class SingleDevice:
-    """One process on one device: what every mode reduces to without devices.
+class Distribution:
+    """How a run spreads over devices; as it is, one process on one device.
+
+    The engines below override what differs; a method they leave alone does
+    what one device needs (mostly nothing).
 
     Attributes:
         mode: str, `"none"` or `"data-parallel"`.
@@ -189,6 +195,10 @@ class SingleDevice:
         }
 
 
+class SingleDevice(Distribution):
+    """One process on one device: `--distribute none`."""
+
+
 class ProcessShard(keras.utils.PyDataset):
     """Slice `index` of `count` of every batch of `batches`: one process's part.
 
@@ -230,7 +240,7 @@ class ProcessShard(keras.utils.PyDataset):
         return images[part], labels[part]
 
 
-class JAXDataParallel(SingleDevice):
+class JAXDataParallel(Distribution):
     """`keras.distribution.DataParallel` over every device of every process."""
 
     mode = "data-parallel"
@@ -313,7 +323,7 @@ def _start_jax_processes(num_processes):
     )
 
 
-class TensorFlowDataParallel(SingleDevice):
+class TensorFlowDataParallel(Distribution):
     """`tf.distribute.MirroredStrategy`, or `MultiWorkerMirroredStrategy`."""
 
     mode = "data-parallel"
@@ -369,7 +379,7 @@ class TensorFlowDataParallel(SingleDevice):
         return batches
 
 
-class TorchDataParallel(SingleDevice):
+class TorchDataParallel(Distribution):
     """`torch.distributed` + `DistributedDataParallel`, one process per device."""
 
     mode = "data-parallel"
@@ -454,7 +464,8 @@ def setup_distribution(mode="none", backend=None):
         backend: str, the Keras backend. Defaults to the current one.
 
     Returns:
-        A `SingleDevice` (for `"none"`) or the backend's engine.
+        A `Distribution`: `SingleDevice` for `"none"`, else the backend's
+        engine.
 
     Raises:
         ValueError: an unknown mode or backend.

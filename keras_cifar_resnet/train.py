@@ -21,17 +21,17 @@ import signal
 import sys
 from pathlib import Path
 
+from keras_cifar_resnet import messages
 from keras_cifar_resnet.backend_choice import BackendError, choose_backend
 from keras_cifar_resnet.checkpoints import CheckpointError, read_checkpoint_state
 from keras_cifar_resnet.config import (
     RESUME_OVERRIDABLE,
-    TrainConfig,
     UsageError,
     build_parser,
     config_from_flags,
     explicit_flags,
     flag_name,
-    learning_rate_scaling,
+    saved_config,
 )
 from keras_cifar_resnet.run_folder import (
     CHECKPOINT_NAME,
@@ -67,7 +67,7 @@ def _resumed_config(run_dir, flags):
         )
     _check_writable("--resume", run_dir)
     try:
-        saved, unreadable = TrainConfig(**folder.saved_record()["config"]), None
+        saved, unreadable = saved_config(folder.saved_record()), None
     except (ValueError, TypeError, KeyError) as err:
         saved, unreadable = None, err
     changed = [
@@ -121,29 +121,9 @@ def checkpoint_to_resume(run_dir, from_previous=False):
     try:
         read_checkpoint_state(path)
     except CheckpointError as err:
-        raise CheckpointError(f"{err}; {_previous_advice(folder)}") from None
+        advice = messages.previous_checkpoint_advice(folder)
+        raise CheckpointError(f"{err}; {advice}") from None
     return path
-
-
-def _previous_advice(folder):
-    """What a damaged last checkpoint leaves: the previous one, or a restart."""
-    previous = folder.previous_checkpoint_path
-    try:
-        state = read_checkpoint_state(previous)
-    except CheckpointError:
-        restart = (
-            f"start the run again with: rm {folder.checkpoint_path} && "
-            f"keras-cifar-resnet-train --resume {folder.path}"
-        )
-        if previous.exists():
-            return f"{previous.name} is damaged too; {restart}"
-        return f"no earlier checkpoint is kept; {restart}"
-    where = f"epoch {state.get('epoch')}, step {state.get('step')}"
-    return (
-        f"the previous checkpoint {previous.name} ({where}) is good; continue "
-        f"from it with: keras-cifar-resnet-train --resume {folder.path} "
-        "--from-previous-checkpoint"
-    )
 
 
 def _same_as_saved(name, value, saved, run_dir):
@@ -164,7 +144,7 @@ def _check_writable(flag, output_dir):
 
 
 def config_for_arguments(args):
-    """(config, resume, learning_rate_scaling) from parsed arguments.
+    """(config, resume) from parsed arguments.
 
     Raises:
         UsageError: bad values, flags that cannot go with `--resume`, or an
@@ -174,10 +154,9 @@ def config_for_arguments(args):
     if args.from_previous_checkpoint and args.resume is None:
         raise UsageError("--from-previous-checkpoint goes with --resume DIR")
     if args.resume is not None:
-        return _resumed_config(Path(args.resume), flags), True, None
+        return _resumed_config(Path(args.resume), flags), True
     try:
         config = config_from_flags(flags)
-        scaling = learning_rate_scaling(flags)
     except ValueError as err:
         raise UsageError(str(err)) from None
     if config.output_dir is None:
@@ -185,10 +164,7 @@ def config_for_arguments(args):
     _check_writable("--output-dir", config.output_dir)
     folder = RunFolder(config.output_dir)
     if folder.holds_run() and folder.holds_checkpoint():
-        raise UsageError(
-            f"--output-dir {config.output_dir} already holds a run; continue it with "
-            f"--resume {config.output_dir} or choose another folder"
-        )
+        raise UsageError(messages.already_holds_a_run(config.output_dir))
     if folder.holds_run():
         # Stopped before its first checkpoint: nothing there to lose.
         print(
@@ -196,7 +172,7 @@ def config_for_arguments(args):
             "checkpoint; starting this one in its place",
             flush=True,
         )
-    return config, False, scaling
+    return config, False
 
 
 def main(argv=None):
@@ -207,8 +183,11 @@ def main(argv=None):
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     try:
-        config, resume, scaling = config_for_arguments(args)
+        config, resume = config_for_arguments(args)
         checkpoint = None
+        if resume and RunFolder(config.output_dir).summary_path.is_file():
+            print(messages.run_complete(RunFolder(config.output_dir)), flush=True)
+            return 0
         if resume:
             checkpoint = checkpoint_to_resume(
                 config.output_dir, args.from_previous_checkpoint
@@ -230,13 +209,10 @@ def main(argv=None):
             flush=True,
         )
         resume = False
-        scaling = (
-            RunFolder(config.output_dir).saved_record().get("learning_rate_scaling")
-        )
-    return _train(config, resume, checkpoint, scaling, parser.prog)
+    return _train(config, resume, checkpoint, parser.prog)
 
 
-def _train(config, resume, checkpoint, scaling, prog):
+def _train(config, resume, checkpoint, prog):
     try:
         # Keras is imported from here on, with the backend chosen: seconds
         # in which Ctrl-C must still be one line.
@@ -248,12 +224,7 @@ def _train(config, resume, checkpoint, scaling, prog):
         return 128 + signal.SIGINT
 
     try:
-        return train(
-            config,
-            resume=resume,
-            checkpoint=checkpoint,
-            learning_rate_scaling=scaling,
-        )
+        return train(config, resume=resume, checkpoint=checkpoint)
     except LostProcessError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_FAILED

@@ -74,15 +74,13 @@ def main(argv):
     options.add_argument("--stop-after-first-epoch", action="store_true")
     options.add_argument("--die-at-epoch", type=int)
     ours, flags = options.parse_known_args(argv)
-    config, resume, scaling = config_for_arguments(build_parser().parse_args(flags))
+    config, resume = config_for_arguments(build_parser().parse_args(flags))
     callbacks = []
     if ours.stop_after_first_epoch:
         callbacks.append(StopAfterFirstEpoch())
     if ours.die_at_epoch is not None:
         callbacks.append(DieAtEpoch(ours.die_at_epoch))
-    status = train(
-        config, resume=resume, callbacks=callbacks, learning_rate_scaling=scaling
-    )
+    status = train(config, resume=resume, callbacks=callbacks)
     if ours.stop_after_first_epoch:
         return 0 if status == 128 + signal.SIGINT else 1
     return status

@@ -18,9 +18,9 @@ from keras_cifar_resnet.config import (
     config_from_flags,
     explicit_flags,
     flag_name,
-    learning_rate_scaling,
     positive_int,
     resolve_config,
+    saved_config,
 )
 
 
@@ -28,8 +28,16 @@ def test_the_default_config_is_the_default_recipe():
     assert TrainConfig() == RECIPES["default"]
     assert {name: config.recipe for name, config in RECIPES.items()} == {
         "default": "default",
-        "seed": "seed",
+        "paper": "paper",
     }
+
+
+def test_the_former_recipe_name_is_the_paper_recipe():
+    # Runs started under the former name resume: config.json says "seed".
+    assert TrainConfig(**RECIPES["paper"].to_dict() | {"recipe": "seed"}) == (
+        RECIPES["paper"]
+    )
+    assert resolve_config(["--recipe", "seed"]) == RECIPES["paper"]
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
@@ -50,7 +58,8 @@ def test_every_field_has_a_flag_and_every_flag_a_field():
         for action in build_parser()._actions
         if not isinstance(action, argparse._HelpAction)
     }
-    assert destinations == fields | {"resume", "from_previous_checkpoint"}
+    derived = {"base_learning_rate", "base_batch_size"}
+    assert destinations == fields - derived | {"resume", "from_previous_checkpoint"}
     assert set(RESUME_OVERRIDABLE) <= fields
 
 
@@ -70,19 +79,14 @@ def test_the_names_config_lists_are_the_ones_the_modules_accept():
 
 
 def test_a_recipe_then_the_flags():
-    config = resolve_config(["--recipe", "seed", "--epochs", "3"])
+    config = resolve_config(["--recipe", "paper", "--epochs", "3"])
     assert (config.optimizer, config.learning_rate, config.epochs) == ("adam", 1e-4, 3)
 
 
 def test_the_learning_rate_follows_a_batch_size_given_alone():
-    flags = {"batch_size": 128}
-    assert config_from_flags(flags).learning_rate == pytest.approx(0.05)
-    assert learning_rate_scaling(flags) == {
-        "base_learning_rate": 0.2,
-        "base_batch_size": 512,
-        "batch_size": 128,
-        "learning_rate": pytest.approx(0.05),
-    }
+    config = config_from_flags({"batch_size": 128})
+    assert config.learning_rate == pytest.approx(0.05)
+    assert (config.base_learning_rate, config.base_batch_size) == (0.2, 512)
 
 
 @pytest.mark.parametrize(
@@ -90,9 +94,25 @@ def test_the_learning_rate_follows_a_batch_size_given_alone():
     [{}, {"batch_size": 512}, {"batch_size": 128, "learning_rate": 0.3}],
 )
 def test_the_learning_rate_is_kept_otherwise(flags):
-    assert learning_rate_scaling(flags) is None
+    config = config_from_flags(flags)
+    assert config.base_learning_rate is None and config.base_batch_size is None
     expected = flags.get("learning_rate", RECIPES["default"].learning_rate)
-    assert config_from_flags(flags).learning_rate == expected
+    assert config.learning_rate == expected
+
+
+def test_an_older_config_json_keeps_its_learning_rate_scaling():
+    config = config_from_flags({"batch_size": 128})
+    values = config.to_dict()
+    del values["base_learning_rate"], values["base_batch_size"]
+    scaling = {
+        "base_learning_rate": 0.2,
+        "base_batch_size": 512,
+        "batch_size": 128,
+        "learning_rate": 0.05,
+    }
+    record = {"config": values, "learning_rate_scaling": scaling}
+    assert saved_config(record) == config
+    assert saved_config({"config": values}).base_learning_rate is None
 
 
 @pytest.mark.parametrize(
@@ -101,6 +121,7 @@ def test_the_learning_rate_is_kept_otherwise(flags):
         ({"epochs": 0}, "--epochs must be an int >= 1"),
         ({"model": "resnet50"}, "--model must be one of"),
         ({"distribute": "model-parallel"}, "--distribute must be one of"),
+        ({"base_learning_rate": 0.2}, "base_batch_size must be an int >= 1"),
     ],
 )
 def test_a_bad_value_names_its_flag(changes, message):

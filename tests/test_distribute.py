@@ -29,9 +29,10 @@ import keras
 import numpy as np
 import pytest
 
-from keras_cifar_resnet.config import LOST_PROCESS_TIMEOUT_SECONDS
 from keras_cifar_resnet.distribute import (
+    LOST_PROCESS_TIMEOUT_SECONDS,
     MODES,
+    Distribution,
     DistributionError,
     ProcessShard,
     SingleDevice,
@@ -115,7 +116,7 @@ def test_uneven_split_is_a_clear_error():
 
 
 def test_a_lost_process_is_one_line_only_with_several_processes():
-    class Engine(SingleDevice):
+    class Engine(Distribution):
         def _is_lost_process(self, error):
             return isinstance(error, ConnectionError)
 

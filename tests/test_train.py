@@ -33,7 +33,7 @@ from keras_cifar_resnet.config import (
     UsageError,
     build_parser,
     config_from_flags,
-    learning_rate_scaling,
+    flag_fields,
     resolve_config,
 )
 from keras_cifar_resnet.evaluation import evaluate_model
@@ -85,7 +85,7 @@ def _checkpoint_arrays(folder):
 
 
 def _config(argv):
-    config, resume, _ = config_for_arguments(build_parser().parse_args(argv))
+    config, resume = config_for_arguments(build_parser().parse_args(argv))
     assert not resume
     return config
 
@@ -112,22 +112,22 @@ class _SignalAt(keras.callbacks.Callback):
 
 def test_recipes_are_whole_configs_and_flags_override_them():
     assert RECIPES["default"] == TrainConfig()
-    seed = RECIPES["seed"]
-    assert (seed.optimizer, seed.learning_rate, seed.batch_size, seed.epochs) == (
+    paper = RECIPES["paper"]
+    assert (paper.optimizer, paper.learning_rate, paper.batch_size, paper.epochs) == (
         "adam",
         1e-4,
         512,
         100,
     )
-    assert (seed.crop_padding, seed.flip, seed.cutout_size) == (0, False, 0)
-    assert seed.batch_norm_momentum == 0.99
+    assert (paper.crop_padding, paper.flip, paper.cutout_size) == (0, False, 0)
+    assert paper.batch_norm_momentum == 0.99
     default = RECIPES["default"]
     assert (default.optimizer, default.schedule, default.batch_norm_momentum) == (
         "sgd",
         "cosine",
         0.9,
     )
-    config = resolve_config(["--recipe", "seed", "--learning-rate", "0.01"])
+    config = resolve_config(["--recipe", "paper", "--learning-rate", "0.01"])
     assert config.learning_rate == 0.01 and config.optimizer == "adam"
     assert resolve_config(["--no-flip"]).flip is False
     assert config_from_flags({"epochs": 3}).epochs == 3
@@ -135,22 +135,17 @@ def test_recipes_are_whole_configs_and_flags_override_them():
 
 def test_the_learning_rate_follows_the_batch_size_unless_given():
     # timm's rule: the recipe's rate is for the recipe's batch size.
-    assert config_from_flags({"batch_size": 128}).learning_rate == pytest.approx(0.05)
-    assert learning_rate_scaling({"batch_size": 128}) == {
-        "base_learning_rate": 0.2,
-        "base_batch_size": 512,
-        "batch_size": 128,
-        "learning_rate": pytest.approx(0.05),
-    }
-    seed = config_from_flags({"recipe": "seed", "batch_size": 1024})
-    assert seed.learning_rate == pytest.approx(2e-4)
+    scaled = config_from_flags({"batch_size": 128})
+    assert scaled.learning_rate == pytest.approx(0.05)
+    assert (scaled.base_learning_rate, scaled.base_batch_size) == (0.2, 512)
+    paper = config_from_flags({"recipe": "paper", "batch_size": 1024})
+    assert paper.learning_rate == pytest.approx(2e-4)
     # An explicit rate, or the recipe's own batch size, changes nothing.
-    given = {"batch_size": 128, "learning_rate": 0.3}
-    assert config_from_flags(given).learning_rate == 0.3
-    assert learning_rate_scaling(given) is None
-    assert learning_rate_scaling({"batch_size": 512}) is None
-    assert learning_rate_scaling({"epochs": 3}) is None
-    assert config_from_flags({"epochs": 3}).learning_rate == 0.2
+    given = config_from_flags({"batch_size": 128, "learning_rate": 0.3})
+    assert given.learning_rate == 0.3 and given.base_learning_rate is None
+    assert config_from_flags({"batch_size": 512}).base_learning_rate is None
+    unscaled = config_from_flags({"epochs": 3})
+    assert unscaled.learning_rate == 0.2 and unscaled.base_learning_rate is None
 
 
 def test_the_first_warm_up_step_learns_and_the_peak_comes_after_warm_up():
@@ -171,11 +166,11 @@ def test_the_first_warm_up_step_learns_and_the_peak_comes_after_warm_up():
 def test_help_explains_every_flag(capsys):
     assert main(["--help"]) == 0
     text = capsys.readouterr().out
-    for field in dataclasses.fields(TrainConfig):
+    for field in flag_fields():
         assert "--" + field.name.replace("_", "-") in text
     assert "--resume" in text
     # Recipe-set flags say each recipe's value.
-    assert "0.2 (default), 0.0001 (seed)" in " ".join(text.split())
+    assert "0.2 (default), 0.0001 (paper)" in " ".join(text.split())
 
 
 @pytest.mark.parametrize(
@@ -246,12 +241,9 @@ def test_a_synthetic_run_writes_every_output(straight_run):
     # Cosine schedule: peak after warm-up (capped at half the run), 0 at the
     # end. The peak is the recipe's 0.2 at batch 512, scaled to batch 32.
     assert float(rows[0]["learning_rate"]) == pytest.approx(0.2 * 32 / 512)
-    assert record["learning_rate_scaling"] == {
-        "base_learning_rate": 0.2,
-        "base_batch_size": 512,
-        "batch_size": 32,
-        "learning_rate": pytest.approx(0.0125),
-    }
+    assert record["config"]["learning_rate"] == pytest.approx(0.0125)
+    assert record["config"]["base_learning_rate"] == 0.2
+    assert record["config"]["base_batch_size"] == 512
     assert "the recipe's 0.2 at batch 512, scaled linearly to batch 32" in output
     assert float(rows[1]["learning_rate"]) == pytest.approx(0.0, abs=1e-7)
 
@@ -473,7 +465,7 @@ def test_a_validation_set_as_large_as_the_data_exits_2(real_data_dir, capsys, tm
 
 def _resumable_run(folder, argv):
     """A run folder as `argv` would start it, with a checkpoint to resume."""
-    config, _, _ = config_for_arguments(build_parser().parse_args(argv))
+    config, _ = config_for_arguments(build_parser().parse_args(argv))
     RunFolder(folder).start({"config": config.to_dict()})
     model = TinyResNet()
     model.compile(keras.optimizers.SGD(0.1))
@@ -496,8 +488,8 @@ def test_resume_accepts_the_same_command_again(tmp_path):
         ["--resume", str(tmp_path)],
         ["--batch-size", "32", "--resume", str(tmp_path)],
     ):
-        assert _resume(again) == (saved, True, None)
-    config, _, _ = _resume([*argv, "--jit-compile", "off", "--resume", str(tmp_path)])
+        assert _resume(again) == (saved, True)
+    config, _ = _resume([*argv, "--jit-compile", "off", "--resume", str(tmp_path)])
     assert config == dataclasses.replace(saved, jit_compile="off")
 
 
@@ -554,6 +546,8 @@ def test_a_damaged_checkpoint_names_the_good_previous_one_and_resumes_from_it(
 ):
     folder = tmp_path / "run"
     shutil.copytree(straight_run[0], folder)
+    # Damaged before the run finished (a finished run has nothing to resume).
+    (folder / "summary.json").unlink()
     checkpoint = folder / CHECKPOINT_NAME
     checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
     capsys.readouterr()
@@ -572,12 +566,7 @@ def test_a_damaged_checkpoint_names_the_good_previous_one_and_resumes_from_it(
     assert (folder / "checkpoint.damaged.npz").is_file()
     assert read_checkpoint_state(checkpoint)["epoch"] == 2
     assert read_checkpoint_state(folder / "checkpoint.previous.npz")["epoch"] == 1
-    seconds = json.loads((folder / "summary.json").read_text())["train_seconds"]
-    assert seconds > 0
-    # Resuming the finished run evaluates again and keeps the training time.
-    assert main(["--resume", str(folder)]) == 0
-    summary = json.loads((folder / "summary.json").read_text())
-    assert summary["train_seconds"] == seconds
+    assert json.loads((folder / "summary.json").read_text())["train_seconds"] > 0
 
 
 def _refuse_work(monkeypatch):
@@ -679,7 +668,28 @@ def test_ctrl_c_during_the_test_evaluation_says_resume_finishes_it(
     assert not (folder / "summary.json").exists()
     monkeypatch.undo()
     assert main(["--resume", str(folder)]) == 0
-    assert (folder / "summary.json").is_file()
+    summary = json.loads((folder / "summary.json").read_text())
+    # The summary of the resumed evaluation keeps the training time.
+    state = read_checkpoint_state(folder / CHECKPOINT_NAME)
+    assert summary["train_seconds"] == round(state["train_seconds"], 1) > 0
+
+
+def test_resuming_a_finished_run_says_where_its_results_are(
+    tmp_path, monkeypatch, capsys
+):
+    _refuse_work(monkeypatch)
+    argv = [*TINY, "--epochs", "1", "--output-dir", str(tmp_path)]
+    folder = RunFolder(tmp_path)
+    folder.start({"config": _config(argv).to_dict()})
+    folder.write_summary({"test": {"accuracy": 0.5}})
+    files = {path: path.read_bytes() for path in tmp_path.iterdir()}
+    assert main(["--resume", str(tmp_path)]) == 0
+    output = capsys.readouterr().out.strip()
+    assert output == (
+        f"{tmp_path} is complete: training and the test evaluation are done; "
+        f"the results are in {folder.summary_path}"
+    )
+    assert {path: path.read_bytes() for path in tmp_path.iterdir()} == files
 
 
 @pytest.mark.slow

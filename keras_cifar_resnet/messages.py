@@ -1,0 +1,203 @@
+"""What the training command tells its user, as plain functions returning text.
+
+Every line that says how a run started, stopped, failed or continues is
+built here, and `resume_command` is the one place that spells the command
+that continues a run. Keras-free: the command line uses it before a backend
+is imported.
+"""
+
+from __future__ import annotations
+
+import errno
+import signal
+
+from keras_cifar_resnet.checkpoints import CheckpointError, read_checkpoint_state
+from keras_cifar_resnet.run_folder import BEST_NAME, CHECKPOINT_NAME, FINAL_NAME
+
+COMMAND = "keras-cifar-resnet-train"
+
+
+def resume_command(output_dir, *flags):
+    """`keras-cifar-resnet-train --resume DIR [flags]`: continues the run."""
+    return " ".join([COMMAND, "--resume", str(output_dir), *flags])
+
+
+def count(number, noun):
+    """`1 epoch`, `3 epochs`."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def learning_rate_words(config):
+    """The peak rate, and how it was scaled from the recipe's if it was."""
+    words = f"peak learning rate {config.learning_rate:g}"
+    if config.base_learning_rate is None:
+        return words
+    return (
+        f"{words} (the recipe's {config.base_learning_rate:g} at batch "
+        f"{config.base_batch_size}, scaled linearly to batch "
+        f"{config.batch_size}; give --learning-rate to set it yourself)"
+    )
+
+
+def start_line(config, *, parameters, backend, data, steps_per_epoch):
+    """The line after which a signal stops the run with a checkpoint."""
+    width = (
+        f" at width {config.width_multiplier:g}" if config.width_multiplier != 1 else ""
+    )
+    return (
+        f"training {config.model}{width} ({parameters:,} parameters), recipe "
+        f"{config.recipe}, on {backend}: {len(data.train_images):,} training "
+        f"images, {len(data.val_images):,} validation, {len(data.test_images):,} "
+        f"test{' (synthetic)' if config.synthetic else ''}; "
+        f"{count(config.epochs, 'epoch')} of {count(steps_per_epoch, 'step')}; "
+        f"{learning_rate_words(config)}; writing to {config.output_dir}"
+    )
+
+
+def resuming_epoch(epoch, step, steps_per_epoch):
+    return f"resuming epoch {epoch + 1} at step {step + 1}/{steps_per_epoch}"
+
+
+def epoch_line(epoch, epochs, logs):
+    """`epoch 3/100  loss 1.2345  accuracy ...  lr 0.1  12.3 s`, from `logs`."""
+    parts = [f"epoch {epoch + 1}/{epochs}"]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        if logs.get(key) is not None:
+            parts.append(f"{key} {logs[key]:.4f}")
+    parts.append(f"lr {logs['learning_rate']:.4g}")
+    parts.append(f"{logs['seconds']:.1f} s")
+    line = "  ".join(parts)
+    if logs.get("best_model"):
+        line += f"  (best so far, saved {logs['best_model']})"
+    return line
+
+
+def non_finite_loss(failure, config, checkpoint_path):
+    """A non-finite loss stopped the run: what is kept, and what to try."""
+    if checkpoint_path.exists():
+        last, where = f"the last good checkpoint is {checkpoint_path}", ""
+    else:
+        # Nothing to keep: the same folder takes the next try.
+        last = "no checkpoint was written before it"
+        where = f", in the same --output-dir {config.output_dir} if you like"
+    hint = " or --mixed-precision off" if config.mixed_precision != "off" else ""
+    return (
+        f"error: {failure}; training stopped and {last}. Try a lower "
+        f"--learning-rate (this run: {config.learning_rate}){hint}{where}"
+    )
+
+
+def stopped(signum, epoch, step, folder):
+    """A signal stopped the run in its epochs, at `epoch`, `step`, saved."""
+    where = f"epoch {epoch + 1}, step {step}" if step else f"epoch {epoch}"
+    return (
+        f"stopped by {signal.Signals(signum).name} after {where}; checkpoint saved "
+        f"to {folder.checkpoint_path}. Continue with: {resume_command(folder.path)}"
+    )
+
+
+def how_to_continue(folder, epochs):
+    """Where the run's saved state stands and the command that continues it."""
+    command = resume_command(folder.path)
+    if not folder.holds_run():
+        return "nothing was written yet; run the same command again"
+    try:
+        state = read_checkpoint_state(folder.checkpoint_path)
+    except CheckpointError:
+        return (
+            "no checkpoint was written yet; start it again from the "
+            f"beginning with: {command}"
+        )
+    epoch, step = state["epoch"], state["step"]
+    if (epoch, step) == (epochs, 0):
+        return (
+            f"training is complete and saved in {folder.checkpoint_path}; run the "
+            f"final test evaluation with: {command}"
+        )
+    where = f"step {step} of epoch {epoch + 1}" if step else f"the end of epoch {epoch}"
+    return (
+        f"the last checkpoint ({folder.checkpoint_path}) is at {where}; "
+        f"continue with: {command}"
+    )
+
+
+def stopped_at_once(signum, folder, epochs):
+    """A signal outside the epochs, or a second one."""
+    name = signal.Signals(signum).name
+    return f"stopped by {name}; {how_to_continue(folder, epochs)}"
+
+
+def write_error(error, folder, epochs):
+    """A failed write (a full disk): what is intact, and how to continue."""
+    kept = [
+        name
+        for name in (CHECKPOINT_NAME, BEST_NAME, FINAL_NAME)
+        if (folder.path / name).is_file()
+    ]
+    intact = (
+        f"the files written before ({', '.join(kept)}) are intact"
+        if kept
+        else "no earlier file is lost"
+    )
+    remedy = "free some space" if error.errno == errno.ENOSPC else "fix that"
+    return (
+        f"error: {error}; {intact}; {remedy}, then: {how_to_continue(folder, epochs)}"
+    )
+
+
+def lost_process(lost, output_dir):
+    """Another process of a data-parallel run died; how to continue."""
+    return (
+        f"{lost}; this process stops too. Continue from the last checkpoint by "
+        f"starting every process again with --resume {output_dir}"
+    )
+
+
+def previous_checkpoint_advice(folder):
+    """What a damaged last checkpoint leaves: the previous one, or a restart."""
+    previous = folder.previous_checkpoint_path
+    try:
+        state = read_checkpoint_state(previous)
+    except CheckpointError:
+        restart = (
+            f"start the run again with: rm {folder.checkpoint_path} && "
+            f"{resume_command(folder.path)}"
+        )
+        if previous.exists():
+            return f"{previous.name} is damaged too; {restart}"
+        return f"no earlier checkpoint is kept; {restart}"
+    where = f"epoch {state.get('epoch')}, step {state.get('step')}"
+    command = resume_command(folder.path, "--from-previous-checkpoint")
+    return (
+        f"the previous checkpoint {previous.name} ({where}) is good; continue "
+        f"from it with: {command}"
+    )
+
+
+def already_holds_a_run(output_dir):
+    return (
+        f"--output-dir {output_dir} already holds a run; continue it with "
+        f"--resume {output_dir} or choose another folder"
+    )
+
+
+def run_complete(folder):
+    """`--resume` of a run whose summary is written: nothing left to do."""
+    return (
+        f"{folder.path} is complete: training and the test evaluation are done; "
+        f"the results are in {folder.summary_path}"
+    )
+
+
+def test_result(report, model_file, best_epoch, best_val_accuracy, output_dir):
+    """The run's last line: the test figures of the model it kept."""
+    which = (
+        f"best validation accuracy {best_val_accuracy:.2%} at epoch {best_epoch}"
+        if best_epoch
+        else "the last epoch's model"
+    )
+    return (
+        f"test accuracy {report['accuracy']:.2%} (flip TTA "
+        f"{report['tta_accuracy']:.2%}), loss {report['loss']:.4f}; "
+        f"{model_file} = {which}; results in {output_dir}"
+    )
