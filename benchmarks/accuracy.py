@@ -21,8 +21,8 @@ Profiles:
            recipe's), the warm-up shortened in proportion (5% of the run, as
            5 of 100 epochs). 5-20 minutes per backend on one core; run it for
            the three Keras backends and `--native` to compare them.
-    gpu    what fits a few minutes of one GPU: the default recipe for
-           --epochs epochs (default 30; the cosine schedule is fitted to it).
+    gpu    the default recipe shortened to --epochs epochs (default 30; the
+           cosine schedule is fitted to it).
     tiny   CI only: the test model on 64 random images, one epoch.
 
     python benchmarks/accuracy.py --profile quick --output-dir benchmark-results

@@ -1,89 +1,76 @@
 #!/usr/bin/env bash
-# Prepare, on this machine (the repo with ../shared beside it), what
-# benchmarks/gpu/run.sh needs on a GPU machine that has PyTorch and JAX (CUDA)
-# but no Keras, no TensorFlow and no network; or for its CPU rehearsal.
+# Gathers, on a machine with a network, what benchmarks/gpu/run.sh needs on a
+# GPU machine that may have none: Keras and the benchmark tools as wheels, and
+# CIFAR-10. The GPU machine is expected to have its Python with PyTorch and
+# JAX for CUDA (run.sh installs only what it lacks from the bundle).
 #
-#   bash benchmarks/gpu/prepare.sh             Keras wheels: .whl/py3.12/ (2.9 MB)
-#   bash benchmarks/gpu/prepare.sh data        and CIFAR-10 in three parts
-#   bash benchmarks/gpu/prepare.sh --rehearse  both, and the same wheels for
-#                                              this machine's Python (PYTHON,
-#                                              default python3): .whl/pyX.Y/
+#   bash benchmarks/gpu/prepare.sh [options]
 #
-# At most 64 MiB travels with one device call and each CIFAR-10 file is ~23 MB
-# xz-packed, so the six files go in three parts of two, one part per call:
-# .gpu-carry-1 (data_batch_1, data_batch_2), .gpu-carry-2 (data_batch_3,
-# data_batch_4), .gpu-carry-3 (data_batch_5, test_batch). run.sh unpacks what
-# it finds into .gpu-data/, which stays on the warm machine between calls.
+# Options:
+#   --bundle DIR          where to gather it all (default gpu-bundle)
+#   --part-size MB        also split the bundle into parts of at most MB
+#                         megabytes (DIR.part-aa, -ab, ...) with a SHA256SUMS
+#                         file, for transfer tools with a size cap; run.sh
+#                         joins them again (default: no split)
+#   --python-version X.Y  the GPU machine's Python, for its wheels (default:
+#                         this machine's)
+#   --platform TAG        the GPU machine's platform tag (default: this one's)
+#   --data DIR            take CIFAR-10 from DIR (a folder or the official
+#                         archive) instead of downloading it
+#   --rehearse            a bundle for a rehearsal on this machine: no wheels
+#                         (this Python has them) and no data (random images)
+#   -h, --help
 #
-# The rehearsal's wheels: the pure-Python ones are the GPU's own files; each
-# compiled one (optree) is the same version, fetched for this Python from the
-# package index pip is configured with. These folders are ignored through
-# .git/info/exclude (local, never committed). Environment: SHARED (default
-# ../shared), PYTHON (default python3).
+# Environment: PYTHON (default python3), KERAS_CIFAR_RESNET_DATA (as --data).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-. benchmarks/gpu/wheels.sh
-shared=${SHARED:-../shared}
 PYTHON=${PYTHON:-python3}
+CIFAR10_URL=https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz
+PACKAGES=(keras pytest pytest-benchmark matplotlib)
 
-data=0 rehearse=0
-for argument in "$@"; do
-  case $argument in
-    data) data=1 ;;
-    --rehearse) data=1 rehearse=1 ;;
+bundle=gpu-bundle part_size=0 rehearse=0 data=${KERAS_CIFAR_RESNET_DATA:-}
+target=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --bundle | --part-size | --python-version | --platform | --data)
+      [ $# -ge 2 ] || { echo "prepare.sh: $1 needs a value" >&2; exit 2; } ;;&
+    --bundle) bundle=$2; shift ;;
+    --part-size) part_size=$2; shift ;;
+    --python-version) target+=(--python-version "$2"); shift ;;
+    --platform) target+=(--platform "$2"); shift ;;
+    --data) data=$2; shift ;;
+    --rehearse) rehearse=1 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "prepare.sh: unknown argument $argument (see --help)" >&2; exit 2 ;;
+    *) echo "prepare.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
+  shift
 done
+case $part_size in '' | *[!0-9]*) echo "prepare.sh: --part-size takes whole MB" >&2; exit 2 ;; esac
 
-mkdir -p .git/info
-for pattern in /.whl/ '/.gpu-carry-*/' /.gpu-data/ '/benchmark-results-*/'; do
-  grep -qxF "$pattern" .git/info/exclude 2>/dev/null || echo "$pattern" >> .git/info/exclude
-done
+rm -rf "$bundle" "$bundle".part-* "$bundle".SHA256SUMS
+mkdir -p "$bundle/wheels" "$bundle/data"
+printf '%s\n' "${PACKAGES[@]}" > "$bundle/requirements.txt"
 
-gpu_wheels=$(wheel_dir "$GPU_PYTHON_VERSION")
-mkdir -p "$gpu_wheels"
-rm -f .whl/*.whl "$gpu_wheels"/*.whl  # the old flat layout, and stale versions
-cp "$shared"/wheels/gpu-py312/*.whl "$gpu_wheels"/
-echo "prepare.sh: $(ls "$gpu_wheels" | wc -l) wheels in $gpu_wheels ($(du -sh "$gpu_wheels" | cut -f1))"
-
-if [ "$rehearse" = 1 ]; then
-  version=$(python_version "$PYTHON")
-  here=$(wheel_dir "$version")
-  if [ "$here" != "$gpu_wheels" ]; then
-    find_pip "$PYTHON" || { echo "prepare.sh: no pip for $PYTHON or on PATH" >&2; exit 1; }
-    mkdir -p "$here"
-    rm -f "$here"/*.whl
-    for wheel in "$gpu_wheels"/*.whl; do
-      file=$(basename "$wheel")
-      case $file in
-        *-py3-none-any.whl) cp "$wheel" "$here/" ;;
-        *)
-          name=${file%%-*}
-          rest=${file#*-}
-          requirement="$name==${rest%%-*}"
-          "${PIP[@]}" download -q --no-deps --only-binary=:all: "${PIP_FLAGS[@]}" \
-            -d "$here" "$requirement" \
-            || { echo "prepare.sh: cannot fetch $requirement for Python $version" >&2; exit 1; }
-          ;;
-      esac
-    done
+if [ "$rehearse" = 0 ]; then
+  [ ${#target[@]} -gt 0 ] && target+=(--only-binary=:all:)
+  "$PYTHON" -m pip download -q -d "$bundle/wheels" "${target[@]}" "${PACKAGES[@]}"
+  echo "prepare.sh: $(ls "$bundle/wheels" | wc -l) wheels in $bundle/wheels"
+  if [ -d "$data" ]; then
+    cp "$data"/*.bin "$data"/batches.meta.txt "$bundle/data/" 2>/dev/null || cp "$data"/*.bin "$bundle/data/"
+  elif [ -f "$data" ]; then
+    cp "$data" "$bundle/data/"
+  else
+    echo "prepare.sh: downloading CIFAR-10 from $CIFAR10_URL"
+    "$PYTHON" -c 'import sys, urllib.request; urllib.request.urlretrieve(*sys.argv[1:])' \
+      "$CIFAR10_URL" "$bundle/data/cifar-10-binary.tar.gz"
   fi
-  echo "prepare.sh: $(ls "$here" | wc -l) wheels in $here, for the rehearsal under $PYTHON"
 fi
+echo "prepare.sh: $bundle holds $(du -sh "$bundle" | cut -f1)"
 
-if [ "$data" = 1 ]; then
-  source_data=$shared/data/cifar10
-  parts=("data_batch_1 data_batch_2" "data_batch_3 data_batch_4" "data_batch_5 test_batch")
-  for i in 1 2 3; do
-    part=.gpu-carry-$i
-    rm -rf "$part"
-    mkdir -p "$part"
-    for name in ${parts[$((i - 1))]}; do
-      cp "$source_data/$name.bin.xz" "$part/"
-      grep -E " $name\.bin\$" "$source_data/SHA256SUMS" >> "$part/SHA256SUMS"
-    done
-    echo "prepare.sh: $part: ${parts[$((i - 1))]} ($(du -sh "$part" | cut -f1))"
-  done
-  cp "$source_data/batches.meta.txt" .gpu-carry-1/
+if [ "$part_size" -gt 0 ]; then
+  tar -cf - "$bundle" | split -b "${part_size}M" - "$bundle.part-"
+  sha256sum "$bundle".part-* > "$bundle.SHA256SUMS"
+  rm -rf "$bundle"
+  echo "prepare.sh: $(ls "$bundle".part-* | wc -l) parts of at most $part_size MB:" \
+    "carry $bundle.part-* and $bundle.SHA256SUMS beside the repository"
 fi

@@ -22,10 +22,7 @@ import keras
 from keras import layers, ops
 
 # Backend -> module with `fused_batch_norm`; a backend absent here runs Keras's
-# own layer. Whole ResNet18 steps on the CPU against Keras's layer
-# (benchmarks/results/cpu-2core-amd-epyc-2026-11-28-fused-batch-norm.md):
-# torch +16% float32, +30% bf16; TensorFlow +0 to +11% float32 (two runs),
-# +22 to +27% bf16.
+# own layer. What each gains on whole training steps: benchmarks/results/.
 FUSED_KERNEL_MODULES = {
     "tensorflow": "keras_cifar_resnet.batch_norm.tensorflow",
     "torch": "keras_cifar_resnet.batch_norm.torch",

@@ -114,10 +114,9 @@ class TrainStepBase:
         `trainable_values` lines up with `self.trainable_variables`: the
         variables themselves, or JAX's traced values of them. The L2 term
         stays in the loss rather than as `wd * w` added to the gradients:
-        on the CPU the gradient form was no faster (15.1 against 12.3 ms
-        per ResNet18 step of about 2,200 ms; benchmarks/results/, fused
-        batch norm, 2026-11-28), and in the loss the float16 loss scale and
-        TensorFlow's per-replica sum apply to it without extra code.
+        the gradient form was no faster (benchmarks/results/), and in the
+        loss the float16 loss scale and TensorFlow's per-replica sum apply
+        to it without extra code.
         """
         loss = cross_entropy(labels, logits, self.label_smoothing)
         if not self.weight_decay:

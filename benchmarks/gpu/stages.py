@@ -1,0 +1,350 @@
+"""The GPU run's stages, in order of importance, within a wall-clock budget.
+
+`run.sh` calls this after installing what the bundle carries. Each stage is
+one command in its own process group with its own time limit; when it ends,
+its figures join the table and `results.json` in the output folder at once,
+so a run cut short (the machine's own limit, a crash) keeps every figure
+measured so far. A failed stage says `STAGE <name> FAILED`, the run goes on,
+and the exit status is 1.
+
+To add a stage, add a `Stage` to `STAGES` where its importance puts it;
+`throughput(...)` and `accuracy(...)` build the usual commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+# Popen's own process group, so that a limit reaches grandchildren too.
+NEW_GROUP = (
+    {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One command of the run.
+
+    Args:
+        name: str, also its figures' file name (`<name>.json`).
+        backend: str, the KERAS_BACKEND it runs under.
+        job: str, what it measures, for the table.
+        argv: function (options, figures file) -> the command.
+        accuracy: bool, a training run: it takes its share of the time left
+            and, at its limit, stops with a checkpoint instead of failing.
+    """
+
+    name: str
+    backend: str
+    job: str
+    argv: object
+    accuracy: bool = False
+
+
+def throughput(precision, *, select="test_keras", extra=()):
+    """The command of a step-throughput stage (benchmarks/test_step_throughput.py)."""
+
+    def argv(options, figures):
+        return [
+            sys.executable, "-m", "pytest", "benchmarks/test_step_throughput.py",
+            "-p", "no:cacheprovider", "-q", "--no-inference",
+            "--models", options.model, "--batch-sizes", str(options.batch_size),
+            "--precisions", precision, "-k", select,
+            "--rounds", str(options.rounds), "--steps-per-round", str(options.steps),
+            "--warmup-rounds", "1", f"--benchmark-json={figures}",
+            *extra,
+        ]  # fmt: skip
+
+    return argv
+
+
+def accuracy(options, figures):
+    """The command of an accuracy stage (benchmarks/accuracy.py, the recipe)."""
+    return [
+        sys.executable, "benchmarks/accuracy.py", "--profile", "full",
+        "--model", options.model, "--mixed-precision", "mixed_bfloat16",
+        "--output-dir", str(figures.parent), "--",
+        "--epochs", str(options.epochs), *options.train_flags,
+    ]  # fmt: skip
+
+
+NATIVE = ("--native", "eager-bf16,channels_last-bf16")
+STAGES = [
+    Stage("keras-jax", "jax", "Keras JAX, mixed_bfloat16", throughput("mixed")),
+    Stage("keras-torch", "torch", "Keras torch, mixed_bfloat16", throughput("mixed")),
+    Stage(
+        "keras-torch-keras-bn",
+        "torch",
+        "Keras torch, mixed_bfloat16, Keras's own BatchNorm",
+        throughput("mixed", extra=("--batch-norm", "keras")),
+    ),
+    Stage(
+        "native-torch",
+        "torch",
+        "native PyTorch, eager and channels_last, bf16",
+        throughput("mixed", select="test_native_torch", extra=NATIVE),
+    ),
+    Stage("keras-jax-float32", "jax", "Keras JAX, float32", throughput("float32")),
+    Stage("accuracy-jax", "jax", "default recipe, Keras JAX", accuracy, True),
+    Stage("accuracy-torch", "torch", "default recipe, Keras torch", accuracy, True),
+]
+
+# What a rehearsal on a CPU changes: the test model, a small batch, a few
+# rounds, one epoch on a slice of random images.
+REHEARSAL = {
+    "model": "tiny",
+    "batch_size": 32,
+    "rounds": 2,
+    "steps": 2,
+    "epochs": 1,
+    "train_flags": (
+        "--synthetic", "--max-train-examples", "128", "--validation-size", "64",
+        "--batch-size", "32",
+    ),
+}  # fmt: skip
+
+
+def say(message):
+    print(f"run.sh: {message}", flush=True)
+
+
+def _report_module():
+    spec = importlib.util.spec_from_file_location(
+        "report", REPO / "benchmarks" / "report.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Run:
+    """The stages within the budget; the output folder after each."""
+
+    def __init__(self, options, stages):
+        self.options = options
+        self.stages = stages
+        self.work = Path(options.work)
+        self.figures = self.work / "figures"
+        self.figures.mkdir(parents=True, exist_ok=True)
+        self.out = Path(options.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.outcomes = []
+
+    def left(self):
+        return self.options.budget - (time.time() - self.options.started_at)
+
+    def limit(self, stage, index):
+        """Its limit: a throughput stage at most --stage-limit; a training run
+        an equal share with the training runs still to come."""
+        left = self.left() - self.options.reserve
+        if not stage.accuracy:
+            return min(self.options.stage_limit, left)
+        runs_left = sum(1 for s in self.stages[index:] if s.accuracy)
+        return left / runs_left
+
+    def run(self):
+        say(
+            f"{len(self.stages)} stages within {self.options.budget:.0f} s, "
+            f"{self.left():.0f} s left; results in {self.out}"
+        )
+        for index, stage in enumerate(self.stages):
+            self.outcomes.append(self.run_stage(stage, self.limit(stage, index)))
+            self.write_results()
+        self.write_results(chart=True)
+        failed = [o["stage"] for o in self.outcomes if o["status"] == "failed"]
+        print((self.out / "table.md").read_text(), flush=True)
+        if failed:
+            say(f"FAILED stages: {', '.join(failed)}")
+            return 1
+        say("every stage that ran succeeded")
+        return 0
+
+    def run_stage(self, stage, limit):
+        outcome = {"stage": stage.name, "job": stage.job, "backend": stage.backend}
+        if limit < self.options.min_stage:
+            say(f"STAGE {stage.name} SKIPPED ({max(limit, 0):.0f} s left)")
+            return outcome | {"status": "skipped"}
+        figures = self.figures / f"{stage.name}.json"
+        if stage.accuracy:
+            figures = self.work / "runs" / stage.name / f"{stage.name}.json"
+            figures.parent.mkdir(parents=True, exist_ok=True)
+        argv = [str(a) for a in stage.argv(self.options, figures)]
+        if os.environ.get("BREAK_STAGE") == stage.name:
+            argv.append("--no-such-option")  # how the test checks a failure
+        say(f"STAGE {stage.name} ({stage.job}): limit {limit:.0f} s")
+        say("  $ " + " ".join(argv))
+        status, seconds, timed_out = self.run_process(argv, stage.backend, limit)
+        outcome |= {"seconds": round(seconds, 1), "limit_s": round(limit, 1)}
+        if stage.accuracy:
+            found = self.accuracy_figures(stage, figures.parent, seconds)
+            if found is not None:
+                shutil.copy(found, self.figures / f"{stage.name}.json")
+                outcome["figures"] = json.loads(found.read_text())
+        elif figures.exists():
+            outcome["figures"] = json.loads(figures.read_text())
+        if timed_out and stage.accuracy:
+            outcome["status"] = "stopped"
+            outcome["detail"] = f"at its limit ({limit:.0f} s) with a checkpoint"
+        elif timed_out or status != 0 or "figures" not in outcome:
+            outcome["status"] = "failed"
+            outcome["detail"] = "timed out" if timed_out else f"exit {status}"
+        else:
+            outcome["status"] = "ok"
+        say(f"STAGE {stage.name} {outcome['status'].upper()} after {seconds:.0f} s")
+        return outcome
+
+    def run_process(self, argv, backend, limit):
+        """(exit status, seconds, timed out); SIGTERM at the limit, then SIGKILL."""
+        env = dict(os.environ, KERAS_BACKEND=backend, PYTHONUNBUFFERED="1")
+        # JAX takes most of a GPU's memory at its first use; only its stages may.
+        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "true" if backend == "jax" else "false"
+        start = time.monotonic()
+        child = subprocess.Popen(argv, cwd=REPO, env=env, **NEW_GROUP)
+        timed_out = False
+        try:
+            status = child.wait(timeout=max(limit, 1))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            # The train command saves a checkpoint on SIGTERM.
+            os.killpg(child.pid, signal.SIGTERM)
+            try:
+                status = child.wait(timeout=self.options.grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                status = child.wait()
+        return status, time.monotonic() - start, timed_out
+
+    def accuracy_figures(self, stage, folder, seconds):
+        """accuracy.py's record; for a run stopped early, its log so far."""
+        finished = sorted(folder.glob("accuracy-*.json"))
+        if finished:
+            return finished[0]
+        log = next(folder.glob("accuracy-run-*/log.csv"), None)
+        if log is None:
+            return None
+        with open(log, newline="") as file:
+            rows = list(csv.DictReader(file))
+        if not rows:
+            return None
+        record = {
+            "kind": "accuracy",
+            "backend": f"{stage.backend} (stopped)",
+            "model": self.options.model,
+            "epochs": len(rows),
+            "best_validation_accuracy": max(
+                float(r["val_accuracy"] or 0) for r in rows
+            ),
+            "train_seconds": sum(float(r["seconds"]) for r in rows),
+            "wall_seconds": seconds,
+            "note": f"stopped at its limit; continue with --resume {log.parent}",
+        }
+        path = folder / f"stopped-{stage.name}.json"
+        path.write_text(json.dumps(record, indent=1))
+        return path
+
+    def write_results(self, *, chart=False):
+        """table.md, results.json and the log in the output folder, now."""
+        try:
+            report = _report_module()
+            rows, accuracy_rows = report.load([self.figures])
+            lines = [f"# {self.options.title}", ""]
+            lines += report.format_rows(rows, accuracy_rows)
+            lines += ["**Stages**", "", "| stage | job | status | seconds |"]
+            lines += ["|---|---|---|---|"]
+            for o in self.outcomes:
+                status = o["status"] + (f" ({o['detail']})" if "detail" in o else "")
+                seconds = o.get("seconds", "-")
+                lines.append(f"| {o['stage']} | {o['job']} | {status} | {seconds} |")
+            lines += ["", "Environment:", "", *report.environment_lines(rows)]
+            outputs = {
+                "table.md": "\n".join(lines) + "\n",
+                "results.json": json.dumps(
+                    {"options": vars(self.options), "stages": self.outcomes},
+                    indent=1,
+                    default=str,
+                ),
+            }
+            for name, text in outputs.items():
+                (self.work / name).write_text(text)
+            if chart and rows:
+                report.chart(rows, self.work / "chart.png")
+        except Exception as error:  # noqa: BLE001 - never lose a stage's figures
+            say(f"could not write the table ({type(error).__name__}: {error})")
+        self.copy_out()
+
+    def copy_out(self):
+        """The most important files, at most --max-files of them."""
+        wanted = ["table.md", "results.json", "run.log", "chart.png"]
+        wanted += [
+            f"runs/{s.name}/accuracy-run-{s.backend}/curves.png"
+            for s in self.stages
+            if s.accuracy
+        ]
+        present = [self.work / name for name in wanted if (self.work / name).is_file()]
+        for path in present[: self.options.max_files]:
+            name = path.name
+            if name == "curves.png":
+                name = f"curves-{path.parent.parent.name}.png"
+            shutil.copyfile(path, self.out / name)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/gpu/stages.py",
+        description="Run the GPU stages within a budget (run.sh calls this).",
+    )
+    parser.add_argument("--budget", type=float, required=True, metavar="SECONDS")
+    parser.add_argument("--out", required=True, metavar="DIR")
+    parser.add_argument("--work", required=True, metavar="DIR")
+    parser.add_argument("--max-files", type=int, default=8, metavar="N")
+    parser.add_argument("--started-at", type=float, default=None)
+    parser.add_argument("--rehearse", action="store_true")
+    parser.add_argument("--stages", default=None, help="comma-separated names")
+    parser.add_argument("--data-dir", default=None, metavar="DIR")
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--stage-limit", type=float, default=180, metavar="SECONDS")
+    parser.add_argument("--min-stage", type=float, default=30, metavar="SECONDS")
+    parser.add_argument("--reserve", type=float, default=20, metavar="SECONDS")
+    parser.add_argument("--grace", type=float, default=30, metavar="SECONDS")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    options = parser.parse_args(argv)
+    options.started_at = options.started_at or time.time()
+    options.model, options.batch_size, options.rounds, options.steps = (
+        "resnet18",
+        512,
+        10,
+        10,
+    )
+    options.train_flags = ("--data-dir", options.data_dir) if options.data_dir else ()
+    options.title = "GPU run"
+    if options.rehearse:
+        vars(options).update(REHEARSAL)
+        options.title = "GPU run, rehearsed on a CPU"
+    stages = STAGES
+    if options.stages:
+        names = options.stages.split(",")
+        unknown = sorted(set(names) - {s.name for s in STAGES})
+        if unknown:
+            parser.error(f"unknown stages: {', '.join(unknown)}")
+        stages = [s for s in STAGES if s.name in names]
+    return Run(options, stages).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
