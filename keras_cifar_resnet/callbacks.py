@@ -76,6 +76,8 @@ class CheckpointOnSignal(keras.callbacks.Callback):
         self._epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
+        if self.model.stop_training:
+            return  # stopped by a failure: this step is not worth keeping
         step = self.first_step + batch + 1
         if self.signals.signum and step < self.steps_per_epoch:
             # JAX keeps the training state outside the variables during an

@@ -208,8 +208,9 @@ def _train_and_evaluate(
                 *extra_callbacks,
                 RestoreEpochMetrics(epoch_metrics if skipped else None),
                 nan_stop,
-                signal_stop,
                 records,
+                # After the epoch's records: a signal during them stops here.
+                signal_stop,
                 *shown,
             ]
             batches.start_epoch = first_epoch

@@ -20,7 +20,9 @@
 #                         recipe's); a run that reaches its share of the
 #                         time stops with a checkpoint, and the table says so
 #   --stages A,B          only these stages
-#   --stage-limit SECONDS at most this long per throughput stage (default 180)
+#   --stage-limit SECONDS at most this long per throughput stage (default 180;
+#                         one that takes longer fails; in a rehearsal, no
+#                         limit but the budget, as a CPU may be busy)
 #   --rehearse            a rehearsal on a CPU: the test model, a few steps,
 #                         one epoch on random images
 #   -h, --help

@@ -150,7 +150,7 @@ class Run:
         an equal share with the training runs still to come."""
         left = self.left() - self.options.reserve
         if not stage.accuracy:
-            return min(self.options.stage_limit, left)
+            return min(self.options.stage_limit or left, left)
         runs_left = sum(1 for s in self.stages[index:] if s.accuracy)
         return left / runs_left
 
@@ -194,9 +194,13 @@ class Run:
                 outcome["figures"] = json.loads(found.read_text())
         elif figures.exists():
             outcome["figures"] = json.loads(figures.read_text())
+        own_limit = not stage.accuracy and limit == self.options.stage_limit
         if timed_out and stage.accuracy:
             outcome["status"] = "stopped"
             outcome["detail"] = f"at its limit ({limit:.0f} s) with a checkpoint"
+        elif timed_out and not own_limit:
+            outcome["status"] = "stopped"
+            outcome["detail"] = "the budget ran out"
         elif timed_out or status != 0 or "figures" not in outcome:
             outcome["status"] = "failed"
             outcome["detail"] = "timed out" if timed_out else f"exit {status}"
@@ -217,14 +221,21 @@ class Run:
             status = child.wait(timeout=max(limit, 1))
         except subprocess.TimeoutExpired:
             timed_out = True
-            # The train command saves a checkpoint on SIGTERM.
-            os.killpg(child.pid, signal.SIGTERM)
-            try:
-                status = child.wait(timeout=self.options.grace)
-            except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
-                status = child.wait()
+            status = self.end(child)
+        except BaseException:  # the run itself was stopped: so is the stage
+            self.end(child)
+            raise
         return status, time.monotonic() - start, timed_out
+
+    def end(self, child):
+        """SIGTERM to the stage's group (the train command saves a checkpoint),
+        SIGKILL after --grace seconds; its exit status."""
+        os.killpg(child.pid, signal.SIGTERM)
+        try:
+            return child.wait(timeout=self.options.grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            return child.wait()
 
     def accuracy_figures(self, stage, folder, seconds):
         """accuracy.py's record; for a run stopped early, its log so far."""
@@ -314,7 +325,14 @@ def build_parser():
     parser.add_argument("--stages", default=None, help="comma-separated names")
     parser.add_argument("--data-dir", default=None, metavar="DIR")
     parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--stage-limit", type=float, default=180, metavar="SECONDS")
+    parser.add_argument(
+        "--stage-limit",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="at most this long per throughput stage (default 180; in a "
+        "rehearsal, what the budget leaves)",
+    )
     parser.add_argument("--min-stage", type=float, default=30, metavar="SECONDS")
     parser.add_argument("--reserve", type=float, default=20, metavar="SECONDS")
     parser.add_argument("--grace", type=float, default=30, metavar="SECONDS")
@@ -336,6 +354,8 @@ def main(argv=None):
     if options.rehearse:
         vars(options).update(REHEARSAL)
         options.title = "GPU run, rehearsed on a CPU"
+    elif options.stage_limit is None:
+        options.stage_limit = 180
     stages = STAGES
     if options.stages:
         names = options.stages.split(",")
@@ -343,7 +363,27 @@ def main(argv=None):
         if unknown:
             parser.error(f"unknown stages: {', '.join(unknown)}")
         stages = [s for s in STAGES if s.name in names]
-    return Run(options, stages).run()
+    run = Run(options, stages)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stop)
+    try:
+        return run.run()
+    except Stopped as stop:
+        say(f"stopped by {signal.Signals(stop.signum).name}")
+        run.write_results()
+        return 128 + stop.signum
+
+
+class Stopped(BaseException):
+    """SIGINT or SIGTERM reached the run."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum, frame):
+    raise Stopped(signum)
 
 
 if __name__ == "__main__":
