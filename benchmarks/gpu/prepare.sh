@@ -68,8 +68,8 @@ fi
 echo "prepare.sh: $bundle holds $(du -sh "$bundle" | cut -f1)"
 
 if [ "$part_size" -gt 0 ]; then
-  tar -cf - "$bundle" | split -b "${part_size}M" - "$bundle.part-"
-  sha256sum "$bundle".part-* > "$bundle.SHA256SUMS"
+  tar -C "$(dirname "$bundle")" -cf - "$(basename "$bundle")" | split -b "${part_size}M" - "$bundle.part-"
+  (cd "$(dirname "$bundle")" && sha256sum "$(basename "$bundle")".part-*) > "$bundle.SHA256SUMS"
   rm -rf "$bundle"
   echo "prepare.sh: $(ls "$bundle".part-* | wc -l) parts of at most $part_size MB:" \
     "carry $bundle.part-* and $bundle.SHA256SUMS beside the repository"

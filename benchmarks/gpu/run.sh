@@ -53,8 +53,10 @@ done
 
 # A bundle carried in parts: check and join them.
 if [ ! -d "$bundle" ] && [ -f "$bundle.SHA256SUMS" ]; then
-  sha256sum -c --quiet "$bundle.SHA256SUMS" || { echo "run.sh: a part of $bundle is damaged" >&2; exit 2; }
-  cat "$bundle".part-* | tar -xf - || { echo "run.sh: cannot unpack $bundle" >&2; exit 2; }
+  (cd "$(dirname "$bundle")" && sha256sum -c --quiet "$(basename "$bundle").SHA256SUMS") \
+    || { echo "run.sh: a part of $bundle is damaged" >&2; exit 2; }
+  cat "$bundle".part-* | tar -C "$(dirname "$bundle")" -xf - \
+    || { echo "run.sh: cannot unpack $bundle" >&2; exit 2; }
 fi
 [ -d "$bundle" ] || { echo "run.sh: no $bundle here: run benchmarks/gpu/prepare.sh first" >&2; exit 2; }
 
