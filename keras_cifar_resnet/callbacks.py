@@ -168,6 +168,8 @@ class EpochRecords(keras.callbacks.Callback):
             loss is not None and not math.isfinite(float(loss))
         ):
             return  # cut short by a signal, or failed: the last checkpoint stays
+        # The epoch's training time, before validation and saving.
+        logs["seconds"] = time.perf_counter() - self._started
         if len(self.data.val_images):
             results = self.model.evaluate(
                 self.data.val_images,
@@ -189,7 +191,6 @@ class EpochRecords(keras.callbacks.Callback):
         logs["learning_rate"] = float(
             keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
         )
-        logs["seconds"] = time.perf_counter() - self._started
         self.position.epoch, self.position.step = epoch + 1, 0
         row = {"epoch": epoch}
         row |= {key: logs.get(key) for key in ("loss", "accuracy")}
