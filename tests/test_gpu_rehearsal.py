@@ -40,8 +40,10 @@ def test_throughput_comes_first_then_accuracy():
     names = [stage.name for stage in stages.STAGES]
     assert names[:3] == ["keras-jax", "keras-torch", "keras-torch-keras-bn"]
     assert len(set(names)) == len(names)
+    # Every backend's step first; the compiled steps after the training runs.
     kinds = [stage.accuracy for stage in stages.STAGES]
-    assert kinds == sorted(kinds), "a training run before a throughput stage"
+    assert kinds.index(True) == 5 and not any(kinds[:5])
+    assert names[-2:] == ["native-torch-compiled", "keras-torch-compiled"]
     assert {s.backend for s in stages.STAGES if s.accuracy} == {"jax", "torch"}
 
 

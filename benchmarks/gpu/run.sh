@@ -8,7 +8,8 @@
 # The stages run most important first (benchmarks/gpu/stages.py lists them):
 # Keras JAX and torch steps at mixed_bfloat16, Keras torch with Keras's own
 # BatchNorm, native PyTorch, Keras JAX at float32, then the default recipe on
-# JAX and on torch, sharing the time left. Each stage's figures reach DIR as
+# JAX and on torch, then native and Keras torch steps under torch.compile
+# (the training runs leave them their usual time). Each stage's figures reach DIR as
 # it ends: table.md, results.json, run.log, then the charts.
 #
 # Options:

@@ -99,6 +99,22 @@ STAGES = [
     Stage("keras-jax-float32", "jax", "Keras JAX, float32", throughput("float32")),
     Stage("accuracy-jax", "jax", "default recipe, Keras JAX", accuracy, True),
     Stage("accuracy-torch", "torch", "default recipe, Keras torch", accuracy, True),
+    Stage(
+        "native-torch-compiled",
+        "torch",
+        "native PyTorch, torch.compile, channels_last bf16",
+        throughput(
+            "mixed",
+            select="test_native_torch",
+            extra=("--native", "compiled-channels_last-bf16"),
+        ),
+    ),
+    Stage(
+        "keras-torch-compiled",
+        "torch",
+        "Keras torch, mixed_bfloat16, jit_compile (torch.compile)",
+        throughput("mixed", extra=("--jit-compile", "on")),
+    ),
 ]
 
 # What a rehearsal on a CPU changes: the test model, a small batch, a few
@@ -147,12 +163,16 @@ class Run:
 
     def limit(self, stage, index):
         """Its limit: a throughput stage at most --stage-limit; a training run
-        an equal share with the training runs still to come."""
+        an equal share of the rest with the training runs still to come."""
         left = self.left() - self.options.reserve
         if not stage.accuracy:
             return min(self.options.stage_limit or left, left)
-        runs_left = sum(1 for s in self.stages[index:] if s.accuracy)
-        return left / runs_left
+        later = self.stages[index:]
+        runs_left = sum(s.accuracy for s in later)
+        # The throughput stages after the training runs keep their usual
+        # time, but never more than half of what is left.
+        usual = sum(not s.accuracy for s in later) * (self.options.stage_limit or 0)
+        return (left - min(usual, left / 2)) / runs_left
 
     def run(self):
         say(
