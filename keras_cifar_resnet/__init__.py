@@ -8,7 +8,7 @@ choose_backend_if_possible()
 # So that `keras.saving.load_model` finds `ResNet` with no custom_objects.
 register_when_keras_is_imported()
 
-__all__ = ["Augmentation", "ResNet", "ResNet18", "ResNet34"]
+__all__ = ["Augmentation", "ResNet", "ResNet18", "ResNet34", "compile_for_training"]
 __version__ = "0.1.0"
 
 # The public API imports Keras, so it loads on first use: the commands'
@@ -18,6 +18,7 @@ _PUBLIC = {
     "ResNet": "keras_cifar_resnet.models",
     "ResNet18": "keras_cifar_resnet.models",
     "ResNet34": "keras_cifar_resnet.models",
+    "compile_for_training": "keras_cifar_resnet.compiling",
 }
 
 
