@@ -41,6 +41,7 @@ from keras_cifar_resnet.checkpoints import (
 from keras_cifar_resnet.data import data_source
 from keras_cifar_resnet.distribute import LostProcessError, setup_distribution
 from keras_cifar_resnet.evaluation import evaluate_model, progress_verbosity
+from keras_cifar_resnet.first_run import no_accelerator_note
 from keras_cifar_resnet.input_pipeline import SkipBatches, TrainingBatches, prepare_data
 from keras_cifar_resnet.models import ResNet
 from keras_cifar_resnet.run_folder import (
@@ -433,7 +434,8 @@ class TrainingRun:
             f"{' (synthetic)' if config.synthetic else ''}"
             f"; {_count(config.epochs, 'epoch')} of "
             f"{_count(self.steps_per_epoch, 'step')}; "
-            f"{self._learning_rate_words()}; writing to {self.output_dir}",
+            f"{self._learning_rate_words()}; writing to {self.output_dir}"
+            f"{no_accelerator_note(config.model, config.width_multiplier)}",
             flush=True,
         )
 
