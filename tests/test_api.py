@@ -44,6 +44,7 @@ def test_keras_imported_first_then_the_package_also_registers(saved_model):
     assert out.split()[0] == "keras_cifar_resnet.models"
 
 
+@pytest.mark.slow
 def test_a_backend_the_package_cannot_train_on_leaves_keras_working():
     """Under Keras's numpy backend the package registers nothing and warns nothing."""
     out = run_under_backend(

@@ -72,7 +72,6 @@ def test_images_scaled_to_one_warn_once(model, monkeypatch):
         warnings.simplefilter("always")
         model.fit(images / 255.0, labels, epochs=1, verbose=0)
         model.fit(images / 255.0, labels, epochs=1, verbose=0)
-        model.fit(images.astype("float32"), labels, epochs=1, verbose=0)
     messages = [str(w.message) for w in caught if "0-255" in str(w.message)]
     assert len(messages) == 1 and "scaled to [0, 1]" in messages[0]
 
@@ -81,4 +80,5 @@ def test_raw_pixels_and_integer_ids_pass(model):
     images, labels = _data()
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*0-255.*")
-        model.fit(images, labels.reshape(-1, 1), epochs=1, verbose=0)
+        # Float pixels in 0-255 are as good as uint8 ones.
+        model.fit(images.astype("float32"), labels.reshape(-1, 1), epochs=1, verbose=0)
