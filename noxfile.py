@@ -38,10 +38,17 @@ def lint(session):
 @nox.session
 @nox.parametrize("backend", BACKENDS)
 def tests(session, backend):
-    """The test suite under one Keras backend (KERAS_BACKEND); posargs go to pytest."""
+    """The test suite under one Keras backend (KERAS_BACKEND); posargs go to pytest.
+
+    `-- -m "not slow"` runs the fast subset. On a machine without a GPU, set
+    UV_TORCH_BACKEND=cpu (or UV_CONSTRAINT, as .ci/run does) so that uv
+    installs the CPU build of torch rather than PyPI's CUDA one.
+    """
     _install_test_tools(session)
     session.run(
         "pytest",
+        # Each test's name as it starts: a long test is never silent.
+        "-v",
         "-ra",
         # The slowest tests, in CI's log: the suite has a 30-minute budget.
         "--durations=15",

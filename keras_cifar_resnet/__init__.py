@@ -1,11 +1,14 @@
 """ResNet18/34 on CIFAR-10 with Keras 3, on TensorFlow, PyTorch and JAX."""
 
 from keras_cifar_resnet.backend_choice import choose_backend_if_possible
+from keras_cifar_resnet.registration import register_when_keras_is_imported
 
 # Before anything imports Keras: Keras fixes its backend on import.
 choose_backend_if_possible()
+# So that `keras.saving.load_model` finds `ResNet` with no custom_objects.
+register_when_keras_is_imported()
 
-__all__ = ["Augmentation", "ResNet", "ResNet18", "ResNet34"]
+__all__ = ["Augmentation", "ResNet", "ResNet18", "ResNet34", "compile_for_training"]
 __version__ = "0.1.0"
 
 # The public API imports Keras, so it loads on first use: the commands'
@@ -15,6 +18,7 @@ _PUBLIC = {
     "ResNet": "keras_cifar_resnet.models",
     "ResNet18": "keras_cifar_resnet.models",
     "ResNet34": "keras_cifar_resnet.models",
+    "compile_for_training": "keras_cifar_resnet.compiling",
 }
 
 

@@ -390,7 +390,8 @@ def _cached_folder(datasets):
 def _where_to_put_files(datasets):
     return (
         f"put {PYTHON_ARCHIVE} or {BINARY_ARCHIVE} (or its extracted {PYTHON_FOLDER}/ "
-        f"or {BINARY_FOLDER}/ folder) in a folder and pass that folder as data_dir "
+        f"or {BINARY_FOLDER}/ folder) in a folder and pass that folder with "
+        "--data-dir (`data_dir=` in Python) "
         f"or set {DATA_ENV_VAR} to it, or extract {PYTHON_ARCHIVE} into "
         f"{datasets / _KERAS_FOLDER}"
     )

@@ -49,6 +49,12 @@ def progress_verbosity():
     return 1 if sys.stderr.isatty() else 0
 
 
+def _announce(what, verbose):
+    """Names the pass whose progress bar follows (stderr, like the bar)."""
+    if verbose:
+        print(f"evaluating: {what}", file=sys.stderr, flush=True)
+
+
 def flip_horizontally(images):
     """Mirror images left to right ((N, H, W, C) arrays, width is axis 2)."""
     return np.ascontiguousarray(images[:, :, ::-1, :])
@@ -184,7 +190,10 @@ def evaluate_model(
     >>> report = evaluate_model(model, x_test, y_test)
     >>> report["accuracy"], report["tta_accuracy"]
     """
+    # Two passes, each with its own bar when verbose: say which is which.
+    _announce("pass 1 of 2, the images as given", verbose)
     logits = predict_logits(model, images, batch_size, verbose)
+    _announce("pass 2 of 2, their mirror images (flip TTA)", verbose)
     flipped = flip_horizontally(images)
     flipped_logits = predict_logits(model, flipped, batch_size, verbose)
     report = metrics_from_logits(logits, flipped_logits, labels, class_names)

@@ -12,6 +12,7 @@ import errno
 import signal
 
 from keras_cifar_resnet.checkpoints import CheckpointError, read_checkpoint_state
+from keras_cifar_resnet.first_run import no_accelerator_note
 from keras_cifar_resnet.run_folder import BEST_NAME, CHECKPOINT_NAME, FINAL_NAME
 
 COMMAND = "keras-cifar-resnet-train"
@@ -51,6 +52,7 @@ def start_line(config, *, parameters, backend, data, steps_per_epoch):
         f"test{' (synthetic)' if config.synthetic else ''}; "
         f"{count(config.epochs, 'epoch')} of {count(steps_per_epoch, 'step')}; "
         f"{learning_rate_words(config)}; writing to {config.output_dir}"
+        f"{no_accelerator_note(config.model, config.width_multiplier)}"
     )
 
 

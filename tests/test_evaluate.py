@@ -342,6 +342,8 @@ def test_stdout_holds_only_the_results_and_progress_goes_to_stderr(
     assert captured.out.startswith(" " * len("automobile") + "      plain")
     # A bar on a terminal; in a log file neither a bar nor terminal codes.
     assert ("1/1" in captured.err) == terminal
+    # Each of the two bars is named: the plain pass, then the mirrored one.
+    assert ("pass 2 of 2, their mirror images" in captured.err) == terminal
     assert terminal or "\x1b" not in captured.err
 
 

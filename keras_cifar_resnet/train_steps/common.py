@@ -8,7 +8,10 @@ per-backend modules only differ in how they take gradients and apply them.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
+
+from keras_cifar_resnet import input_checks
 
 
 def cross_entropy(labels, logits, label_smoothing=0.0):
@@ -78,6 +81,48 @@ class TrainStepBase:
             if v.path.endswith("kernel")
         ]
 
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """Keras's `fit`, after a one-line check of arrays given as `x`, `y`.
+
+        Datasets and loaders are checked batch by batch in the step.
+        """
+        if _is_array(x):
+            self._check_batch(x, y)
+            input_checks.check_pixel_range(ops.convert_to_numpy(x))
+            self._pixel_range_checked = True
+            if _is_array(y):
+                input_checks.check_label_values(
+                    ops.convert_to_numpy(y), self.num_classes
+                )
+        return super().fit(x, y, *args, **kwargs)
+
+    def _check_batch(self, images, labels):
+        input_checks.check_batch(
+            tuple(images.shape),
+            None if labels is None else tuple(labels.shape),
+            self.image_shape,
+            self.num_classes,
+        )
+
+    def unpack_batch(self, data):
+        """(images, labels) of a batch, checked for the model's layout.
+
+        Shapes are checked when the step is traced. The pixel range needs
+        values: it is checked on the first batch a step sees concretely (an
+        eager step; a traced one has none).
+        """
+        images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        self._check_batch(images, labels)
+        if not getattr(self, "_pixel_range_checked", False):
+            self._pixel_range_checked = True
+            try:
+                values = ops.convert_to_numpy(images)
+            except Exception:  # noqa: BLE001 -- traced: no values to look at
+                values = None
+            if values is not None:
+                input_checks.check_pixel_range(values)
+        return images, labels
+
     def get_compile_config(self):
         # The training options are not Keras's; a saved model is loaded for
         # inference and compiled again by whoever trains it further.
@@ -134,7 +179,12 @@ class TrainStepBase:
 
     def stateful_test_step(self, data):
         """test_step for the stateful backends (TensorFlow, torch)."""
-        images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        images, labels = self.unpack_batch(data)
         logits = self(images, training=False)
         loss = cross_entropy(labels, logits, self.label_smoothing)
         return self.update_metrics(loss, labels, logits)
+
+
+def _is_array(value):
+    """A whole data set in memory (numpy, or a framework tensor), not a loader."""
+    return isinstance(value, np.ndarray) or ops.is_tensor(value)

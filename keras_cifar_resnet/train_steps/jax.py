@@ -30,7 +30,7 @@ class JAXTrainStep(TrainStepBase):
 
     def train_step(self, state, data):
         trainable, non_trainable, optimizer_values, metrics_values = state
-        images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        images, labels = self.unpack_batch(data)
         images = self.augment_batch(images, optimizer_values[self._iterations_index()])
         gradient_fn = jax.value_and_grad(self._objective, has_aux=True)
         (_, (loss, logits, non_trainable)), gradients = gradient_fn(
@@ -48,7 +48,7 @@ class JAXTrainStep(TrainStepBase):
 
     def test_step(self, state, data):
         trainable, non_trainable, metrics_values = state
-        images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        images, labels = self.unpack_batch(data)
         logits, non_trainable = self.stateless_call(
             trainable, non_trainable, images, training=False
         )

@@ -5,7 +5,6 @@ Keras wraps it in `tf.function` (and XLA with `jit_compile=True`).
 
 from __future__ import annotations
 
-import keras
 import tensorflow as tf
 
 from keras_cifar_resnet.train_steps.common import TrainStepBase
@@ -13,7 +12,7 @@ from keras_cifar_resnet.train_steps.common import TrainStepBase
 
 class TensorFlowTrainStep(TrainStepBase):
     def train_step(self, data):
-        images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        images, labels = self.unpack_batch(data)
         # Under tf.distribute each replica holds a consecutive slice of the
         # global batch; its augmentation draws are numbered from that slice's
         # global position (0 on one device).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import keras
 import torch
 
 from keras_cifar_resnet.train_steps.common import TrainStepBase
@@ -21,7 +20,7 @@ class TorchTrainStep(TrainStepBase):
         self.__dict__["distributed_module"] = module
 
     def train_step(self, data):
-        images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        images, labels = self.unpack_batch(data)
         images = self.augment_batch(
             images, self.optimizer.iterations, self._first_global_index(images)
         )

@@ -1,0 +1,98 @@
+"""The public API as a dependent uses it: import, load a saved model, compile, fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import keras_cifar_resnet
+from tests.backend_subprocess import BACKENDS, current_backend, run_under_backend
+
+LOAD = """
+    import keras_cifar_resnet
+    import keras
+    model = keras.saving.load_model({path!r})  # no custom_objects
+    print(type(model).__module__, type(model.get_layer("stem_bn")).__module__)
+"""
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    from keras_cifar_resnet.models import TinyResNet
+
+    path = tmp_path_factory.mktemp("saved") / "tiny.keras"
+    TinyResNet().save(path)
+    return str(path)
+
+
+KERAS_FIRST = LOAD.replace(
+    "import keras_cifar_resnet\n    import keras\n",
+    "import keras\n    import keras_cifar_resnet\n",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_importing_the_package_is_enough_for_load_model(saved_model, backend):
+    """Saved under the session's backend, loaded in a fresh process under each.
+
+    Under the session's own backend Keras is imported first, the other
+    order; one subprocess per backend keeps the test short.
+    """
+    pytest.importorskip(backend)
+    code = KERAS_FIRST if backend == current_backend() else LOAD
+    assert KERAS_FIRST != LOAD  # the replacement above matched
+    out = run_under_backend(backend, code.format(path=saved_model), timeout=600)
+    assert out.split() == ["keras_cifar_resnet.models", "keras_cifar_resnet.batch_norm"]
+
+
+@pytest.mark.slow
+def test_a_backend_the_package_cannot_train_on_leaves_keras_working():
+    """Under Keras's numpy backend the package registers nothing and warns nothing."""
+    out = run_under_backend(
+        "numpy",
+        """
+        import warnings
+        warnings.simplefilter("error")
+        import keras_cifar_resnet, keras, sys
+        print(keras.backend.backend(), "keras_cifar_resnet.models" in sys.modules)
+        """,
+    )
+    assert out.split() == ["numpy", "False"]
+
+
+def test_compile_for_training_uses_the_recipe_scaled_to_the_batch():
+    from keras_cifar_resnet.models import TinyResNet
+
+    model = keras_cifar_resnet.compile_for_training(
+        TinyResNet(), steps_per_epoch=10, epochs=4, batch_size=128
+    )
+    # The default recipe: 0.2 at batch 512, scaled to 0.05; smoothing, decay.
+    assert model.label_smoothing == 0.1 and model.weight_decay == 5e-4
+    assert model.augmentation is not None
+
+    def rate_at(step):
+        model.optimizer.iterations.assign(step)
+        return float(model.optimizer.learning_rate)
+
+    assert rate_at(20) == pytest.approx(0.05, rel=1e-3)  # the warm-up's end
+    assert rate_at(40) == pytest.approx(0.0, abs=1e-6)  # the last step
+    model.optimizer.iterations.assign(0)
+    images = np.zeros((8, 32, 32, 3), np.uint8)
+    history = model.fit(images, np.arange(8) % 10, batch_size=8, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        ({"steps_per_epoch": 0}, "steps_per_epoch"),
+        ({"steps_per_epoch": 5, "learning_rat": 0.1}, "unknown training settings"),
+        ({"steps_per_epoch": 5, "recipe": "fast"}, "recipe"),
+    ],
+)
+def test_compile_for_training_rejects_bad_arguments(kwargs, expected):
+    from keras_cifar_resnet.models import TinyResNet
+
+    with pytest.raises(ValueError, match=expected):
+        keras_cifar_resnet.compile_for_training(TinyResNet(), **kwargs)

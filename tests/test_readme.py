@@ -1,0 +1,78 @@
+"""The README and docs/ hold: every relative link resolves, every Python block runs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from keras_cifar_resnet.first_run import QUICK_RUN_FLAGS
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+# Pages whose Python blocks are examples to run (the others show fragments).
+EXAMPLE_PAGES = [ROOT / "README.md", ROOT / "docs" / "library.md"]
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def _without_code(text):
+    return FENCE.sub("", re.sub(r"`[^`\n]*`", "", text))
+
+
+def _anchors(page):
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to -."""
+    headings = re.findall(r"^#+ (.+)$", _without_code(page.read_text()), re.MULTILINE)
+    return {
+        re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        for heading in headings
+    }
+
+
+def _links():
+    for page in PAGES:
+        for target in LINK.findall(_without_code(page.read_text())):
+            if not re.match(r"[a-z]+:", target):
+                yield pytest.param(page, target, id=f"{page.name}->{target}")
+
+
+def test_there_are_pages_and_links():
+    assert len(PAGES) > 5 and len(list(_links())) > 20
+
+
+@pytest.mark.parametrize("page, target", _links())
+def test_every_relative_link_resolves(page, target):
+    path, _, anchor = target.partition("#")
+    resolved = (page.parent / path).resolve() if path else page
+    assert resolved.exists(), f"{page.name}: {target} names a missing file"
+    if anchor and resolved.suffix == ".md":
+        assert anchor in _anchors(resolved), f"{page.name}: no heading for {target}"
+
+
+def test_the_readme_stays_a_front_page():
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 250
+
+
+def test_the_first_run_is_the_quick_run_the_training_command_suggests():
+    readme = (ROOT / "README.md").read_text()
+    assert f"python -m keras_cifar_resnet.train {QUICK_RUN_FLAGS}" in readme
+
+
+def _examples():
+    for page in EXAMPLE_PAGES:
+        text = page.read_text()
+        for match in FENCE.finditer(text):
+            if match.group(1) == "python":
+                line = text[: match.start()].count("\n") + 1
+                yield pytest.param(match.group(2), id=f"{page.name}:{line}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("code", _examples())
+def test_python_examples_run(code, tmp_path, monkeypatch):
+    for framework in ("torch", "tensorflow"):
+        if re.search(rf"^import {framework}\b", code, re.MULTILINE):
+            pytest.importorskip(framework)
+    monkeypatch.chdir(tmp_path)  # the examples write model files
+    exec(compile(code, "<example>", "exec"), {"__name__": "__example__"})
