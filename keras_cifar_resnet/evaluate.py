@@ -26,14 +26,12 @@ from keras_cifar_resnet.data import DataError, load_cifar10
 
 # Re-exported: `evaluate_model` is public API here since the first release.
 from keras_cifar_resnet.evaluation import evaluate_model, progress_verbosity, softmax
-from keras_cifar_resnet.run_folder import (
-    RUN_MODEL_FILES,
+from keras_cifar_resnet.model_files import (
     ModelFileError,
     load_model,
     resolve_model_path,
-    unwritable_reason,
-    write_json,
 )
+from keras_cifar_resnet.run_folder import RUN_MODEL_FILES, unwritable_reason, write_json
 
 # --- Command line -----------------------------------------------------------
 
@@ -278,6 +276,13 @@ def _run(args):
         verbose=0 if args.quiet else progress_verbosity(),
         return_logits=True,
     )
+    if not np.isfinite(logits).all():
+        print(
+            f"error: {model_path}: the model's outputs are not finite numbers "
+            "(its weights overflow); no report written",
+            file=sys.stderr,
+        )
+        return 1
     report = {
         "model": str(model_path),
         "backend": keras.backend.backend(),

@@ -23,7 +23,7 @@ import numpy as np
 from keras_cifar_resnet.backend_choice import BackendError, choose_backend
 from keras_cifar_resnet.config import positive_int
 from keras_cifar_resnet.evaluation import default_class_names, predict_logits, softmax
-from keras_cifar_resnet.run_folder import ModelFileError, load_model
+from keras_cifar_resnet.model_files import ModelFileError, load_model
 
 # Files a folder argument contributes; a file named on its own is always tried.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -183,7 +183,12 @@ def predict_files(model, paths, top=3, fit="crop", class_names=None, batch_size=
     if images:
         logits = predict_logits(model, np.stack(images), batch_size)
         for result, probabilities in zip(loaded, softmax(logits), strict=True):
-            result["predictions"] = top_k(probabilities, class_names, top)
+            if np.isfinite(probabilities).all():
+                result["predictions"] = top_k(probabilities, class_names, top)
+            else:  # weights so large that the logits overflow
+                result["error"] = (
+                    f"{result['path']}: the model's output is not a finite number"
+                )
     return results
 
 
@@ -287,7 +292,7 @@ def _run(args):
     files, folder_errors = expand_inputs(args.images)
     results = folder_errors + predict_files(model, files, top=args.top_k, fit=args.fit)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps(results, indent=2, allow_nan=False))
     else:
         text = format_results(results)
         if text:

@@ -14,8 +14,8 @@ A run leaves in its folder:
 
 Every file is written beside its final name, flushed to disk and renamed
 over it (`write_atomically`), so a run killed while writing leaves the
-previous version intact. `load_model` reads a run's model (or any `.keras`
-file) back for inference.
+previous version intact. `model_files.load_model` reads a run's model (or
+any `.keras` file) back for inference.
 
 Keras is imported inside the functions that need it, so the commands can
 check their paths before the backend is chosen (`backend_choice`).
@@ -31,7 +31,6 @@ import os
 import platform
 import shutil
 import tempfile
-import zipfile
 from pathlib import Path
 
 CONFIG_NAME = "config.json"
@@ -316,86 +315,3 @@ class RunFolder:
 
     def write_summary(self, summary):
         return write_json(self.summary_path, summary)
-
-
-# --- Loading a saved model --------------------------------------------------
-
-
-class ModelFileError(Exception):
-    """A model path that is not a usable `.keras` file (message: one line)."""
-
-    def __init__(self, message, usage=False):
-        super().__init__(message)
-        # True when the user named the wrong thing (exit status 2), False
-        # when the named file itself is broken.
-        self.usage = usage
-
-
-def resolve_model_path(path):
-    """The `.keras` file that `path` names: the file itself, or a run's folder's.
-
-    A folder resolves to its first file of `RUN_MODEL_FILES`, else to its
-    only `.keras` file.
-
-    Raises:
-        ModelFileError: nothing there, a folder without a model, or a file
-            that is not `.keras` (usage errors).
-    """
-    path = Path(path)
-    if path.is_dir():
-        for name in RUN_MODEL_FILES:
-            if (path / name).is_file():
-                return path / name
-        candidates = sorted(path.glob("*.keras"))
-        if len(candidates) == 1:
-            return candidates[0]
-        found = f"{len(candidates)} .keras files" if candidates else "no .keras file"
-        raise ModelFileError(
-            f"{path} is a folder with {found}; expected one of "
-            f"{', '.join(RUN_MODEL_FILES)} or a single .keras file",
-            usage=True,
-        )
-    if not path.exists():
-        raise ModelFileError(f"model file not found: {path}", usage=True)
-    if path.suffix != ".keras":
-        raise ModelFileError(
-            f"{path} is not a .keras file (Keras 3 saves models with "
-            "`model.save('name.keras')`)",
-            usage=True,
-        )
-    return path
-
-
-def load_model(path):
-    """Load a saved model (a `.keras` file or a run's folder) for inference.
-
-    Args:
-        path: str or Path, a `.keras` file or a training run's output folder.
-
-    Returns:
-        (keras.Model, Path): the model and the file it came from.
-
-    Raises:
-        ModelFileError: with a one-line message, for a missing, misnamed,
-            corrupt or unloadable file.
-    """
-    import keras
-
-    # Registers `keras_cifar_resnet>ResNet` so Keras can rebuild the model.
-    import keras_cifar_resnet.models  # noqa: F401
-
-    model_path = resolve_model_path(path)
-    # Keras reports a corrupt archive as "File not found"; say what it is.
-    if not zipfile.is_zipfile(model_path):
-        raise ModelFileError(
-            f"{model_path} is not a valid .keras file (not a zip archive; "
-            "corrupt or truncated?)"
-        )
-    try:
-        model = keras.saving.load_model(model_path, compile=False)
-    except Exception as error:  # noqa: BLE001 - any failure is the file's fault
-        message = " ".join(str(error).split())[:300]
-        raise ModelFileError(
-            f"cannot load model {model_path}: {type(error).__name__}: {message}"
-        ) from error
-    return model, model_path

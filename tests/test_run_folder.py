@@ -9,15 +9,17 @@ import os
 import pytest
 
 from keras_cifar_resnet import run_folder
+from keras_cifar_resnet.model_files import (
+    ModelFileError,
+    load_model,
+    resolve_model_path,
+)
 from keras_cifar_resnet.models import TinyResNet
 from keras_cifar_resnet.run_folder import (
     BEST_NAME,
     FINAL_NAME,
     LOG_COLUMNS,
-    ModelFileError,
     RunFolder,
-    load_model,
-    resolve_model_path,
     write_atomically,
     write_json,
 )
