@@ -52,6 +52,7 @@ from keras_cifar_resnet.run_folder import (
     RunFolder,
     WriteError,
     environment,
+    hold_run_folder,
     now,
 )
 
@@ -792,7 +793,10 @@ def train(
     distribution = setup_distribution(config.distribute)
     policy = "float32" if config.mixed_precision == "off" else config.mixed_precision
     try:
-        with dtype_policy(policy):
+        # One run per folder: a second process is refused before any work.
+        with hold_run_folder(config.output_dir, distribution.is_chief), dtype_policy(
+            policy
+        ):
             return TrainingRun(
                 config,
                 resume=resume,

@@ -23,8 +23,10 @@ check their paths before the backend is chosen (`backend_choice`).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
+import fcntl
 import importlib.metadata
 import json
 import os
@@ -32,6 +34,8 @@ import platform
 import shutil
 import tempfile
 from pathlib import Path
+
+from keras_cifar_resnet.config import UsageError
 
 CONFIG_NAME = "config.json"
 LOG_NAME = "log.csv"
@@ -44,6 +48,9 @@ BEST_NAME = "best.keras"
 FINAL_NAME = "final.keras"
 SUMMARY_NAME = "summary.json"
 CURVES_NAME = "curves.png"
+# Held (flock) by the training process for the whole run; the kernel
+# releases it when the process ends, however it ends.
+LOCK_NAME = ".lock"
 # What a run's folder may hold for inference, in order of preference: the
 # model chosen on validation, then the model at the end of training.
 RUN_MODEL_FILES = (BEST_NAME, FINAL_NAME)
@@ -219,6 +226,71 @@ def environment():
         "versions": package_versions(),
         "device": device_description(),
     }
+
+
+class RunFolderBusy(UsageError):
+    """Another process is training into the same folder (message: one line).
+
+    A usage error: the command names a folder it cannot have now (exit 2).
+    """
+
+
+@contextlib.contextmanager
+def hold_run_folder(path, held=True):
+    """Holds the run folder `path` for one process at a time, for the block.
+
+    An exclusive `flock` on `path/.lock`, taken without waiting: the lock
+    belongs to the open file, so a killed process cannot leave it behind.
+
+    Args:
+        path: str or Path, the run's folder (created if missing).
+        held: bool, False does nothing (the processes of a distributed run
+            other than the chief, which write no files). Defaults to True.
+
+    Raises:
+        RunFolderBusy: another process holds the folder.
+        WriteError: the folder or its lock file cannot be created.
+    """
+    if not held:
+        yield
+        return
+    path = Path(path)
+    lock_path = path / LOCK_NAME
+    file = _lock(path, lock_path)
+    try:
+        yield
+    finally:
+        # Removed while still held, so the folder holds only the run's files;
+        # a process that opened it meanwhile sees it gone (`_lock`).
+        lock_path.unlink(missing_ok=True)
+        file.close()
+
+
+def _lock(path, lock_path):
+    """The open lock file, locked: retried if its holder removed it meanwhile."""
+    while True:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            file = open(lock_path, "a+")  # noqa: SIM115 - the caller closes it
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise WriteError(
+                error.errno, f"cannot create {lock_path}: {reason}"
+            ) from error
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.close()
+            raise RunFolderBusy(
+                f"{path} is in use by another training process (it holds "
+                f"{lock_path.name}); wait for it to end or choose another folder"
+            ) from None
+        try:
+            if os.stat(lock_path).st_ino == os.fstat(file.fileno()).st_ino:
+                return file
+        except FileNotFoundError:
+            pass
+        file.close()
 
 
 def _format_number(value):

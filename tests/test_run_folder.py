@@ -5,6 +5,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -20,6 +23,7 @@ from keras_cifar_resnet.run_folder import (
     FINAL_NAME,
     LOG_COLUMNS,
     RunFolder,
+    RunFolderBusy,
     write_atomically,
     write_json,
 )
@@ -135,3 +139,56 @@ def test_unwritable_reason_names_the_first_existing_place(tmp_path):
     assert run_folder.unwritable_reason(tmp_path / "file" / "run") == (
         f"{tmp_path / 'file'} is a file, not a folder"
     )
+
+
+def test_a_held_run_folder_refuses_a_second_holder_at_once(tmp_path):
+    folder = tmp_path / "run"
+    with run_folder.hold_run_folder(folder):
+        with pytest.raises(RunFolderBusy, match="in use by another training process"):
+            with run_folder.hold_run_folder(folder):
+                pass
+    with run_folder.hold_run_folder(folder):  # free again once released
+        pass
+    assert list(folder.iterdir()) == []  # the lock file leaves with the holder
+
+
+def test_a_killed_holder_leaves_no_lock(tmp_path):
+    folder = tmp_path / "run"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from keras_cifar_resnet.run_folder import hold_run_folder\n"
+            "with hold_run_folder(sys.argv[1]):\n"
+            "    print('held', flush=True); time.sleep(60)\n",
+            str(folder),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(RunFolderBusy):
+            with run_folder.hold_run_folder(folder):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with run_folder.hold_run_folder(folder):
+        pass
+
+
+def test_the_train_command_refuses_a_folder_in_use_in_one_line(tmp_path, capsys):
+    from keras_cifar_resnet.train import main
+
+    folder = tmp_path / "run"
+    with run_folder.hold_run_folder(folder):
+        status = main(
+            ["--synthetic", "--model", "tiny", "--max-train-examples", "64",
+             "--epochs", "1", "--output-dir", str(folder)]
+        )
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1 and f"{folder} is in use" in err
+    assert not (folder / "config.json").exists()
