@@ -36,6 +36,7 @@ from keras_cifar_resnet.checkpoints import (
     CheckpointError,
     load_checkpoint,
     read_checkpoint_state,
+    run_settings,
     save_checkpoint,
 )
 from keras_cifar_resnet.data import data_source
@@ -384,7 +385,9 @@ class TrainingRun:
 
     def restore_checkpoint(self):
         """The checkpoint's weights and position; the log cut back to match."""
-        state = load_checkpoint(self.resume_checkpoint, self.model)
+        state = load_checkpoint(
+            self.resume_checkpoint, self.model, settings=run_settings(self.config)
+        )
         if self.resume_checkpoint != self.checkpoint_path and self.is_chief:
             self._set_aside_damaged_checkpoint()
         self.start_epoch, self.start_step = state["epoch"], state["step"]
@@ -600,6 +603,7 @@ class TrainingRun:
             "best_epoch": self.best_epoch,
             "best_val_accuracy": self.best_val_accuracy,
             "train_seconds": self.checkpoint_seconds,
+            "settings": run_settings(self.config),
             "backend": keras.backend.backend(),
             "time": now(),
         }
