@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_cifar_resnet.backend_choice import BackendError, choose_backend
-from keras_cifar_resnet.config import positive_int
+from keras_cifar_resnet.config import TrainConfig, positive_int
 from keras_cifar_resnet.data import DataError, load_cifar10
 
 # Re-exported: `evaluate_model` is public API here since the first release.
@@ -132,7 +132,7 @@ def build_parser():
         "--batch-size",
         metavar="N",
         type=positive_int,
-        default=500,
+        default=TrainConfig.eval_batch_size,
         help="test images per forward pass (default: %(default)s)",
     )
     parser.add_argument(

@@ -702,7 +702,7 @@ class TrainingRun:
                 model,
                 data.test_images,
                 data.test_labels,
-                batch_size=config.batch_size,
+                batch_size=config.eval_batch_size,
                 verbose=progress_verbosity(),
             )
         with self.interrupts.saving():
