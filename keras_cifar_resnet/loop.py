@@ -44,6 +44,7 @@ from keras_cifar_resnet.distribute import LostProcessError, setup_distribution
 from keras_cifar_resnet.evaluation import evaluate_model, progress_verbosity
 from keras_cifar_resnet.input_pipeline import SkipBatches, TrainingBatches, prepare_data
 from keras_cifar_resnet.models import ResNet
+from keras_cifar_resnet.resources import check_training_memory
 from keras_cifar_resnet.run_folder import (
     BEST_NAME,
     CHECKPOINT_NAME,
@@ -52,6 +53,7 @@ from keras_cifar_resnet.run_folder import (
     FINAL_NAME,
     RunFolder,
     WriteError,
+    device_description,
     environment,
     hold_run_folder,
     now,
@@ -801,6 +803,7 @@ def train(
         with hold_run_folder(config.output_dir, distribution.is_chief), dtype_policy(
             policy
         ):
+            check_training_memory(config, device_description()["tensor_device"])
             return TrainingRun(
                 config,
                 resume=resume,

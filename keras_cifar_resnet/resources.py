@@ -24,6 +24,8 @@ import inspect
 import math
 from pathlib import Path
 
+from keras_cifar_resnet.config import UsageError
+
 MEMINFO = Path("/proc/meminfo")
 BYTES_PER_VALUE = 4  # float32
 # Values per parameter when training: weight, gradient, momentum, export copy.
@@ -33,8 +35,11 @@ TRAINING_VALUES_PER_PARAMETER = 4
 TRAINING_VALUES_PER_ACTIVATION = 2
 
 
-class ResourceError(Exception):
-    """A model that cannot fit in this machine's memory (message: one line)."""
+class ResourceError(UsageError):
+    """A model that cannot fit in this machine's memory (message: one line).
+
+    A usage error: the settings ask for more than the machine has (exit 2).
+    """
 
 
 @functools.lru_cache(maxsize=1)
@@ -172,3 +177,30 @@ def check_memory(needed, what, meminfo=MEMINFO):
             f"{what} needs at least {format_bytes(needed)} of memory (estimate), "
             f"more than the {format_bytes(available)} this machine has available"
         )
+
+
+def check_training_memory(config, device="cpu", meminfo=MEMINFO):
+    """Refuses a training run whose estimated memory exceeds what is available.
+
+    Checked before the data is read or the model built. Only where the
+    tensors live in the machine's memory (`device` names a CPU): an
+    accelerator's own memory is not in `/proc/meminfo`.
+
+    Args:
+        config: a `TrainConfig`.
+        device: str, where the backend puts tensors (`run_folder.environment`).
+            Defaults to `"cpu"`.
+        meminfo: see `check_memory`.
+
+    Raises:
+        ResourceError: one line with the estimate and the memory available.
+    """
+    if "cpu" not in str(device).lower():
+        return
+    model = named_model_config(config.model, width_multiplier=config.width_multiplier)
+    check_memory(
+        training_bytes(model, config.batch_size),
+        f"training {config.model} at width multiplier {config.width_multiplier:g} "
+        f"with batch {config.batch_size}",
+        meminfo,
+    )
