@@ -515,6 +515,24 @@ def _has_official_hash(path):
 # ----------------------------------------------------------------- public API
 
 
+def single_class_warning(labels):
+    """One line when every label is the same class (training learns nothing), else None.
+
+    Args:
+        labels: sequence of int, the training labels.
+    """
+    classes = np.unique(np.asarray(labels))
+    if len(classes) != 1:
+        return None
+    label = int(classes[0])
+    name = CLASS_NAMES[label] if 0 <= label < len(CLASS_NAMES) else str(label)
+    return (
+        f"every one of the {len(labels)} training labels is class {label} "
+        f"({name}): the model can only learn to answer {name}, and its training "
+        "accuracy of 100% means nothing"
+    )
+
+
 def data_source(data_dir=None):
     """Where `load_cifar10(data_dir)` reads CIFAR-10 from, for a run's records.
 

@@ -611,3 +611,22 @@ def test_a_codec_other_than_latin1_is_refused(tmp_path):
     (folder / "data_batch_3").write_bytes(pickle.dumps(_Decompresses(), protocol=2))
     with pytest.raises(DataError, match="refused `_codecs.encode` with codec 'zlib"):
         load_cifar10(folder)
+
+
+def test_a_training_set_of_one_class_warns(monkeypatch, capsys):
+    from keras_cifar_resnet import input_pipeline
+    from keras_cifar_resnet.config import TrainConfig
+
+    assert data.single_class_warning([3, 3, 1]) is None
+    images = np.zeros((40, 32, 32, 3), np.uint8)
+    cats = np.full(40, 3)
+    monkeypatch.setattr(
+        input_pipeline,
+        "load_cifar10",
+        lambda data_dir: ((images, cats), (images[:8], cats[:8])),
+    )
+    config = TrainConfig(model="tiny", batch_size=8, validation_size=8)
+    input_pipeline.prepare_data(config)
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert error.startswith("warning: every one of the 32 training labels is class 3")
