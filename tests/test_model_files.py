@@ -279,3 +279,23 @@ def test_the_size_estimate_counts_the_built_model_s_parameters(name):
     parameters, _, _ = resnet_size(named_model_config(name, **options))
     assert parameters == MODELS[name](**options).count_params()
     assert parameters < MAX_PARAMETERS
+
+
+def test_evaluate_refuses_overflowing_outputs_and_writes_no_report(
+    good_file, tmp_path, capsys
+):
+    from tests.test_data import _fake_batches, _write_folder
+
+    data_dir = _write_folder(tmp_path / "data", "binary", _fake_batches())
+
+    def huge(file):
+        kernel = file["layers/dense/vars/0"]
+        kernel.write_direct(np.full(kernel.shape, 3e38, "f4"))
+
+    path = hostile(good_file, tmp_path / "huge.keras", edit_weights=huge)
+    report = tmp_path / "report.json"
+    argv = [str(path), "--data-dir", str(data_dir), "--output", str(report)]
+    assert evaluate.main([*argv, "--quiet"]) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error[-1].endswith("(its weights overflow); no report written")
+    assert not report.exists()
