@@ -256,6 +256,7 @@ def hold_run_folder(path, held=True):
         return
     path = Path(path)
     lock_path = path / LOCK_NAME
+    created = not path.exists()
     file = _lock(path, lock_path)
     try:
         yield
@@ -263,6 +264,9 @@ def hold_run_folder(path, held=True):
         # Removed while still held, so the folder holds only the run's files;
         # a process that opened it meanwhile sees it gone (`_lock`).
         lock_path.unlink(missing_ok=True)
+        if created:  # a run stopped before writing leaves no empty folder
+            with contextlib.suppress(OSError):
+                path.rmdir()
         file.close()
 
 

@@ -149,7 +149,11 @@ def test_a_held_run_folder_refuses_a_second_holder_at_once(tmp_path):
                 pass
     with run_folder.hold_run_folder(folder):  # free again once released
         pass
-    assert list(folder.iterdir()) == []  # the lock file leaves with the holder
+    assert not folder.exists()  # nothing written: no lock file, no folder
+    folder.mkdir()
+    with run_folder.hold_run_folder(folder):
+        (folder / "config.json").write_text("{}")
+    assert [p.name for p in folder.iterdir()] == ["config.json"]
 
 
 def test_a_killed_holder_leaves_no_lock(tmp_path):
