@@ -268,14 +268,16 @@ def _run(args):
         f"(backend {keras.backend.backend()}), then their mirror images.",
         file=sys.stderr,
     )
-    report, logits = evaluate_model(
-        model,
-        images,
-        labels,
-        args.batch_size,
-        verbose=0 if args.quiet else progress_verbosity(),
-        return_logits=True,
-    )
+    # Overflowing outputs are refused below, in one line, not warned about.
+    with np.errstate(invalid="ignore", over="ignore"):
+        report, logits = evaluate_model(
+            model,
+            images,
+            labels,
+            args.batch_size,
+            verbose=0 if args.quiet else progress_verbosity(),
+            return_logits=True,
+        )
     if not np.isfinite(logits).all():
         print(
             f"error: {model_path}: the model's outputs are not finite numbers "

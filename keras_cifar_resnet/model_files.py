@@ -204,21 +204,33 @@ def check_declared_size(config, path, input_shape, num_classes):
     Returns:
         int, the parameters it declares.
     """
+    raw_shape = config.get("input_shape", CIFAR10_INPUT_SHAPE)
+    if not (
+        isinstance(raw_shape, list | tuple)
+        and len(raw_shape) == 3
+        and all(isinstance(n, int) and n > 0 for n in raw_shape)
+    ):
+        needs = (
+            "" if input_shape is None
+            else f"; this command needs {'x'.join(map(str, input_shape))}"
+        )
+        raise ModelFileError(
+            f"{path}: the model takes images of input_shape {raw_shape!r}, not "
+            f"a fixed height, width and channels{needs}"
+        )
     try:
         parameters, _, _ = resnet_size(config)
-        declared_shape = tuple(int(n) for n in config.get("input_shape", ()))
+        declared_shape = tuple(raw_shape)
         declared_classes = int(config.get("num_classes", CIFAR10_CLASSES))
     except (KeyError, TypeError, ValueError, OverflowError) as error:
         raise ModelFileError(
             f"{path}: its ResNet config is not valid ({type(error).__name__}: "
             f"{' '.join(str(error).split())[:120]})"
         ) from None
-    if len(declared_shape) == 3 and declared_shape[0] * declared_shape[1] > (
-        MAX_INPUT_PIXELS
-    ):
+    if declared_shape[0] * declared_shape[1] > MAX_INPUT_PIXELS:
         raise ModelFileError(
-            f"{path}: declares a {declared_shape[0]}x{declared_shape[1]} input, "
-            f"above the limit of {MAX_INPUT_PIXELS:,} pixels"
+            f"{path}: declares an input of {declared_shape[0]}x{declared_shape[1]} "
+            f"pixels, above the limit of {MAX_INPUT_PIXELS:,}"
         )
     if input_shape is not None and declared_shape != tuple(input_shape):
         raise ModelFileError(

@@ -206,7 +206,9 @@ def predict_files(model, paths, top=3, fit="crop", class_names=None, batch_size=
         loaded.append(results[-1])
     if images:
         logits = predict_logits(model, np.stack(images), batch_size)
-        for result, probabilities in zip(loaded, softmax(logits), strict=True):
+        with np.errstate(invalid="ignore", over="ignore"):  # reported below
+            all_probabilities = softmax(logits)
+        for result, probabilities in zip(loaded, all_probabilities, strict=True):
             if np.isfinite(probabilities).all():
                 result["predictions"] = top_k(probabilities, class_names, top)
             else:  # weights so large that the logits overflow
