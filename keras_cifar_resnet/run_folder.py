@@ -270,6 +270,32 @@ def hold_run_folder(path, held=True):
         file.close()
 
 
+def refuse_if_busy(path):
+    """Raises `RunFolderBusy` when another process holds the run folder `path`.
+
+    A look before the command reads the folder, so its other messages (a
+    run to resume, a run to replace) do not come first; creates nothing.
+    The run itself still takes the lock (`hold_run_folder`).
+    """
+    lock_path = Path(path) / LOCK_NAME
+    try:
+        file = open(lock_path, "rb")  # noqa: SIM115 - closed below
+    except OSError:
+        return  # no lock file: nobody holds the folder
+    with file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _busy(path, lock_path) from None
+
+
+def _busy(path, lock_path):
+    return RunFolderBusy(
+        f"{path} is in use by another training process (it holds "
+        f"{lock_path.name}); wait for it to end or choose another folder"
+    )
+
+
 def _lock(path, lock_path):
     """The open lock file, locked: retried if its holder removed it meanwhile."""
     while True:
@@ -285,10 +311,7 @@ def _lock(path, lock_path):
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             file.close()
-            raise RunFolderBusy(
-                f"{path} is in use by another training process (it holds "
-                f"{lock_path.name}); wait for it to end or choose another folder"
-            ) from None
+            raise _busy(path, lock_path) from None
         try:
             if os.stat(lock_path).st_ino == os.fstat(file.fileno()).st_ino:
                 return file

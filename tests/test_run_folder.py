@@ -183,16 +183,30 @@ def test_a_killed_holder_leaves_no_lock(tmp_path):
         pass
 
 
-def test_the_train_command_refuses_a_folder_in_use_in_one_line(tmp_path, capsys):
+@pytest.mark.parametrize("holds", ["nothing yet", "a checkpoint"])
+def test_the_train_command_refuses_a_folder_in_use_in_one_line(
+    tmp_path, capsys, holds
+):
     from keras_cifar_resnet.train import main
 
     folder = tmp_path / "run"
+    flags = ["--synthetic", "--model", "tiny", "--max-train-examples", "64"]
     with run_folder.hold_run_folder(folder):
-        status = main(
-            ["--synthetic", "--model", "tiny", "--max-train-examples", "64",
-             "--epochs", "1", "--output-dir", str(folder)]
-        )
-    err = capsys.readouterr().err
-    assert status == 2
-    assert err.count("\n") == 1 and f"{folder} is in use" in err
-    assert not (folder / "config.json").exists()
+        if holds == "a checkpoint":  # what the other process has written so far
+            (folder / "config.json").write_text('{"config": {}}')
+            (folder / "checkpoint.npz").write_bytes(b"")
+            attempts = [
+                [*flags, "--output-dir", str(folder)],
+                ["--resume", str(folder)],
+            ]
+        else:
+            attempts = [[*flags, "--epochs", "1", "--output-dir", str(folder)]]
+        for argv in attempts:
+            assert main(argv) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1, err
+            assert err.endswith(
+                f"{folder} is in use by another training process (it holds .lock); "
+                "wait for it to end or choose another folder\n"
+            )
+    assert not (folder / "log.csv").exists()
