@@ -189,7 +189,9 @@ def check_classes(config, path):
             for item in value.values():
                 walk(item, owner)
 
-    walk(config, None)
+    # Keras ignores the compile settings when loading for inference
+    # (`compile=False`), so a compiled model's optimizer and loss may stay.
+    walk({k: v for k, v in config.items() if k != "compile_config"}, None)
 
 
 def check_declared_size(config, path, input_shape, num_classes):

@@ -94,6 +94,19 @@ def test_the_package_s_own_model_loads(good_file):
     assert model.output_shape == (None, 10)
 
 
+def test_a_compiled_model_loads_its_compile_settings_unread(good_file, tmp_path):
+    def compiled(config):
+        config["compile_config"] = {
+            "optimizer": {"module": "keras.optimizers", "class_name": "SGD",
+                          "config": {"name": "SGD"}, "registered_name": None},
+            "loss": "sparse_categorical_crossentropy",
+        }
+
+    path = hostile(good_file, tmp_path / "compiled.keras", compiled)
+    model, _ = load_model(path)
+    assert model.output_shape == (None, 10) and not model.compiled
+
+
 def test_a_lambda_inside_the_resnet_is_refused_naming_it(good_file, tmp_path):
     picture = tmp_path / "holiday.png"
     Image.new("RGB", (8, 8), (200, 10, 10)).save(picture)
