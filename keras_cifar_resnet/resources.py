@@ -13,8 +13,8 @@ allocated to make them:
 - inference: the weights while they load (2 per parameter) and the two
   largest activations of a batch.
 
-They are lower bounds (frameworks add workspace and caches), so a refusal
-means the run could not fit.
+They approximate the peak the leanest framework reaches (others add
+workspace and caches on top), so a refused run would not fit.
 """
 
 from __future__ import annotations
