@@ -16,6 +16,12 @@ previous checkpoint intact; the one before is kept beside it
 short) still has a good predecessor. Reading a damaged file raises
 `CheckpointError` with one line saying what is wrong with it.
 
+The record also holds the settings that shape the computation
+(`run_settings`: model, width, batch size, seed, epochs, recipe...), so a
+resumed run whose `config.json` was edited since is refused in one line
+(`load_checkpoint(..., settings=...)`) instead of training on with other
+settings than the checkpoint's.
+
 The data order and the augmentation need no saved random state: the order of
 epoch `e` is a function of `(seed, e)` (`input_pipeline.TrainingBatches`) and the
 augmentation of step `s` a function of `(seed, s)`, where `s` is the
@@ -34,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_cifar_resnet.config import RESUME_OVERRIDABLE
 from keras_cifar_resnet.run_folder import write_atomically
 
 FORMAT_VERSION = 1
@@ -41,6 +48,44 @@ FORMAT_VERSION = 1
 
 class CheckpointError(Exception):
     """A checkpoint is missing, unreadable, or does not fit the model."""
+
+
+def run_settings(config):
+    """The settings of `config` that shape the computation, JSON-ready.
+
+    All of a `TrainConfig` but where the output goes and what a resume may
+    change (`config.RESUME_OVERRIDABLE`).
+    """
+    skip = {*RESUME_OVERRIDABLE, "output_dir"}
+    settings = {k: v for k, v in config.to_dict().items() if k not in skip}
+    return json.loads(json.dumps(settings))  # tuples as lists, as saved
+
+
+def check_run_settings(state, settings, path):
+    """Raises `CheckpointError` when `settings` differ from the checkpoint's.
+
+    A checkpoint written before the settings were stored has its seed
+    compared only.
+
+    Args:
+        state: dict, the checkpoint's saved state.
+        settings: dict, `run_settings` of the run about to continue.
+        path: Path, the checkpoint, for the message.
+    """
+    saved = state.get("settings")
+    if saved is None:
+        saved = {"seed": state["seed"]} if "seed" in state else {}
+    differ = [
+        f"{name} {settings[name]!r} (checkpoint: {value!r})"
+        for name, value in saved.items()
+        if name in settings and settings[name] != value
+    ]
+    if differ:
+        raise CheckpointError(
+            f"{path.parent / 'config.json'} disagrees with {path.name}: "
+            f"{', '.join(differ)}; the checkpoint records how the run was "
+            "trained: put its values back in config.json, or start a new run"
+        )
 
 
 def _signature(group, variable):
@@ -151,14 +196,25 @@ def _read(path):
 
 
 def _check_arrays(record, arrays):
-    """Every variable the record lists is there, with its shape."""
+    """Every variable the record lists is there, with its shape, as finite numbers."""
     if record.get("format") != FORMAT_VERSION:
         return  # reported by the caller, with the versions
     for group, signatures in record["variables"].items():
-        for index, (_, shape) in enumerate(signatures):
+        for index, (variable, shape) in enumerate(signatures):
             array = arrays.get(f"{group}/{index:05d}")
             if array is None or list(array.shape) != shape:
                 raise CheckpointError(f"{group} value #{index} is missing or cut")
+            # "V": bfloat16 values, which numpy stores as raw 2-byte records.
+            if array.dtype.kind not in "biufV":
+                raise CheckpointError(
+                    f"{group} value #{index} ({variable}) is {array.dtype}, "
+                    "not numbers"
+                )
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                raise CheckpointError(
+                    f"{group} value #{index} ({variable}) holds NaN or infinite "
+                    "values"
+                )
 
 
 def read_checkpoint_state(path):
@@ -170,7 +226,7 @@ def read_checkpoint_state(path):
     return _read(path)[0]["state"]
 
 
-def load_checkpoint(path, model):
+def load_checkpoint(path, model, settings=None):
     """Restores `model`'s, its optimizer's and its metrics' variables from `path`.
 
     Builds the optimizer first if needed. Every variable's path and shape
@@ -180,15 +236,19 @@ def load_checkpoint(path, model):
     Args:
         path: str or Path, a file written by `save_checkpoint`.
         model: the compiled model, built as when the checkpoint was written.
+        settings: dict or None, `run_settings` of the run continuing; when
+            given, they must match the checkpoint's. Defaults to None.
 
     Returns:
         dict, the `state` saved with the checkpoint.
 
     Raises:
-        CheckpointError: missing or unreadable file, or variables that do not
-            match the model's.
+        CheckpointError: missing or unreadable file, settings or variables
+            that do not match the run's.
     """
     record, arrays = _read(path)
+    if settings is not None:
+        check_run_settings(record["state"], settings, Path(path))
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     groups = _groups(model)

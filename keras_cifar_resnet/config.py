@@ -89,6 +89,12 @@ class TrainConfig:
     )
     epochs: int = _field(100, "Passes over the training set.", recipe=True)
     batch_size: int = _field(512, "Images per optimizer step.", recipe=True)
+    eval_batch_size: int = _field(
+        1000,
+        "Test images per forward pass in the final evaluation (and their "
+        "mirror images), independent of --batch-size.",
+        metavar="N",
+    )
     optimizer: str = _field(
         "sgd",
         "'sgd' (Nesterov momentum) or 'adam'.",
@@ -233,6 +239,11 @@ class TrainConfig:
             "an int >= 1",
         )
         require(
+            _is_int(self.eval_batch_size) and self.eval_batch_size >= 1,
+            "eval_batch_size",
+            "an int >= 1",
+        )
+        require(
             _is_number(self.learning_rate) and self.learning_rate > 0,
             "learning_rate",
             "a finite number > 0",
@@ -337,7 +348,7 @@ RECIPES = {
 # the step is compiled do not change what is computed (up to float rounding).
 # `distribute` too: a checkpoint moves between one device and many (the
 # global batch is the same; only per-replica BatchNorm statistics differ).
-RESUME_OVERRIDABLE = ("data_dir", "jit_compile", "distribute")
+RESUME_OVERRIDABLE = ("data_dir", "jit_compile", "distribute", "eval_batch_size")
 
 
 def recipe_fields():

@@ -76,6 +76,20 @@ class DataError(Exception):
 
 # ---------------------------------------------------------------- unpickling
 
+
+def _latin1_bytes(text, encoding="latin1"):
+    """`_codecs.encode` as Python 3 uses it for bytes at protocol 2: latin-1 only.
+
+    Any other codec (zlib, base64...) is refused: an honest file needs none.
+    """
+    if not isinstance(text, str) or encoding != "latin1":
+        raise pickle.UnpicklingError(
+            f"refused `_codecs.encode` with codec {encoding!r}: a CIFAR-10 pickle "
+            "needs latin1 only, so the file is corrupt or malicious"
+        )
+    return text.encode("latin1")
+
+
 # The official pickles were written by Python 2 with numpy 1, and rebuild
 # their arrays through these globals (numpy 2 renamed `numpy.core` to
 # `numpy._core`; protocol 5 pickles use `_frombuffer`). The functions come
@@ -89,6 +103,9 @@ _ALLOWED_GLOBALS = {
     ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
     ("numpy.core.numeric", "_frombuffer"): _FROMBUFFER,
     ("numpy._core.numeric", "_frombuffer"): _FROMBUFFER,
+    # Python 3 pickles bytes at protocol 2 (an array's raw data among them)
+    # as `_codecs.encode(text, "latin1")`.
+    ("_codecs", "encode"): _latin1_bytes,
 }
 
 
@@ -497,6 +514,24 @@ def _has_official_hash(path):
 
 
 # ----------------------------------------------------------------- public API
+
+
+def single_class_warning(labels):
+    """One line when every label is the same class (training learns nothing), else None.
+
+    Args:
+        labels: sequence of int, the training labels.
+    """
+    classes = np.unique(np.asarray(labels))
+    if len(classes) != 1:
+        return None
+    label = int(classes[0])
+    name = CLASS_NAMES[label] if 0 <= label < len(CLASS_NAMES) else str(label)
+    return (
+        f"every one of the {len(labels)} training labels is class {label} "
+        f"({name}): the model can only learn to answer {name}, and its training "
+        "accuracy of 100% means nothing"
+    )
 
 
 def data_source(data_dir=None):

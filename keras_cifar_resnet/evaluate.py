@@ -21,19 +21,17 @@ from pathlib import Path
 import numpy as np
 
 from keras_cifar_resnet.backend_choice import BackendError, choose_backend
-from keras_cifar_resnet.config import positive_int
+from keras_cifar_resnet.config import TrainConfig, positive_int
 from keras_cifar_resnet.data import DataError, load_cifar10
 
 # Re-exported: `evaluate_model` is public API here since the first release.
 from keras_cifar_resnet.evaluation import evaluate_model, progress_verbosity, softmax
-from keras_cifar_resnet.run_folder import (
-    RUN_MODEL_FILES,
+from keras_cifar_resnet.model_files import (
     ModelFileError,
     load_model,
     resolve_model_path,
-    unwritable_reason,
-    write_json,
 )
+from keras_cifar_resnet.run_folder import RUN_MODEL_FILES, unwritable_reason, write_json
 
 # --- Command line -----------------------------------------------------------
 
@@ -134,7 +132,7 @@ def build_parser():
         "--batch-size",
         metavar="N",
         type=positive_int,
-        default=500,
+        default=TrainConfig.eval_batch_size,
         help="test images per forward pass (default: %(default)s)",
     )
     parser.add_argument(
@@ -270,14 +268,23 @@ def _run(args):
         f"(backend {keras.backend.backend()}), then their mirror images.",
         file=sys.stderr,
     )
-    report, logits = evaluate_model(
-        model,
-        images,
-        labels,
-        args.batch_size,
-        verbose=0 if args.quiet else progress_verbosity(),
-        return_logits=True,
-    )
+    # Overflowing outputs are refused below, in one line, not warned about.
+    with np.errstate(invalid="ignore", over="ignore"):
+        report, logits = evaluate_model(
+            model,
+            images,
+            labels,
+            args.batch_size,
+            verbose=0 if args.quiet else progress_verbosity(),
+            return_logits=True,
+        )
+    if not np.isfinite(logits).all():
+        print(
+            f"error: {model_path}: the model's outputs are not finite numbers "
+            "(its weights overflow); no report written",
+            file=sys.stderr,
+        )
+        return 1
     report = {
         "model": str(model_path),
         "backend": keras.backend.backend(),

@@ -13,6 +13,7 @@ to whole batches on the device.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
 
 import keras
@@ -23,6 +24,7 @@ from keras_cifar_resnet.data import (
     IMAGE_SHAPE,
     NUM_CLASSES,
     load_cifar10,
+    single_class_warning,
 )
 
 # Batches tf.data may fetch ahead of the epoch fit() has begun.
@@ -337,4 +339,7 @@ def prepare_data(config):
             f"--batch-size {config.batch_size} is larger than the {len(x_train)} "
             "training images; lower it or train on more images"
         )
+    warning = single_class_warning(y_train)
+    if warning is not None:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     return Datasets(x_train, y_train, x_val, y_val, x_test, y_test)

@@ -38,11 +38,12 @@ from keras_cifar_resnet.callbacks import (
     StepProgress,
     StopOnNonFiniteLoss,
 )
-from keras_cifar_resnet.checkpoints import load_checkpoint
+from keras_cifar_resnet.checkpoints import load_checkpoint, run_settings
 from keras_cifar_resnet.data import data_source
 from keras_cifar_resnet.distribute import LostProcessError, setup_distribution
 from keras_cifar_resnet.evaluation import evaluate_model, progress_verbosity
 from keras_cifar_resnet.input_pipeline import SkipBatches, TrainingBatches, prepare_data
+from keras_cifar_resnet.resources import check_training_memory
 from keras_cifar_resnet.run_folder import (
     BEST_NAME,
     CURVES_NAME,
@@ -50,7 +51,9 @@ from keras_cifar_resnet.run_folder import (
     FINAL_NAME,
     RunFolder,
     WriteError,
+    device_description,
     environment,
+    hold_run_folder,
     now,
 )
 from keras_cifar_resnet.run_state import (
@@ -89,7 +92,11 @@ def train(config, *, resume=False, callbacks=(), checkpoint=None):
     folder = RunFolder(config.output_dir)
     policy = "float32" if config.mixed_precision == "off" else config.mixed_precision
     try:
-        with dtype_policy(policy), StopSignals() as signals:
+        # One run per folder: a second process is refused before any work.
+        with hold_run_folder(
+            config.output_dir, distribution.is_chief
+        ), dtype_policy(policy), StopSignals() as signals:
+            check_training_memory(config, device_description()["tensor_device"])
             try:
                 return _train_and_evaluate(
                     config, distribution, folder, signals, resume, checkpoint, callbacks
@@ -296,7 +303,9 @@ def _restore(config, model, folder, checkpoint, distribution):
     The metrics are the interrupted epoch's running totals (None at an
     epoch's end). The log is cut back to the checkpoint's epoch.
     """
-    position = Position.from_checkpoint(load_checkpoint(checkpoint, model))
+    position = Position.from_checkpoint(
+        load_checkpoint(checkpoint, model, settings=run_settings(config))
+    )
     if checkpoint != folder.checkpoint_path and distribution.is_chief:
         # Else the next save would keep the damaged file as the previous one
         # and drop the good one.
@@ -335,7 +344,7 @@ def _evaluate_and_summarise(config, data, folder, position, distribution, signal
             keras.saving.load_model(model_path),
             data.test_images,
             data.test_labels,
-            batch_size=config.batch_size,
+            batch_size=config.eval_batch_size,
             verbose=progress_verbosity(),
         )
     with signals.saving():

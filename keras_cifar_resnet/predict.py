@@ -5,7 +5,9 @@ EXIF rotation applied, converted to RGB (transparent parts over white),
 cropped to the largest centred square (`--fit crop`, the default) or
 squashed whole (`--fit stretch`), then resized to the model's input size
 (32x32) with Pillow's bicubic filter, which averages over the source pixels
-when shrinking (antialiased).
+when shrinking (antialiased). Images above `MAX_IMAGE_PIXELS` and
+arguments that are not regular files (a pipe would wait forever) are
+refused in one line each, before anything is decoded.
 
     python -m keras_cifar_resnet.predict runs/resnet18 cat.jpg photos/
 """
@@ -16,6 +18,7 @@ import argparse
 import json
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +26,15 @@ import numpy as np
 from keras_cifar_resnet.backend_choice import BackendError, choose_backend
 from keras_cifar_resnet.config import positive_int
 from keras_cifar_resnet.evaluation import default_class_names, predict_logits, softmax
-from keras_cifar_resnet.run_folder import ModelFileError, load_model
+from keras_cifar_resnet.model_files import ModelFileError, load_model
 
 # Files a folder argument contributes; a file named on its own is always tried.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 FITS = ("crop", "stretch")
+# The largest image read, in pixels (an 8000x8000 photo): checked from the
+# file's header before decoding, so a small file that decodes to gigabytes
+# is refused instead of filling the memory.
+MAX_IMAGE_PIXELS = 64_000_000
 
 
 class ImageError(Exception):
@@ -59,15 +66,29 @@ def load_image(path, size=(32, 32), fit="crop"):
         (height, width, 3) uint8 numpy array.
 
     Raises:
-        ImageError: the file is missing or not a readable image.
+        ImageError: the file is missing, not a regular file, not a readable
+            image, or larger than `MAX_IMAGE_PIXELS`.
         ValueError: `fit` is not one of `FITS`.
     """
     if fit not in FITS:
         raise ValueError(f"`fit` must be one of {FITS}. Received: {fit=}")
     Image, ImageOps = _import_pillow()
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        # Opening a pipe would wait for a writer forever.
+        raise ImageError(f"{path}: not a regular file (a pipe or device?)")
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            # Our own limit below, in one line, replaces Pillow's warning.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+        with opened as image:
+            pixels = image.width * image.height  # from the header, not decoded
+            if pixels > MAX_IMAGE_PIXELS:
+                raise ImageError(
+                    f"{path}: {image.width}x{image.height} is {pixels:,} pixels, "
+                    f"above the limit of {MAX_IMAGE_PIXELS:,}"
+                )
             image.load()
             image = ImageOps.exif_transpose(image)
     except FileNotFoundError:
@@ -134,6 +155,9 @@ def expand_inputs(paths):
                 message = f"{path}: folder has no {'/'.join(IMAGE_SUFFIXES)} files"
                 errors.append({"path": str(path), "error": message})
             files.extend(found)
+        elif path.exists() and not path.is_file():
+            message = f"{path}: not a regular file (a pipe or device?)"
+            errors.append({"path": str(path), "error": message})
         else:
             files.append(path)
     return files, errors
@@ -182,8 +206,15 @@ def predict_files(model, paths, top=3, fit="crop", class_names=None, batch_size=
         loaded.append(results[-1])
     if images:
         logits = predict_logits(model, np.stack(images), batch_size)
-        for result, probabilities in zip(loaded, softmax(logits), strict=True):
-            result["predictions"] = top_k(probabilities, class_names, top)
+        with np.errstate(invalid="ignore", over="ignore"):  # reported below
+            all_probabilities = softmax(logits)
+        for result, probabilities in zip(loaded, all_probabilities, strict=True):
+            if np.isfinite(probabilities).all():
+                result["predictions"] = top_k(probabilities, class_names, top)
+            else:  # weights so large that the logits overflow
+                result["error"] = (
+                    f"{result['path']}: the model's output is not a finite number"
+                )
     return results
 
 
@@ -218,8 +249,9 @@ def build_parser():
         epilog=(
             "Exit status: 0 all images classified, 1 some image could not be "
             "read or the model could not be loaded, 2 bad usage (unknown flag, "
-            "missing model file). Unreadable images are reported one line each "
-            "on stderr; the others are still classified."
+            "missing model file). Unreadable images (pipes and devices, images "
+            f"above {MAX_IMAGE_PIXELS:,} pixels included) are reported one line "
+            "each on stderr; the others are still classified."
         ),
     )
     parser.add_argument(
@@ -287,7 +319,7 @@ def _run(args):
     files, folder_errors = expand_inputs(args.images)
     results = folder_errors + predict_files(model, files, top=args.top_k, fit=args.fit)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps(results, indent=2, allow_nan=False))
     else:
         text = format_results(results)
         if text:

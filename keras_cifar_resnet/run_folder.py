@@ -14,8 +14,8 @@ A run leaves in its folder:
 
 Every file is written beside its final name, flushed to disk and renamed
 over it (`write_atomically`), so a run killed while writing leaves the
-previous version intact. `load_model` reads a run's model (or any `.keras`
-file) back for inference.
+previous version intact. `model_files.load_model` reads a run's model (or
+any `.keras` file) back for inference.
 
 Keras is imported inside the functions that need it, so the commands can
 check their paths before the backend is chosen (`backend_choice`).
@@ -23,16 +23,19 @@ check their paths before the backend is chosen (`backend_choice`).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
+import fcntl
 import importlib.metadata
 import json
 import os
 import platform
 import shutil
 import tempfile
-import zipfile
 from pathlib import Path
+
+from keras_cifar_resnet.config import UsageError
 
 CONFIG_NAME = "config.json"
 LOG_NAME = "log.csv"
@@ -45,6 +48,9 @@ BEST_NAME = "best.keras"
 FINAL_NAME = "final.keras"
 SUMMARY_NAME = "summary.json"
 CURVES_NAME = "curves.png"
+# Held (flock) by the training process for the whole run; the kernel
+# releases it when the process ends, however it ends.
+LOCK_NAME = ".lock"
 # What a run's folder may hold for inference, in order of preference: the
 # model chosen on validation, then the model at the end of training.
 RUN_MODEL_FILES = (BEST_NAME, FINAL_NAME)
@@ -222,6 +228,98 @@ def environment():
     }
 
 
+class RunFolderBusy(UsageError):
+    """Another process is training into the same folder (message: one line).
+
+    A usage error: the command names a folder it cannot have now (exit 2).
+    """
+
+
+@contextlib.contextmanager
+def hold_run_folder(path, held=True):
+    """Holds the run folder `path` for one process at a time, for the block.
+
+    An exclusive `flock` on `path/.lock`, taken without waiting: the lock
+    belongs to the open file, so a killed process cannot leave it behind.
+
+    Args:
+        path: str or Path, the run's folder (created if missing).
+        held: bool, False does nothing (the processes of a distributed run
+            other than the chief, which write no files). Defaults to True.
+
+    Raises:
+        RunFolderBusy: another process holds the folder.
+        WriteError: the folder or its lock file cannot be created.
+    """
+    if not held:
+        yield
+        return
+    path = Path(path)
+    lock_path = path / LOCK_NAME
+    created = not path.exists()
+    file = _lock(path, lock_path)
+    try:
+        yield
+    finally:
+        # Removed while still held, so the folder holds only the run's files;
+        # a process that opened it meanwhile sees it gone (`_lock`).
+        lock_path.unlink(missing_ok=True)
+        if created:  # a run stopped before writing leaves no empty folder
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        file.close()
+
+
+def refuse_if_busy(path):
+    """Raises `RunFolderBusy` when another process holds the run folder `path`.
+
+    A look before the command reads the folder, so its other messages (a
+    run to resume, a run to replace) do not come first; creates nothing.
+    The run itself still takes the lock (`hold_run_folder`).
+    """
+    lock_path = Path(path) / LOCK_NAME
+    try:
+        file = open(lock_path, "rb")  # noqa: SIM115 - closed below
+    except OSError:
+        return  # no lock file: nobody holds the folder
+    with file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _busy(path, lock_path) from None
+
+
+def _busy(path, lock_path):
+    return RunFolderBusy(
+        f"{path} is in use by another training process (it holds "
+        f"{lock_path.name}); wait for it to end or choose another folder"
+    )
+
+
+def _lock(path, lock_path):
+    """The open lock file, locked: retried if its holder removed it meanwhile."""
+    while True:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            file = open(lock_path, "a+")  # noqa: SIM115 - the caller closes it
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise WriteError(
+                error.errno, f"cannot create {lock_path}: {reason}"
+            ) from error
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.close()
+            raise _busy(path, lock_path) from None
+        try:
+            if os.stat(lock_path).st_ino == os.fstat(file.fileno()).st_ino:
+                return file
+        except FileNotFoundError:
+            pass
+        file.close()
+
+
 def _format_number(value):
     return "" if value is None else f"{value:.6g}"
 
@@ -316,86 +414,3 @@ class RunFolder:
 
     def write_summary(self, summary):
         return write_json(self.summary_path, summary)
-
-
-# --- Loading a saved model --------------------------------------------------
-
-
-class ModelFileError(Exception):
-    """A model path that is not a usable `.keras` file (message: one line)."""
-
-    def __init__(self, message, usage=False):
-        super().__init__(message)
-        # True when the user named the wrong thing (exit status 2), False
-        # when the named file itself is broken.
-        self.usage = usage
-
-
-def resolve_model_path(path):
-    """The `.keras` file that `path` names: the file itself, or a run's folder's.
-
-    A folder resolves to its first file of `RUN_MODEL_FILES`, else to its
-    only `.keras` file.
-
-    Raises:
-        ModelFileError: nothing there, a folder without a model, or a file
-            that is not `.keras` (usage errors).
-    """
-    path = Path(path)
-    if path.is_dir():
-        for name in RUN_MODEL_FILES:
-            if (path / name).is_file():
-                return path / name
-        candidates = sorted(path.glob("*.keras"))
-        if len(candidates) == 1:
-            return candidates[0]
-        found = f"{len(candidates)} .keras files" if candidates else "no .keras file"
-        raise ModelFileError(
-            f"{path} is a folder with {found}; expected one of "
-            f"{', '.join(RUN_MODEL_FILES)} or a single .keras file",
-            usage=True,
-        )
-    if not path.exists():
-        raise ModelFileError(f"model file not found: {path}", usage=True)
-    if path.suffix != ".keras":
-        raise ModelFileError(
-            f"{path} is not a .keras file (Keras 3 saves models with "
-            "`model.save('name.keras')`)",
-            usage=True,
-        )
-    return path
-
-
-def load_model(path):
-    """Load a saved model (a `.keras` file or a run's folder) for inference.
-
-    Args:
-        path: str or Path, a `.keras` file or a training run's output folder.
-
-    Returns:
-        (keras.Model, Path): the model and the file it came from.
-
-    Raises:
-        ModelFileError: with a one-line message, for a missing, misnamed,
-            corrupt or unloadable file.
-    """
-    import keras
-
-    # Registers `keras_cifar_resnet>ResNet` so Keras can rebuild the model.
-    import keras_cifar_resnet.models  # noqa: F401
-
-    model_path = resolve_model_path(path)
-    # Keras reports a corrupt archive as "File not found"; say what it is.
-    if not zipfile.is_zipfile(model_path):
-        raise ModelFileError(
-            f"{model_path} is not a valid .keras file (not a zip archive; "
-            "corrupt or truncated?)"
-        )
-    try:
-        model = keras.saving.load_model(model_path, compile=False)
-    except Exception as error:  # noqa: BLE001 - any failure is the file's fault
-        message = " ".join(str(error).split())[:300]
-        raise ModelFileError(
-            f"cannot load model {model_path}: {type(error).__name__}: {message}"
-        ) from error
-    return model, model_path

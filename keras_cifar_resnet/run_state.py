@@ -15,7 +15,7 @@ import time
 
 import keras
 
-from keras_cifar_resnet.checkpoints import save_checkpoint
+from keras_cifar_resnet.checkpoints import run_settings, save_checkpoint
 from keras_cifar_resnet.models import ResNet
 from keras_cifar_resnet.run_folder import now
 
@@ -108,6 +108,8 @@ class Checkpoints:
             "best_epoch": position.best_epoch,
             "best_val_accuracy": position.best_val_accuracy,
             "train_seconds": position.seconds_trained,
+            # What shaped the computation: a resume compares config.json with it.
+            "settings": run_settings(self.config),
             "backend": keras.backend.backend(),
             "time": now(),
         }

@@ -37,6 +37,7 @@ from keras_cifar_resnet.run_folder import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
     RunFolder,
+    refuse_if_busy,
     unwritable_reason,
 )
 
@@ -137,10 +138,11 @@ def _same_as_saved(name, value, saved, run_dir):
 
 
 def _check_writable(flag, output_dir):
-    """Refuses an output folder that cannot take files, before any work."""
+    """Refuses an output folder that cannot take files or is in use, before any work."""
     reason = unwritable_reason(output_dir)
     if reason is not None:
         raise UsageError(f"{flag} {output_dir}: {reason}")
+    refuse_if_busy(output_dir)  # before the folder's contents are judged
 
 
 def config_for_arguments(args):

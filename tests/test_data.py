@@ -584,3 +584,49 @@ def test_the_data_source_names_where_the_data_comes_from(tmp_path, monkeypatch):
     cached.mkdir(parents=True)
     (cached / "data_batch_1").write_bytes(b"")
     assert data.data_source() == {"path": str(cached), "given_as": "keras cache"}
+
+
+def test_python_3_protocol_2_pickles_load(tmp_path):
+    # Python 3 writes bytes at protocol 2 through `_codecs.encode`.
+    batches = _fake_batches()
+    folder = tmp_path / data.PYTHON_FOLDER
+    folder.mkdir()
+    for name, (images, labels) in batches.items():
+        batch = {"labels": [int(label) for label in labels], "data": _rows(images)}
+        raw = pickle.dumps(batch, protocol=2)
+        assert b"_codecs" in raw
+        (folder / name).write_bytes(raw)
+    _assert_loaded(load_cifar10(folder), batches)
+
+
+def test_a_codec_other_than_latin1_is_refused(tmp_path):
+    folder = _write_folder(tmp_path, "python", _fake_batches())
+
+    class _Decompresses:
+        def __reduce__(self):
+            import codecs
+
+            return codecs.encode, ("x" * 100, "zlib_codec")
+
+    (folder / "data_batch_3").write_bytes(pickle.dumps(_Decompresses(), protocol=2))
+    with pytest.raises(DataError, match="refused `_codecs.encode` with codec 'zlib"):
+        load_cifar10(folder)
+
+
+def test_a_training_set_of_one_class_warns(monkeypatch, capsys):
+    from keras_cifar_resnet import input_pipeline
+    from keras_cifar_resnet.config import TrainConfig
+
+    assert data.single_class_warning([3, 3, 1]) is None
+    images = np.zeros((40, 32, 32, 3), np.uint8)
+    cats = np.full(40, 3)
+    monkeypatch.setattr(
+        input_pipeline,
+        "load_cifar10",
+        lambda data_dir: ((images, cats), (images[:8], cats[:8])),
+    )
+    config = TrainConfig(model="tiny", batch_size=8, validation_size=8)
+    input_pipeline.prepare_data(config)
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert error.startswith("warning: every one of the 32 training labels is class 3")

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import struct
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -229,3 +233,39 @@ def test_a_16_bit_grayscale_image_is_scaled_not_clipped(tmp_path):
     assert image.shape == (32, 32, 3) and image.dtype == np.uint8
     assert abs(float(image.mean()) - 127.5) < 4
     assert image[:, 0].max() < 16 and image[:, -1].min() > 239
+
+
+def _png_header_only(path, width, height):
+    """A PNG whose header declares `width` x `height` (it holds no pixels)."""
+
+    def chunk(kind, data):
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)  # RGBA
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def test_an_image_above_the_pixel_limit_is_refused_from_its_header(tmp_path):
+    path = _png_header_only(tmp_path / "huge.png", 13000, 13000)
+    with pytest.raises(ImageError, match="13000x13000 is 169,000,000 pixels, above"):
+        load_image(path)
+
+
+def test_a_fifo_is_refused_instead_of_waited_on(tmp_path):
+    fifo = tmp_path / "photo.png"
+    os.mkfifo(fifo)
+    signal.alarm(20)  # a hang fails the test instead of blocking it
+    try:
+        with pytest.raises(ImageError, match="not a regular file"):
+            load_image(fifo)
+        files, errors = expand_inputs([fifo])
+    finally:
+        signal.alarm(0)
+    assert files == []
+    assert errors == [
+        {"path": str(fifo), "error": f"{fifo}: not a regular file (a pipe or device?)"}
+    ]

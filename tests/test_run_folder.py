@@ -5,19 +5,25 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
 from keras_cifar_resnet import run_folder
+from keras_cifar_resnet.model_files import (
+    ModelFileError,
+    load_model,
+    resolve_model_path,
+)
 from keras_cifar_resnet.models import TinyResNet
 from keras_cifar_resnet.run_folder import (
     BEST_NAME,
     FINAL_NAME,
     LOG_COLUMNS,
-    ModelFileError,
     RunFolder,
-    load_model,
-    resolve_model_path,
+    RunFolderBusy,
     write_atomically,
     write_json,
 )
@@ -133,3 +139,74 @@ def test_unwritable_reason_names_the_first_existing_place(tmp_path):
     assert run_folder.unwritable_reason(tmp_path / "file" / "run") == (
         f"{tmp_path / 'file'} is a file, not a folder"
     )
+
+
+def test_a_held_run_folder_refuses_a_second_holder_at_once(tmp_path):
+    folder = tmp_path / "run"
+    with run_folder.hold_run_folder(folder):
+        with pytest.raises(RunFolderBusy, match="in use by another training process"):
+            with run_folder.hold_run_folder(folder):
+                pass
+    with run_folder.hold_run_folder(folder):  # free again once released
+        pass
+    assert not folder.exists()  # nothing written: no lock file, no folder
+    folder.mkdir()
+    with run_folder.hold_run_folder(folder):
+        (folder / "config.json").write_text("{}")
+    assert [p.name for p in folder.iterdir()] == ["config.json"]
+
+
+def test_a_killed_holder_leaves_no_lock(tmp_path):
+    folder = tmp_path / "run"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from keras_cifar_resnet.run_folder import hold_run_folder\n"
+            "with hold_run_folder(sys.argv[1]):\n"
+            "    print('held', flush=True); time.sleep(60)\n",
+            str(folder),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(RunFolderBusy):
+            with run_folder.hold_run_folder(folder):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with run_folder.hold_run_folder(folder):
+        pass
+
+
+@pytest.mark.parametrize("holds", ["nothing yet", "a checkpoint"])
+def test_the_train_command_refuses_a_folder_in_use_in_one_line(
+    tmp_path, capsys, holds
+):
+    from keras_cifar_resnet.train import main
+
+    folder = tmp_path / "run"
+    flags = ["--synthetic", "--model", "tiny", "--max-train-examples", "64"]
+    with run_folder.hold_run_folder(folder):
+        if holds == "a checkpoint":  # what the other process has written so far
+            (folder / "config.json").write_text('{"config": {}}')
+            (folder / "checkpoint.npz").write_bytes(b"")
+            attempts = [
+                [*flags, "--output-dir", str(folder)],
+                ["--resume", str(folder)],
+            ]
+        else:
+            attempts = [[*flags, "--epochs", "1", "--output-dir", str(folder)]]
+        for argv in attempts:
+            assert main(argv) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1, err
+            assert err.endswith(
+                f"{folder} is in use by another training process (it holds .lock); "
+                "wait for it to end or choose another folder\n"
+            )
+    assert not (folder / "log.csv").exists()
