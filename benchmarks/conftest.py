@@ -191,13 +191,15 @@ def settings_from(config):
             values[key] = config.getoption(option)
     if config.getoption("--batch-sizes") is not None:
         values["batch_sizes"] = tuple(int(b) for b in config.getoption("--batch-sizes"))
+    from harness import gpu_present
+
+    from keras_cifar_resnet.precision_support import cpu_has_native
+
     native = config.getoption("--native") or ()
     skipped = ""
     if native == ("auto",):
-        from harness import gpu_present
-
         native = GPU_NATIVE_VARIANTS if gpu_present() else CPU_NATIVE_VARIANTS
-    bf16_skip = _bf16_skip_reason()
+    bf16_skip = bf16_skip_reason(gpu_present(), cpu_has_native("mixed_bfloat16"))
     if bf16_skip:
         if config.getoption("--precisions") is None and "mixed" in values["precisions"]:
             values["precisions"] = tuple(
@@ -229,13 +231,14 @@ def settings_from(config):
     )
 
 
-def _bf16_skip_reason():
-    """Why bf16 rows are left out on this machine, or "" when they run."""
-    from harness import gpu_present
+def bf16_skip_reason(gpu, native_bf16):
+    """Why the profiles leave bf16 out, or "" when they run it.
 
-    from keras_cifar_resnet.precision_support import cpu_has_native
-
-    if gpu_present() or cpu_has_native("mixed_bfloat16") is not False:
+    Args:
+        gpu: bool, the machine has a GPU.
+        native_bf16: True/False/None (unknown), the CPU computes bf16 natively.
+    """
+    if gpu or native_bf16 is not False:
         return ""
     return (
         "bf16 rows skipped: no GPU, and this CPU has no native bf16 "
