@@ -229,10 +229,15 @@ def environment_lines(rows):
         seen.add(backend)
         versions = ", ".join(f"{k} {v}" for k, v in sorted(r["versions"].items()))
         threads = ", ".join(f"{k}={v}" for k, v in sorted(r["threading"].items()))
-        bf16 = {True: "yes", False: "no"}.get(r.get("cpu_native_bf16"), "unknown")
+        native_bf16 = r.get("cpu_native_bf16")
+        bf16 = (
+            ""
+            if native_bf16 is None
+            else f" (CPU native bf16: {'yes' if native_bf16 else 'no'})"
+        )
         lines.append(
-            f"- {backend}: {r['device']} (CPU native bf16: {bf16}); {versions}; "
-            f"{r['date']}" + (f"; threads: {threads}" if threads else "")
+            f"- {backend}: {r['device']}{bf16}; {versions}; {r['date']}"
+            + (f"; threads: {threads}" if threads else "")
         )
     return lines
 

@@ -24,6 +24,7 @@ from harness import (
     KerasTrainStep,
     PeakMemory,
     device_name,
+    gpu_present,
     jit_compile_of,
     native_step_kwargs,
     round_statistics,
@@ -67,7 +68,10 @@ def _measure(benchmark, runner, settings, backend, function, memory):
         # Other processes compete for a shared CPU; the load says how much.
         "load_average_1min": os.getloadavg()[0],
         "device": device_name(backend),
-        "cpu_native_bf16": cpu_has_native("mixed_bfloat16"),
+        # A CPU figure means little without it (emulated bf16 is slow).
+        "cpu_native_bf16": None
+        if gpu_present()
+        else cpu_has_native("mixed_bfloat16"),
         "versions": versions(framework),
         "threading": threading_settings(framework),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
