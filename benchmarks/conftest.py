@@ -6,6 +6,11 @@ Profiles (one at most; each option below overrides the profile's value):
     --quick  minutes on a CPU: resnet18, batch 128, float32 and mixed (bf16),
              3 rounds of one step after one warm-up round.
     --tiny   for CI: the test model, batch 8, one round of one step.
+
+On a machine without a GPU whose CPU lacks native bf16, the profiles' bf16
+rows (Keras mixed and the native -bf16 variants) are left out, and the
+report says why: emulated bf16 runs many times slower than float32 there.
+An explicit --precisions or --native list is run as given.
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ CPU_NATIVE_VARIANTS = ("eager", "channels_last", "eager-bf16", "channels_last-bf
 # The Keras model's BatchNorm (`ResNet(fused_batch_norm=...)`): the package's
 # fused layer, Keras's own, or both side by side.
 BATCH_NORMS = {"fused": (True,), "keras": (False,), "both": (True, False)}
+# The Keras model's convolutions (`ResNet(fused_conv=...)`), likewise.
+CONVS = {"fused": (True,), "keras": (False,), "both": (True, False)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +79,9 @@ class Settings:
     inference: bool
     jit_compile: str = "auto"
     fused_batch_norms: tuple = (True,)
+    fused_convs: tuple = (True,)
+    # Why rows of the profile were left out ("" when none were).
+    skipped: str = ""
 
 
 def _csv(value):
@@ -153,6 +163,14 @@ def pytest_addoption(parser):
         "framework's fused kernel where it has one), 'keras' (Keras's own "
         "layer; rows 'keras-<backend>-keras-bn') or 'both'. Default: fused.",
     )
+    group.addoption(
+        "--conv",
+        choices=sorted(CONVS),
+        default="fused",
+        help="the Keras model's Conv2D: 'fused' (the package's layer, in the "
+        "tensors' own layout where the backend would copy them), 'keras' "
+        "(Keras's own layer; rows '...-keras-conv') or 'both'. Default: fused.",
+    )
 
 
 def settings_from(config):
@@ -173,11 +191,24 @@ def settings_from(config):
             values[key] = config.getoption(option)
     if config.getoption("--batch-sizes") is not None:
         values["batch_sizes"] = tuple(int(b) for b in config.getoption("--batch-sizes"))
-    native = config.getoption("--native") or ()
-    if native == ("auto",):
-        from harness import gpu_present
+    from harness import gpu_present
 
+    from keras_cifar_resnet.precision_support import cpu_has_native
+
+    native = config.getoption("--native") or ()
+    skipped = ""
+    if native == ("auto",):
         native = GPU_NATIVE_VARIANTS if gpu_present() else CPU_NATIVE_VARIANTS
+    bf16_skip = bf16_skip_reason(gpu_present(), cpu_has_native("mixed_bfloat16"))
+    if bf16_skip:
+        if config.getoption("--precisions") is None and "mixed" in values["precisions"]:
+            values["precisions"] = tuple(
+                p for p in values["precisions"] if p != "mixed"
+            )
+            skipped = bf16_skip
+        if config.getoption("--native") == ("auto",):
+            native = tuple(v for v in native if NATIVE_VARIANTS[v][1] != "mixed")
+            skipped = bf16_skip
     unknown = sorted(set(native) - set(NATIVE_VARIANTS))
     if unknown:
         raise pytest.UsageError(
@@ -194,7 +225,24 @@ def settings_from(config):
         inference=not config.getoption("--no-inference"),
         jit_compile=config.getoption("--jit-compile"),
         fused_batch_norms=BATCH_NORMS[config.getoption("--batch-norm")],
+        fused_convs=CONVS[config.getoption("--conv")],
+        skipped=skipped,
         **values,
+    )
+
+
+def bf16_skip_reason(gpu, native_bf16):
+    """Why the profiles leave bf16 out, or "" when they run it.
+
+    Args:
+        gpu: bool, the machine has a GPU.
+        native_bf16: True/False/None (unknown), the CPU computes bf16 natively.
+    """
+    if gpu or native_bf16 is not False:
+        return ""
+    return (
+        "bf16 rows skipped: no GPU, and this CPU has no native bf16 "
+        "(emulated bf16 runs many times slower than float32)"
     )
 
 
@@ -217,17 +265,18 @@ def pytest_generate_tests(metafunc):
     functions = ("train", "inference") if settings.inference else ("train",)
     if "keras_case" in metafunc.fixturenames:
         cases = [
-            (*c, f, fused)
+            (*c, f, fused_batch_norm, fused_conv)
             for f in functions
             for c in configs
-            for fused in settings.fused_batch_norms
+            for fused_batch_norm in settings.fused_batch_norms
+            for fused_conv in settings.fused_convs
         ]
         metafunc.parametrize(
             "keras_case",
             cases,
             ids=[
-                f"{f}-{m}-b{b}-{p}" + ("" if fused else "-keras-bn")
-                for m, b, p, f, fused in cases
+                f"{f}-{m}-b{b}-{p}" + keras_layers_suffix(bn, conv)
+                for m, b, p, f, bn, conv in cases
             ],
         )
     if "native_case" in metafunc.fixturenames:
@@ -244,6 +293,20 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize(
             "native_case", cases, ids=[f"{f}-{v}-{m}-b{b}" for v, m, b, f in cases]
         )
+
+
+def keras_layers_suffix(fused_batch_norm, fused_conv):
+    """What a row's name adds for each of Keras's own layers it uses."""
+    return ("" if fused_batch_norm else "-keras-bn") + (
+        "" if fused_conv else "-keras-conv"
+    )
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Records in the JSON which rows the profile left out, and why."""
+    skipped = settings_from(config).skipped
+    if skipped:
+        machine_info["skipped"] = skipped
 
 
 @pytest.fixture(scope="session")
@@ -265,6 +328,9 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.write_line("")
         for line in format_rows(rows):
             terminalreporter.write_line(line)
+    skipped = settings_from(config).skipped
+    if skipped:
+        terminalreporter.write_line(skipped)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -219,6 +219,8 @@ class KerasTrainStep:
             "auto".
         fused_batch_norm: bool, the model's BatchNorm (see `ResNet`).
             Defaults to True.
+        fused_conv: bool, the model's Conv2D (see `ResNet`). Defaults to
+            True.
     """
 
     def __init__(
@@ -229,6 +231,7 @@ class KerasTrainStep:
         num_batches=4,
         jit_compile="auto",
         fused_batch_norm=True,
+        fused_conv=True,
     ):
         self.backend = keras.backend.backend()
         self.batch_size = batch_size
@@ -236,7 +239,11 @@ class KerasTrainStep:
         keras.config.set_dtype_policy(PRECISIONS[precision])
         try:
             self.model = compile_model(
-                build_model(model_name, fused_batch_norm=fused_batch_norm),
+                build_model(
+                    model_name,
+                    fused_batch_norm=fused_batch_norm,
+                    fused_conv=fused_conv,
+                ),
                 jit_compile,
             )
         finally:

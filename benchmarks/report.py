@@ -229,26 +229,46 @@ def environment_lines(rows):
         seen.add(backend)
         versions = ", ".join(f"{k} {v}" for k, v in sorted(r["versions"].items()))
         threads = ", ".join(f"{k}={v}" for k, v in sorted(r["threading"].items()))
+        native_bf16 = r.get("cpu_native_bf16")
+        bf16 = (
+            ""
+            if native_bf16 is None
+            else f" (CPU native bf16: {'yes' if native_bf16 else 'no'})"
+        )
         lines.append(
-            f"- {backend}: {r['device']}; {versions}; {r['date']}"
+            f"- {backend}: {r['device']}{bf16}; {versions}; {r['date']}"
             + (f"; threads: {threads}" if threads else "")
         )
     return lines
 
 
+def _json_contents(paths):
+    """The parsed JSON of each file given and of each folder's *.json."""
+    for path in map(Path, paths):
+        for file in sorted(path.glob("*.json")) if path.is_dir() else [path]:
+            yield json.loads(file.read_text())
+
+
 def load(paths):
     """(benchmark rows, accuracy by (backend, model)) from files and folders."""
-    files = []
-    for path in map(Path, paths):
-        files += sorted(path.glob("*.json")) if path.is_dir() else [path]
     benchmarks, accuracy = [], {}
-    for file in files:
-        data = json.loads(file.read_text())
+    for data in _json_contents(paths):
         if isinstance(data, dict) and "benchmarks" in data:
             benchmarks += data["benchmarks"]
         elif isinstance(data, dict) and data.get("kind") == "accuracy":
             accuracy[(data["backend"], data["model"])] = data
     return rows_from_benchmarks(benchmarks), accuracy
+
+
+def skipped_notes(paths):
+    """What the benchmark runs in `paths` left out of their profile, and why."""
+    notes = []
+    for data in _json_contents(paths):
+        if isinstance(data, dict) and "benchmarks" in data:
+            skipped = (data.get("machine_info") or {}).get("skipped")
+            if skipped and skipped not in notes:
+                notes.append(skipped)
+    return notes
 
 
 def chart(rows, path):
@@ -348,6 +368,8 @@ def main(argv=None):
     output_dir = Path(args.output_dir or (first if first.is_dir() else first.parent))
     output_dir.mkdir(parents=True, exist_ok=True)
     lines = format_rows(rows, accuracy)
+    notes = skipped_notes(args.inputs)
+    lines += [f"Note: {note}." for note in notes] + ([""] if notes else [])
     lines += ["Environment:", ""] + environment_lines(rows)
     if args.command:
         lines += ["", f"Command: `{args.command}`"]

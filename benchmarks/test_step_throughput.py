@@ -18,12 +18,13 @@ import os
 import time
 
 import keras
-from conftest import NATIVE_VARIANTS
+from conftest import NATIVE_VARIANTS, keras_layers_suffix
 from harness import (
     CPUUse,
     KerasTrainStep,
     PeakMemory,
     device_name,
+    gpu_present,
     jit_compile_of,
     native_step_kwargs,
     round_statistics,
@@ -31,6 +32,8 @@ from harness import (
     threading_settings,
     versions,
 )
+
+from keras_cifar_resnet.precision_support import cpu_has_native
 
 
 def _measure(benchmark, runner, settings, backend, function, memory):
@@ -65,6 +68,10 @@ def _measure(benchmark, runner, settings, backend, function, memory):
         # Other processes compete for a shared CPU; the load says how much.
         "load_average_1min": os.getloadavg()[0],
         "device": device_name(backend),
+        # A CPU figure means little without it (emulated bf16 is slow).
+        "cpu_native_bf16": None
+        if gpu_present()
+        else cpu_has_native("mixed_bfloat16"),
         "versions": versions(framework),
         "threading": threading_settings(framework),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
@@ -83,7 +90,7 @@ def _measure(benchmark, runner, settings, backend, function, memory):
 
 def test_keras(benchmark, bench_settings, keras_case):
     """The package's model and compiled step on the current backend."""
-    model, batch_size, precision, function, fused_batch_norm = keras_case
+    model, batch_size, precision, function, fused_batch_norm, fused_conv = keras_case
     backend = keras.backend.backend()
     benchmark.group = f"{function}-{model}-b{batch_size}-{precision}"
     runner = KerasTrainStep(
@@ -92,6 +99,7 @@ def test_keras(benchmark, bench_settings, keras_case):
         precision,
         jit_compile=bench_settings.jit_compile,
         fused_batch_norm=fused_batch_norm,
+        fused_conv=fused_conv,
     )
     record = _measure(
         benchmark, runner, bench_settings, backend, function, PeakMemory(backend)
@@ -101,11 +109,12 @@ def test_keras(benchmark, bench_settings, keras_case):
         # A forced compile is its own row beside Keras's default.
         variant=f"keras-{backend}"
         + ("-jit" if bench_settings.jit_compile == "on" else "")
-        + ("" if fused_batch_norm else "-keras-bn"),
+        + keras_layers_suffix(fused_batch_norm, fused_conv),
         model=model,
         precision=precision,
         jit_compile=jit_compile_of(runner.model),
         fused_batch_norm=fused_batch_norm,
+        fused_conv=fused_conv,
     )
     benchmark.extra_info.update(record)
     del runner

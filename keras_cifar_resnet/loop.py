@@ -43,6 +43,7 @@ from keras_cifar_resnet.data import data_source
 from keras_cifar_resnet.distribute import LostProcessError, setup_distribution
 from keras_cifar_resnet.evaluation import evaluate_model, progress_verbosity
 from keras_cifar_resnet.input_pipeline import SkipBatches, TrainingBatches, prepare_data
+from keras_cifar_resnet.precision_support import warn_if_slow
 from keras_cifar_resnet.resources import check_training_memory
 from keras_cifar_resnet.run_folder import (
     BEST_NAME,
@@ -89,6 +90,8 @@ def train(config, *, resume=False, callbacks=(), checkpoint=None):
     # First: JAX's multi-host start and torch's process group must precede
     # any tensor.
     distribution = setup_distribution(config.distribute)
+    if distribution.is_chief:
+        warn_if_slow(config.mixed_precision, keras.backend.backend())
     folder = RunFolder(config.output_dir)
     policy = "float32" if config.mixed_precision == "off" else config.mixed_precision
     try:

@@ -63,6 +63,7 @@ CIFAR10_CLASSES = 10
 ALLOWED_CLASSES = {
     "keras_cifar_resnet>ResNet": "keras_cifar_resnet.models",
     "keras_cifar_resnet>BatchNormalization": "keras_cifar_resnet.batch_norm",
+    "keras_cifar_resnet>Conv2D": "keras_cifar_resnet.conv",
     **{
         name: "keras.layers"
         for name in (

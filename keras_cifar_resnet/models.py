@@ -14,6 +14,7 @@ import keras
 from keras import layers
 
 from keras_cifar_resnet import batch_norm as fused_batch_norm_layer
+from keras_cifar_resnet import conv as fused_conv_layer
 from keras_cifar_resnet.train_steps import backend_train_step_class
 
 BLOCK_TYPES = ("basic_block",)
@@ -24,7 +25,7 @@ def _validate(name, value, ok, expected):
         raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
 
 
-def basic_block(x, filters, stride, batch_norm, name):
+def basic_block(x, filters, stride, batch_norm, conv, name):
     """conv3x3(stride)-BN-ReLU-conv3x3-BN, plus a shortcut, then add and ReLU.
 
     The shortcut is a 1x1 conv with the block's stride (no BN) when the
@@ -32,15 +33,11 @@ def basic_block(x, filters, stride, batch_norm, name):
     """
     shortcut = x
     if stride != 1:
-        shortcut = layers.Conv2D(
-            filters, 1, strides=stride, name=f"{name}_shortcut_conv"
-        )(x)
-    x = layers.Conv2D(filters, 3, strides=stride, padding="same", name=f"{name}_conv1")(
-        x
-    )
+        shortcut = conv(filters, 1, strides=stride, name=f"{name}_shortcut_conv")(x)
+    x = conv(filters, 3, strides=stride, padding="same", name=f"{name}_conv1")(x)
     x = batch_norm(name=f"{name}_bn1")(x)
     x = layers.ReLU(name=f"{name}_relu1")(x)
-    x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv2")(x)
+    x = conv(filters, 3, padding="same", name=f"{name}_conv2")(x)
     x = batch_norm(name=f"{name}_bn2")(x)
     x = layers.Add(name=f"{name}_add")([shortcut, x])
     return layers.ReLU(name=f"{name}_out")(x)
@@ -82,6 +79,11 @@ class ResNet(backend_train_step_class(), keras.Model):
             variables and results as Keras's layer, faster on torch); False
             uses `keras.layers.BatchNormalization`. The weights are the same
             either way. Defaults to True.
+        fused_conv: bool. True runs convolutions in the tensors' own
+            channels-last layout where Keras's backend would copy them into
+            another (`conv.Conv2D`: same variables and results as Keras's
+            layer, faster on torch); False uses `keras.layers.Conv2D`. The
+            weights are the same either way. Defaults to True.
         name: str, the model's name.
 
     Example:
@@ -102,6 +104,7 @@ class ResNet(backend_train_step_class(), keras.Model):
         batch_norm_momentum=0.99,
         width_multiplier=1.0,
         fused_batch_norm=True,
+        fused_conv=True,
         name="resnet",
         **kwargs,
     ):
@@ -172,6 +175,10 @@ class ResNet(backend_train_step_class(), keras.Model):
             isinstance(fused_batch_norm, bool),
             "True or False",
         )
+        _validate(
+            "fused_conv", fused_conv, isinstance(fused_conv, bool), "True or False"
+        )
+        conv = fused_conv_layer.Conv2D if fused_conv else layers.Conv2D
         batch_norm = functools.partial(
             (
                 fused_batch_norm_layer.BatchNormalization
@@ -186,7 +193,7 @@ class ResNet(backend_train_step_class(), keras.Model):
 
         inputs = keras.Input(shape=input_shape, name="images")
         x = layers.Rescaling(2.0 / 255.0, offset=-1.0, name="rescale")(inputs)
-        x = layers.Conv2D(scaled(stem_filters), 3, padding="valid", name="stem_conv")(x)
+        x = conv(scaled(stem_filters), 3, padding="valid", name="stem_conv")(x)
         x = batch_norm(name="stem_bn")(x)
         x = layers.ReLU(name="stem_relu")(x)
         x = layers.MaxPooling2D(2, strides=1, padding="same", name="stem_pool")(x)
@@ -206,6 +213,7 @@ class ResNet(backend_train_step_class(), keras.Model):
                     scaled(filters),
                     stride if index == 1 else 1,
                     batch_norm,
+                    conv,
                     name=f"stage{stage}_block{index}",
                 )
         x = layers.GlobalAveragePooling2D(name="pool")(x)
@@ -225,6 +233,7 @@ class ResNet(backend_train_step_class(), keras.Model):
         self.batch_norm_momentum = batch_norm_momentum
         self.width_multiplier = width_multiplier
         self.fused_batch_norm = fused_batch_norm
+        self.fused_conv = fused_conv
 
     def get_config(self):
         return {
@@ -238,6 +247,7 @@ class ResNet(backend_train_step_class(), keras.Model):
             "batch_norm_momentum": self.batch_norm_momentum,
             "width_multiplier": self.width_multiplier,
             "fused_batch_norm": self.fused_batch_norm,
+            "fused_conv": self.fused_conv,
             "name": self.name,
         }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -299,3 +300,58 @@ def test_accuracy_cli_needs_a_backend(monkeypatch, capsys):
     monkeypatch.setenv("KERAS_BACKEND", "numpy")
     assert accuracy.main(["--profile", "tiny"]) == 2
     assert "set KERAS_BACKEND" in capsys.readouterr().err
+
+
+class _Options:
+    """A pytest config's `getoption` for the benchmark options, `--quick` given."""
+
+    def __init__(self, **given):
+        self.options = {
+            "--tiny": False,
+            "--quick": True,
+            "--native": ("auto",),
+            "--no-inference": False,
+            "--jit-compile": "auto",
+            "--batch-norm": "fused",
+            "--conv": "both",
+            **given,
+        }
+
+    def getoption(self, name):
+        return self.options.get(name)
+
+
+@pytest.mark.parametrize("native_bf16", [True, False, None])
+def test_cpu_profile_leaves_out_bf16_only_without_native_bf16(
+    monkeypatch, native_bf16
+):
+    from keras_cifar_resnet import precision_support
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    # Registered before running: dataclasses look their module up by name.
+    spec = importlib.util.spec_from_file_location(
+        "benchmarks_conftest", BENCHMARKS / "conftest.py"
+    )
+    conftest = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, conftest)
+    spec.loader.exec_module(conftest)
+    import harness
+
+    monkeypatch.setattr(harness, "gpu_present", lambda: False)
+    monkeypatch.setattr(precision_support, "cpu_has_native", lambda p: native_bf16)
+    settings = conftest.settings_from(_Options())
+    assert settings.fused_convs == (True, False)
+    if native_bf16 is False:
+        assert settings.precisions == ("float32",)
+        assert settings.native == ("eager", "channels_last")
+        assert "no native bf16" in settings.skipped
+    else:
+        assert settings.precisions == ("float32", "mixed")
+        assert "channels_last-bf16" in settings.native
+        assert settings.skipped == ""
+    # Asked for by name, bf16 runs anyway.
+    explicit = conftest.settings_from(
+        _Options(**{"--precisions": ("mixed",), "--native": ("eager-bf16",)})
+    )
+    assert explicit.precisions == ("mixed",) and explicit.native == ("eager-bf16",)
+    assert explicit.skipped == ""

@@ -91,6 +91,12 @@ STAGES = [
         throughput("mixed", extra=("--batch-norm", "keras")),
     ),
     Stage(
+        "keras-torch-keras-conv",
+        "torch",
+        "Keras torch, mixed_bfloat16, Keras's own Conv2D",
+        throughput("mixed", extra=("--conv", "keras")),
+    ),
+    Stage(
         "native-torch",
         "torch",
         "native PyTorch, eager and channels_last, bf16",
