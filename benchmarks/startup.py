@@ -118,7 +118,7 @@ def main(argv=None):
                 _row(f"build ResNet18 width {width:g}", backend, f"{wall:.1f}", result)
         if "step" in args.what:
             for run in ("cold", "warm"):
-                code = textwrap.dedent(STEP)
+                code = textwrap.dedent(STEP.format())
                 wall, result = _run(["-c", code], backend, home / backend)
                 _row(f"first training step ({run})", backend, f"{wall:.1f}", result)
         if "predict" in args.what:
