@@ -7,7 +7,8 @@
              fresh processes sharing one Keras home, so under JAX the second
              finds the first's programs in the compilation cache (cold, warm)
     predict  `python -m keras_cifar_resnet.predict` on 4 images with a saved
-             ResNet18, end to end, twice in fresh processes (cold, warm)
+             ResNet18, end to end, twice in fresh processes (cold, warm), and
+             a process that only imports what it imports
 
     python benchmarks/startup.py build step predict --backends jax,torch,tensorflow
 
@@ -133,6 +134,10 @@ def main(argv=None):
             for run in ("first", "second"):
                 wall, _ = _run(command, backend, home / backend)
                 _row(f"predict 4 images ({run} run)", backend, f"{wall:.1f}", "")
+            # The same process's imports alone: what no cache can save.
+            imports = ["-c", "import keras, PIL.Image, keras_cifar_resnet.predict"]
+            wall, _ = _run(imports, backend, home / backend)
+            _row("predict's imports only", backend, f"{wall:.1f}", "")
     return 0
 
 
