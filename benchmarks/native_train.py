@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import math
 import os
 import sys
@@ -49,10 +50,11 @@ from torch_reference import (  # noqa: E402
     TorchResNet,
     augment,
     keras_initialization,
+    load_keras_weights,
     make_optimizer,
 )
 
-from keras_cifar_resnet.config import RECIPES  # noqa: E402
+from keras_cifar_resnet.config import INITIALIZERS, RECIPES  # noqa: E402
 from keras_cifar_resnet.data import load_cifar10  # noqa: E402
 from keras_cifar_resnet.evaluation import metrics_from_logits  # noqa: E402
 from keras_cifar_resnet.input_pipeline import (  # noqa: E402
@@ -161,6 +163,14 @@ def build_parser():
         "initialisation from the training step. Default: torch.",
     )
     parser.add_argument(
+        "--keras-initializer",
+        choices=INITIALIZERS,
+        default=None,
+        help="Start from the very weights the training command starts from "
+        "with the same --seed and this --initializer (the package's model, "
+        "built and copied over); overrides --init.",
+    )
+    parser.add_argument(
         "--output-dir", required=True, metavar="DIR", help="Where the run writes."
     )
     return parser
@@ -198,6 +208,23 @@ def load_data(args):
     if args.max_train_examples is not None:
         train = tuple(array[: args.max_train_examples] for array in train)
     return train, validation, test
+
+
+def package_initial_model(args):
+    """The package's untrained model, built as the training command builds it."""
+    import random
+
+    from keras_cifar_resnet.build import build_model
+
+    config = dataclasses.replace(
+        RECIPE,
+        model=args.model,
+        width_multiplier=args.width_multiplier,
+        initializer=args.keras_initializer,
+    )
+    # As the training loop does: the model draws its seed from `random`.
+    random.seed(args.seed)
+    return build_model(config)
 
 
 def predict(model, images, device):
@@ -257,7 +284,9 @@ def main(argv=None):
         batch_norm_momentum=RECIPE.batch_norm_momentum,
         width_multiplier=args.width_multiplier,
     )
-    if args.init == "keras":
+    if args.keras_initializer:
+        load_keras_weights(model, package_initial_model(args))
+    elif args.init == "keras":
         keras_initialization(model)
     model = model.to(device)
     model.train()

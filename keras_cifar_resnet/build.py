@@ -28,6 +28,7 @@ def build_model(config, **model_options):
     return MODELS[config.model](
         batch_norm_momentum=config.batch_norm_momentum,
         width_multiplier=config.width_multiplier,
+        initializer=config.initializer,
         **model_options,
     )
 

@@ -23,6 +23,8 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "constant")
 MIXED_PRECISION = ("off", "mixed_bfloat16", "mixed_float16")
 JIT_COMPILE = ("auto", "on", "off")
+# How conv and dense weights start (`keras_cifar_resnet.initializers`).
+INITIALIZERS = ("torch", "he_normal", "glorot_uniform")
 # The home of the modes; `keras_cifar_resnet.distribute.MODES` is this tuple
 # (config stays keras-free, so distribute imports it from here).
 DISTRIBUTE = ("none", "data-parallel")
@@ -150,6 +152,14 @@ class TrainConfig:
     )
     batch_norm_momentum: float = _field(
         0.9, "BatchNorm moving-average momentum.", recipe=True
+    )
+    initializer: str = _field(
+        "torch",
+        "How conv and dense weights start: 'torch' (PyTorch's defaults), "
+        "'he_normal' (He normal, fan-out) or 'glorot_uniform' (Keras's "
+        "defaults); drawn from --seed, the same on every backend.",
+        choices=INITIALIZERS,
+        recipe=True,
     )
     validation_size: int = _field(
         5000,
@@ -341,6 +351,7 @@ RECIPES = {
         flip=False,
         cutout_size=0,
         batch_norm_momentum=0.99,
+        initializer="glorot_uniform",
     ),
 }
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_cifar_resnet.backend_choice import BackendError, choose_backend
+from keras_cifar_resnet.compilation_cache import enable_compilation_cache
 from keras_cifar_resnet.config import TrainConfig, positive_int
 from keras_cifar_resnet.data import DataError, load_cifar10
 
@@ -251,6 +252,7 @@ def _run(args):
         print(f"error: {problem}", file=sys.stderr)
         return 2
     choose_backend()
+    enable_compilation_cache(choose_backend().name)
     import keras  # with the backend chosen
 
     model, model_path = load_model(model_path)

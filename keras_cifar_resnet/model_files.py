@@ -65,6 +65,10 @@ ALLOWED_CLASSES = {
     "keras_cifar_resnet>BatchNormalization": "keras_cifar_resnet.batch_norm",
     "keras_cifar_resnet>Conv2D": "keras_cifar_resnet.conv",
     **{
+        f"keras_cifar_resnet>{name}": "keras_cifar_resnet.initializers"
+        for name in ("SeededVarianceScaling", "SeededUniform", "Constant")
+    },
+    **{
         name: "keras.layers"
         for name in (
             "InputLayer",

@@ -15,6 +15,12 @@ from keras import layers
 
 from keras_cifar_resnet import batch_norm as fused_batch_norm_layer
 from keras_cifar_resnet import conv as fused_conv_layer
+from keras_cifar_resnet.initializers import (
+    INITIALIZERS,
+    batch_norm_initializers,
+    draw_model_seed,
+    layer_initializers,
+)
 from keras_cifar_resnet.train_steps import backend_train_step_class
 
 BLOCK_TYPES = ("basic_block",)
@@ -25,19 +31,35 @@ def _validate(name, value, ok, expected):
         raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
 
 
-def basic_block(x, filters, stride, batch_norm, conv, name):
+def basic_block(x, filters, stride, batch_norm, conv, name, init):
     """conv3x3(stride)-BN-ReLU-conv3x3-BN, plus a shortcut, then add and ReLU.
 
     The shortcut is a 1x1 conv with the block's stride (no BN) when the
     stride is not 1, the identity otherwise, as in the reference write-up.
+    `init(name, inputs, kernel_size)` gives a conv's initializers.
     """
     shortcut = x
     if stride != 1:
-        shortcut = conv(filters, 1, strides=stride, name=f"{name}_shortcut_conv")(x)
-    x = conv(filters, 3, strides=stride, padding="same", name=f"{name}_conv1")(x)
+        shortcut = conv(
+            filters,
+            1,
+            strides=stride,
+            name=f"{name}_shortcut_conv",
+            **init(f"{name}_shortcut_conv", x, 1),
+        )(x)
+    x = conv(
+        filters,
+        3,
+        strides=stride,
+        padding="same",
+        name=f"{name}_conv1",
+        **init(f"{name}_conv1", x, 3),
+    )(x)
     x = batch_norm(name=f"{name}_bn1")(x)
     x = layers.ReLU(name=f"{name}_relu1")(x)
-    x = conv(filters, 3, padding="same", name=f"{name}_conv2")(x)
+    x = conv(
+        filters, 3, padding="same", name=f"{name}_conv2", **init(f"{name}_conv2", x, 3)
+    )(x)
     x = batch_norm(name=f"{name}_bn2")(x)
     x = layers.Add(name=f"{name}_add")([shortcut, x])
     return layers.ReLU(name=f"{name}_out")(x)
@@ -84,6 +106,13 @@ class ResNet(backend_train_step_class(), keras.Model):
             another (`conv.Conv2D`: same variables and results as Keras's
             layer, faster on torch); False uses `keras.layers.Conv2D`. The
             weights are the same either way. Defaults to True.
+        initializer: str, how conv and dense weights start, one of
+            `initializers.INITIALIZERS`: `"torch"` (PyTorch's defaults),
+            `"he_normal"` (He normal, fan-out) or `"glorot_uniform"` (Keras's
+            defaults). Drawn with NumPy from one seed (Python's `random`,
+            which `keras.utils.set_random_seed` sets), so a seed gives the
+            same weights on every backend. BatchNorm starts at ones and zeros.
+            Defaults to `"torch"`.
         name: str, the model's name.
 
     Example:
@@ -105,6 +134,7 @@ class ResNet(backend_train_step_class(), keras.Model):
         width_multiplier=1.0,
         fused_batch_norm=True,
         fused_conv=True,
+        initializer="torch",
         name="resnet",
         **kwargs,
     ):
@@ -179,6 +209,20 @@ class ResNet(backend_train_step_class(), keras.Model):
             "fused_conv", fused_conv, isinstance(fused_conv, bool), "True or False"
         )
         conv = fused_conv_layer.Conv2D if fused_conv else layers.Conv2D
+        _validate(
+            "initializer",
+            initializer,
+            initializer in INITIALIZERS,
+            f"one of {INITIALIZERS}",
+        )
+        # One draw from Python's `random` per model; each weight's seed
+        # derives from it and the layer's name, whatever the build order.
+        seed = draw_model_seed()
+
+        def init(name, inputs, kernel_size, dense=False):
+            fan_in = inputs.shape[-1] * kernel_size**2
+            return layer_initializers(initializer, seed, name, fan_in, dense=dense)
+
         batch_norm = functools.partial(
             (
                 fused_batch_norm_layer.BatchNormalization
@@ -186,6 +230,7 @@ class ResNet(backend_train_step_class(), keras.Model):
                 else layers.BatchNormalization
             ),
             momentum=batch_norm_momentum,
+            **batch_norm_initializers(),
         )
 
         def scaled(filters):
@@ -193,7 +238,13 @@ class ResNet(backend_train_step_class(), keras.Model):
 
         inputs = keras.Input(shape=input_shape, name="images")
         x = layers.Rescaling(2.0 / 255.0, offset=-1.0, name="rescale")(inputs)
-        x = conv(scaled(stem_filters), 3, padding="valid", name="stem_conv")(x)
+        x = conv(
+            scaled(stem_filters),
+            3,
+            padding="valid",
+            name="stem_conv",
+            **init("stem_conv", x, 3),
+        )(x)
         x = batch_norm(name="stem_bn")(x)
         x = layers.ReLU(name="stem_relu")(x)
         x = layers.MaxPooling2D(2, strides=1, padding="same", name="stem_pool")(x)
@@ -215,12 +266,18 @@ class ResNet(backend_train_step_class(), keras.Model):
                     batch_norm,
                     conv,
                     name=f"stage{stage}_block{index}",
+                    init=init,
                 )
         x = layers.GlobalAveragePooling2D(name="pool")(x)
         # float32 logits under mixed precision, as the Keras mixed-precision
         # guide recommends: the loss and softmax then see full-precision
         # values, not bf16's 8-bit mantissa.
-        outputs = layers.Dense(num_classes, dtype="float32", name="logits")(x)
+        outputs = layers.Dense(
+            num_classes,
+            dtype="float32",
+            name="logits",
+            **init("logits", x, 1, dense=True),
+        )(x)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
 
         self.stackwise_num_blocks = stackwise_num_blocks
@@ -234,6 +291,7 @@ class ResNet(backend_train_step_class(), keras.Model):
         self.width_multiplier = width_multiplier
         self.fused_batch_norm = fused_batch_norm
         self.fused_conv = fused_conv
+        self.initializer = initializer
 
     def get_config(self):
         return {
@@ -248,6 +306,7 @@ class ResNet(backend_train_step_class(), keras.Model):
             "width_multiplier": self.width_multiplier,
             "fused_batch_norm": self.fused_batch_norm,
             "fused_conv": self.fused_conv,
+            "initializer": self.initializer,
             "name": self.name,
         }
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_cifar_resnet.backend_choice import BackendError, choose_backend
+from keras_cifar_resnet.compilation_cache import enable_compilation_cache
 from keras_cifar_resnet.config import positive_int
 from keras_cifar_resnet.evaluation import default_class_names, predict_logits, softmax
 from keras_cifar_resnet.model_files import ModelFileError, load_model
@@ -309,6 +310,7 @@ def _run(args):
     try:
         _import_pillow()
         choose_backend()
+        enable_compilation_cache(choose_backend().name)
         model, _ = load_model(args.model)
     except (ModelFileError, BackendError) as error:
         print(f"error: {error}", file=sys.stderr)

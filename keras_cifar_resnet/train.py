@@ -24,6 +24,7 @@ from pathlib import Path
 from keras_cifar_resnet import messages
 from keras_cifar_resnet.backend_choice import BackendError, choose_backend
 from keras_cifar_resnet.checkpoints import CheckpointError, read_checkpoint_state
+from keras_cifar_resnet.compilation_cache import enable_compilation_cache
 from keras_cifar_resnet.config import (
     RESUME_OVERRIDABLE,
     UsageError,
@@ -195,6 +196,7 @@ def main(argv=None):
                 config.output_dir, args.from_previous_checkpoint
             )
         choose_backend()
+        enable_compilation_cache(choose_backend().name)
     except UsageError as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
