@@ -16,6 +16,7 @@ from keras_cifar_resnet import ResNet
 from keras_cifar_resnet.batch_norm import FUSED_KERNEL_MODULES, fused_kernel
 from keras_cifar_resnet.batch_norm import BatchNormalization as FusedBatchNormalization
 from keras_cifar_resnet.models import TinyResNet
+from tests.weight_transfer import assert_same_predictions, trained_tiny_resnet
 
 BACKEND = keras.backend.backend()
 
@@ -197,11 +198,7 @@ def test_config_is_keras_batch_normalization_config():
 )
 def test_weights_move_between_fused_and_keras_models(tmp_path, saved_fused):
     """A `.keras` file of either model loads into the other, outputs equal."""
-    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
-    source = TinyResNet(fused_batch_norm=saved_fused)
-    # Trained statistics, so that inference depends on the moving averages.
-    source.compile(optimizer="sgd")
-    source.fit(images, np.arange(4) % 10, epochs=1, batch_size=4, verbose=0)
+    source, images = trained_tiny_resnet(fused_batch_norm=saved_fused)
     path = tmp_path / "model.keras"
     source.save(path)
 
@@ -218,12 +215,7 @@ def test_weights_move_between_fused_and_keras_models(tmp_path, saved_fused):
     assert all(
         (type(layer) is FusedBatchNormalization) != saved_fused for layer in batch_norms
     )
-    np.testing.assert_allclose(
-        _numpy(target.predict(images, verbose=0)),
-        _numpy(source.predict(images, verbose=0)),
-        rtol=1e-5,
-        atol=1e-5,
-    )
+    assert_same_predictions(source, target, images)
 
 
 def test_model_flag_is_validated_and_stored():

@@ -16,6 +16,7 @@ from keras_cifar_resnet import ResNet
 from keras_cifar_resnet.conv import FUSED_KERNEL_MODULES, fused_kernel, same_padding
 from keras_cifar_resnet.conv import Conv2D as FusedConv2D
 from keras_cifar_resnet.models import TinyResNet
+from tests.weight_transfer import assert_same_predictions, trained_tiny_resnet
 
 BACKEND = keras.backend.backend()
 
@@ -186,10 +187,7 @@ def _conv_types(model):
 )
 def test_weights_move_between_fused_and_keras_models(tmp_path, saved_fused, file_name):
     """A file saved by either model loads into the other, outputs equal."""
-    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
-    source = TinyResNet(fused_conv=saved_fused)
-    source.compile(optimizer="sgd")
-    source.fit(images, np.arange(4) % 10, epochs=1, batch_size=4, verbose=0)
+    source, images = trained_tiny_resnet(fused_conv=saved_fused)
     path = tmp_path / file_name
     if file_name.endswith(".weights.h5"):
         source.save_weights(path)
@@ -204,12 +202,7 @@ def test_weights_move_between_fused_and_keras_models(tmp_path, saved_fused, file
     for expected, actual in zip(source.weights, target.weights, strict=True):
         assert expected.path == actual.path
         np.testing.assert_array_equal(_numpy(actual), _numpy(expected))
-    np.testing.assert_allclose(
-        _numpy(target.predict(images, verbose=0)),
-        _numpy(source.predict(images, verbose=0)),
-        rtol=1e-5,
-        atol=1e-5,
-    )
+    assert_same_predictions(source, target, images)
 
 
 def test_model_flag_is_validated_and_stored():

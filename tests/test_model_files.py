@@ -107,15 +107,21 @@ def test_a_compiled_model_loads_its_compile_settings_unread(good_file, tmp_path)
     assert model.output_shape == (None, 10) and not model.compiled
 
 
-def test_a_lambda_inside_the_resnet_is_refused_naming_it(good_file, tmp_path):
+@pytest.fixture
+def lambda_file(good_file, tmp_path):
+    """(a ResNet file carrying the picture-writing Lambda, the picture, its bytes)."""
     picture = tmp_path / "holiday.png"
     Image.new("RGB", (8, 8), (200, 10, 10)).save(picture)
-    before = picture.read_bytes()
 
     def add_lambda(config):
         config["config"]["extra"] = _lambda_layer(picture)
 
     path = hostile(good_file, tmp_path / "evil.keras", add_lambda)
+    return path, picture, picture.read_bytes()
+
+
+def test_a_lambda_inside_the_resnet_is_refused_naming_it(lambda_file):
+    path, picture, before = lambda_file
     with pytest.raises(ModelFileError) as caught:
         load_model(path)
     message = str(caught.value)
@@ -257,16 +263,9 @@ def test_overflowing_outputs_are_an_error_and_the_json_stays_json(
 
 @pytest.mark.parametrize("command", ["evaluate", "predict"])
 def test_the_commands_refuse_a_hostile_file_in_one_line(
-    good_file, tmp_path, capsys, command
+    lambda_file, tmp_path, capsys, command
 ):
-    picture = tmp_path / "holiday.png"
-    Image.new("RGB", (8, 8), (200, 10, 10)).save(picture)
-    before = picture.read_bytes()
-
-    def add_lambda(config):
-        config["config"]["extra"] = _lambda_layer(picture)
-
-    path = hostile(good_file, tmp_path / "evil.keras", add_lambda)
+    path, picture, before = lambda_file
     if command == "evaluate":
         status = evaluate.main([str(path), "--output", str(tmp_path / "e.json")])
     else:
