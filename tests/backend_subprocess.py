@@ -12,12 +12,27 @@ import sys
 import textwrap
 
 BACKENDS = ("jax", "tensorflow", "torch")
+# The test session that runs the checks which compare every backend themselves
+# (each session would repeat the same subprocesses).
+CROSS_BACKEND_SESSION = "jax"
 
 
 def current_backend():
     import keras
 
     return keras.backend.backend()
+
+
+def run_only_in_session(backend, what):
+    """Skips the calling test unless this session's backend is `backend`.
+
+    For a test whose work does not depend on the session's backend: it runs
+    once, in that session, instead of the same in all three.
+    """
+    import pytest
+
+    if current_backend() != backend:
+        pytest.skip(f"{what}; runs once, in the {backend} test session")
 
 
 def run_under_backend(backend, code, *, timeout=300, cwd=None):

@@ -36,8 +36,9 @@ import pytest
 
 from tests.backend_subprocess import (
     BACKENDS,
-    current_backend,
+    CROSS_BACKEND_SESSION,
     run_command_under_backend,
+    run_only_in_session,
 )
 
 SETTINGS = [
@@ -65,8 +66,7 @@ AGREEMENT = 0.05
 @pytest.mark.slow
 @pytest.mark.real_data
 def test_every_backend_learns_the_same_from_the_same_recipe(real_data_dir, tmp_path):
-    if current_backend() != "jax":
-        pytest.skip("trains all three backends itself; runs once, in the jax session")
+    run_only_in_session(CROSS_BACKEND_SESSION, "trains all three backends itself")
     accuracy = {}
     for backend in BACKENDS:
         folder = tmp_path / backend

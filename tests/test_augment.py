@@ -7,7 +7,13 @@ import pytest
 from keras import ops
 
 from keras_cifar_resnet.augment import CUTOUT_FILL, Augmentation, random_integers
-from tests.backend_subprocess import BACKENDS, current_backend, run_under_backend
+from tests.backend_subprocess import (
+    BACKENDS,
+    CROSS_BACKEND_SESSION,
+    current_backend,
+    run_only_in_session,
+    run_under_backend,
+)
 
 
 def _images(count=16, seed=0):
@@ -129,6 +135,7 @@ def test_bad_settings_are_refused(kwargs):
 
 @pytest.mark.slow
 def test_identical_on_every_backend(tmp_path):
+    run_only_in_session(CROSS_BACKEND_SESSION, "compares every backend itself")
     images = _images(8, seed=4)
     np.save(tmp_path / "images.npy", images)
     expected = _augment(Augmentation(cutout_size=16, seed=12), images, step=1234)

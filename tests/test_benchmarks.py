@@ -19,6 +19,7 @@ from keras_cifar_resnet.run_folder import LOG_COLUMNS
 from tests.backend_subprocess import (
     current_backend,
     run_command_under_backend,
+    run_only_in_session,
     run_under_backend,
 )
 
@@ -114,6 +115,7 @@ def test_report_cli_rejects_missing_input(tmp_path, capsys):
 @pytest.mark.slow
 def test_native_reference_is_the_keras_network():
     """Same parameter counts, same logits with Keras's weights, same BN update."""
+    run_only_in_session("torch", "plain PyTorch beside Keras")
     run_under_backend(
         current_backend(),
         f"""
@@ -267,6 +269,7 @@ def test_accuracy_run_records_what_the_training_command_wrote(tmp_path):
 @pytest.mark.slow
 def test_native_accuracy_run_writes_the_same_records(tmp_path):
     """`accuracy.py --native`: plain PyTorch, the same files and record keys."""
+    run_only_in_session("torch", "plain PyTorch")
     run_command_under_backend(
         current_backend(),
         [

@@ -13,7 +13,13 @@ import pytest
 from keras_cifar_resnet import initializers
 from keras_cifar_resnet.config import RECIPES
 from keras_cifar_resnet.models import ResNet18, TinyResNet
-from tests.backend_subprocess import BACKENDS, current_backend, run_under_backend
+from tests.backend_subprocess import (
+    BACKENDS,
+    CROSS_BACKEND_SESSION,
+    current_backend,
+    run_only_in_session,
+    run_under_backend,
+)
 
 
 def _weights(model):
@@ -39,9 +45,8 @@ np.savez({path!r}, **{{w.path: keras.ops.convert_to_numpy(w) for w in model.weig
 
 @pytest.mark.slow
 def test_the_same_seed_gives_the_same_weights_on_every_backend(tmp_path):
+    run_only_in_session(CROSS_BACKEND_SESSION, "builds under every backend itself")
     here = current_backend()
-    if here != "jax":
-        pytest.skip("builds under every backend itself; runs once, in the jax session")
     keras.utils.set_random_seed(3)
     expected = _weights(ResNet18(width_multiplier=0.125))
     for backend in BACKENDS:
@@ -61,8 +66,7 @@ def test_building_compiles_nothing_on_jax():
     per program compiled or fetched from a persistent cache) during the
     build, then checks the listener works by compiling one program itself.
     """
-    if current_backend() != "jax":
-        pytest.skip("a JAX child process; runs once, in the jax session")
+    run_only_in_session("jax", "a JAX child process")
     output = run_under_backend(
         "jax",
         """

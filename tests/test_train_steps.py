@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 
 from keras_cifar_resnet.models import TinyResNet
-from tests.backend_subprocess import BACKENDS, current_backend, run_under_backend
+from tests.backend_subprocess import (
+    BACKENDS,
+    CROSS_BACKEND_SESSION,
+    current_backend,
+    run_only_in_session,
+    run_under_backend,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,6 +98,7 @@ def one_step(input_path, output_path):
 @pytest.fixture(scope="module")
 def step_results(tmp_path_factory):
     """{backend: updated arrays} for all three backends, and the initial arrays."""
+    run_only_in_session(CROSS_BACKEND_SESSION, "steps every backend itself")
     folder = tmp_path_factory.mktemp("one_step")
     initial = folder / "initial.npz"
     _initial_state(initial)
