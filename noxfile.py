@@ -81,7 +81,7 @@ def benchmark(session, backend):
     """Step throughput, inference and accuracy of one backend beside native PyTorch.
 
     Writes benchmark-results/: pytest-benchmark JSON per backend, the accuracy
-    run, table.md and chart.png merged over every backend run so far. posargs
+    run, and table.md and chart.png over every backend benchmarked there. posargs
     go to the benchmarks' pytest (`-- --quick` for a CPU; see
     benchmarks/README.md); `--no-accuracy` skips the training run;
     `--cpu-accuracy` trains the CPU accuracy profile (ResNet18 at width

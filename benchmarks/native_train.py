@@ -15,7 +15,7 @@ same split and the same batches in the same order: `load_cifar10`,
 `split_validation(seed)`, and `TrainingBatches` (each epoch's order a pure
 function of the seed and the epoch). Nothing that trains touches Keras.
 
-The run folder matches the training command's for the files that carry
+The run folder matches the training command's for the files that hold
 figures: `config.json`, `log.csv` (same columns), `best.pt` or `final.pt`
 (the model chosen on validation accuracy, or the last one with
 `--validation-size 0`) and `summary.json` (same keys; test accuracy with and

@@ -27,7 +27,7 @@ needs_kernel = pytest.mark.skipif(
 # Odd sizes and a single image of one pixel per channel, beside a conv-like map.
 SHAPES = [(6, 5, 7, 3), (1, 1, 1, 4), (2, 3, 1, 5), (16, 8, 8, 16)]
 # (output and gradient tolerance, moving-statistics tolerance) per policy:
-# bf16 outputs carry 8 bits of mantissa and fp16 11, so one rounding step
+# bf16 outputs have 8 bits of mantissa and fp16 11, so one rounding step
 # apart is equal; the statistics are float32 under every policy.
 TOLERANCES = {
     "float32": (1e-5, 1e-6),

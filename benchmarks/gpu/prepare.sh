@@ -72,5 +72,5 @@ if [ "$part_size" -gt 0 ]; then
   (cd "$(dirname "$bundle")" && sha256sum "$(basename "$bundle")".part-*) > "$bundle.SHA256SUMS"
   rm -rf "$bundle"
   echo "prepare.sh: $(ls "$bundle".part-* | wc -l) parts of at most $part_size MB:" \
-    "carry $bundle.part-* and $bundle.SHA256SUMS beside the repository"
+    "copy $bundle.part-* and $bundle.SHA256SUMS beside the repository on the GPU machine"
 fi

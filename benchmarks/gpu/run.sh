@@ -52,7 +52,7 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$budget" ] && [ -n "$out" ] || { echo "run.sh: --budget and --out are required (see --help)" >&2; exit 2; }
 
-# A bundle carried in parts: check and join them.
+# A bundle split into parts: check and join them.
 if [ ! -d "$bundle" ] && [ -f "$bundle.SHA256SUMS" ]; then
   (cd "$(dirname "$bundle")" && sha256sum -c --quiet "$(basename "$bundle").SHA256SUMS") \
     || { echo "run.sh: a part of $bundle is damaged" >&2; exit 2; }
