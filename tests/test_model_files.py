@@ -109,7 +109,7 @@ def test_a_compiled_model_loads_its_compile_settings_unread(good_file, tmp_path)
 
 @pytest.fixture
 def lambda_file(good_file, tmp_path):
-    """(a ResNet file carrying the picture-writing Lambda, the picture, its bytes)."""
+    """(a ResNet file holding the picture-writing Lambda, the picture, its bytes)."""
     picture = tmp_path / "holiday.png"
     Image.new("RGB", (8, 8), (200, 10, 10)).save(picture)
 
