@@ -54,7 +54,9 @@ class Conv2D(layers.Conv2D):
 
     The fast path covers what the model uses: channels-last 4-D inputs,
     "valid" or "same" padding, any strides, with or without bias, dilation
-    1, one group, no LoRA. Any other use runs Keras's own `call`.
+    1, one group, no LoRA. Any other use runs Keras's own `call`, and so
+    does a trace by a compiler the kernel steps aside for (its
+    `steps_aside()`: torch.compile).
 
     Args:
         kernel_function: a `channels_last_conv2d` function (see
@@ -78,6 +80,7 @@ class Conv2D(layers.Conv2D):
     def _fused_path_applies(self, inputs):
         return (
             self.kernel_function is not None
+            and not getattr(self.kernel_function, "steps_aside", bool)()
             and len(inputs.shape) == 4
             and self.data_format == "channels_last"
             and self.padding in ("valid", "same")

@@ -41,3 +41,10 @@ def channels_last_conv2d(inputs, kernel, bias, *, strides, padding):
         images, weights, bias, stride=strides, padding=(top, left)
     )
     return outputs.permute(0, 2, 3, 1)
+
+
+# While torch.compile traces the model, Conv2D runs Keras's own convolution:
+# inductor chooses the convolutions' memory layout itself, and under dynamic
+# shapes the NHWC view's symbolic strides break its layout pass ("cannot
+# determine truth value of Relational").
+channels_last_conv2d.steps_aside = torch.compiler.is_compiling
