@@ -137,25 +137,39 @@ class Augmentation:
         return images
 
     def _random_crop(self, images, draws, batch_size, height, width):
+        # A crop of the zero-padded image, read from the image itself: pixels
+        # that fall in the padding are zeroed instead of gathered. No
+        # `ops.pad`, which builds a new Keras operation on every call (a
+        # fresh graph for torch.compile at every step).
         pad = self.crop_padding
-        padded_width = width + 2 * pad
-        padded = ops.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
         channels = ops.shape(images)[3]
         offset_y = draws(_CROP_Y, 2 * pad + 1)
         offset_x = draws(_CROP_X, 2 * pad + 1)
         rows = (
-            offset_y[:, None, None] + ops.arange(height, dtype="int32")[None, :, None]
+            offset_y[:, None, None]
+            + ops.arange(height, dtype="int32")[None, :, None]
+            - pad
         )
-        cols = offset_x[:, None, None] + ops.arange(width, dtype="int32")[None, None, :]
+        cols = (
+            offset_x[:, None, None]
+            + ops.arange(width, dtype="int32")[None, None, :]
+            - pad
+        )
+        inside = ops.logical_and(
+            ops.logical_and(rows >= 0, rows < height),
+            ops.logical_and(cols >= 0, cols < width),
+        )
         # One batched gather of flat pixel indices, instead of a per-image loop
         # (or a gather of rows, then another of columns).
-        pixels = ops.reshape(
-            rows * padded_width + cols, (batch_size, height * width, 1)
-        )
+        pixels = ops.clip(rows, 0, height - 1) * width + ops.clip(cols, 0, width - 1)
+        pixels = ops.reshape(pixels, (batch_size, height * width, 1))
         pixels = ops.broadcast_to(pixels, (batch_size, height * width, channels))
-        flat = ops.reshape(padded, (batch_size, -1, channels))
-        cropped = ops.take_along_axis(flat, pixels, axis=1)
-        return ops.reshape(cropped, (batch_size, height, width, channels))
+        flat = ops.reshape(images, (batch_size, -1, channels))
+        cropped = ops.reshape(
+            ops.take_along_axis(flat, pixels, axis=1),
+            (batch_size, height, width, channels),
+        )
+        return ops.where(inside[:, :, :, None], cropped, 0.0)
 
     def _cutout(self, images, draws, height, width):
         half = self.cutout_size // 2

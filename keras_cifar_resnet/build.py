@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import keras
+from keras import ops
 
 from keras_cifar_resnet.augment import Augmentation
 from keras_cifar_resnet.models import MODELS
@@ -33,6 +34,33 @@ def build_model(config, **model_options):
     )
 
 
+@keras.saving.register_keras_serializable(package="keras_cifar_resnet")
+class WarmupCosineDecay(keras.optimizers.schedules.CosineDecay):
+    """Keras's `CosineDecay` with a warm-up: the same values, chosen by `where`.
+
+    Keras picks the warm-up or the decay with `ops.cond`, which builds a new
+    Keras operation at every step; under torch.compile (`--jit-compile on`)
+    that is a new graph at every step. Both branches are a few scalar ops.
+    """
+
+    def __call__(self, step):
+        if self.warmup_target is None:
+            return super().__call__(step)
+        initial_learning_rate = ops.convert_to_tensor(self.initial_learning_rate)
+        dtype = initial_learning_rate.dtype
+        decay_steps = ops.cast(self.decay_steps, dtype)
+        warmup_steps = ops.cast(self.warmup_steps, dtype)
+        warmup_target = ops.cast(self.warmup_target, dtype)
+        step = ops.minimum(ops.cast(step, dtype), decay_steps + warmup_steps)
+        warming_up = self._warmup_function(
+            step, warmup_steps, warmup_target, initial_learning_rate
+        )
+        decaying = self._decay_function(
+            ops.maximum(step - warmup_steps, 0.0), decay_steps, warmup_target, dtype
+        )
+        return ops.where(step < warmup_steps, warming_up, decaying)
+
+
 def learning_rate_schedule(config, steps_per_epoch):
     """The learning rate (a float or a schedule of the optimizer's step).
 
@@ -48,7 +76,7 @@ def learning_rate_schedule(config, steps_per_epoch):
     if not warmup_steps:
         return keras.optimizers.schedules.CosineDecay(config.learning_rate, total_steps)
     # Keras's warm-up is initial + (target - initial) * s / w.
-    return keras.optimizers.schedules.CosineDecay(
+    return WarmupCosineDecay(
         config.learning_rate / (warmup_steps + 1),
         total_steps - warmup_steps,
         warmup_target=config.learning_rate,
