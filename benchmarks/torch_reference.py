@@ -1,7 +1,7 @@
 """The anchor: the same ResNet and training step in plain PyTorch.
 
 What a user would write without Keras, kept to exactly the network of
-`keras_cifar_resnet.models` (a test checks the parameter counts and, with
+`keras_cifar_resnet.network.models` (a test checks the parameter counts and, with
 Keras's weights copied in, the logits):
 
 - input scaling `2 * x / 255 - 1` inside the model, images NHWC uint8 in;
@@ -181,7 +181,7 @@ def parameter_counts(module):
     return trainable, moving
 
 
-# As keras_cifar_resnet.augment.CUTOUT_FILL: mid grey, the model's 0.
+# As keras_cifar_resnet.data.augment.CUTOUT_FILL: mid grey, the model's 0.
 CUTOUT_FILL = 127.5
 
 

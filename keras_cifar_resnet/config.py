@@ -23,9 +23,9 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "constant")
 MIXED_PRECISION = ("off", "mixed_bfloat16", "mixed_float16")
 JIT_COMPILE = ("auto", "on", "off")
-# How conv and dense weights start (`keras_cifar_resnet.initializers`).
+# How conv and dense weights start (`keras_cifar_resnet.network.initializers`).
 INITIALIZERS = ("torch", "he_normal", "glorot_uniform")
-# The home of the modes; `keras_cifar_resnet.distribute.MODES` is this tuple
+# The home of the modes; `keras_cifar_resnet.training.distribute.MODES` is this tuple
 # (config stays keras-free, so distribute imports it from here).
 DISTRIBUTE = ("none", "data-parallel")
 RECIPE_NAMES = ("default", "paper")

@@ -2,7 +2,7 @@
 
 Prints test loss and accuracy, with and without horizontal-flip test-time
 augmentation, per-class accuracy and the confusion matrix (computed by
-`keras_cifar_resnet.evaluation.evaluate_model`), writes them as JSON and draws
+`keras_cifar_resnet.reporting.evaluation.evaluate_model`), writes them as JSON and draws
 the confusion matrix and the most confidently wrong test images beside it:
 
     python -m keras_cifar_resnet.evaluate runs/resnet18-default-... --help
@@ -23,16 +23,24 @@ import numpy as np
 from keras_cifar_resnet.backend_choice import BackendError, choose_backend
 from keras_cifar_resnet.compilation_cache import enable_compilation_cache
 from keras_cifar_resnet.config import TrainConfig, positive_int
-from keras_cifar_resnet.data import DataError, load_cifar10
+from keras_cifar_resnet.data.cifar10 import DataError, load_cifar10
 
 # Re-exported: `evaluate_model` is public API here since the first release.
-from keras_cifar_resnet.evaluation import evaluate_model, progress_verbosity, softmax
-from keras_cifar_resnet.model_files import (
+from keras_cifar_resnet.reporting.evaluation import (
+    evaluate_model,
+    progress_verbosity,
+    softmax,
+)
+from keras_cifar_resnet.reporting.model_files import (
     ModelFileError,
     load_model,
     resolve_model_path,
 )
-from keras_cifar_resnet.run_folder import RUN_MODEL_FILES, unwritable_reason, write_json
+from keras_cifar_resnet.training.run_folder import (
+    RUN_MODEL_FILES,
+    unwritable_reason,
+    write_json,
+)
 
 # --- Command line -----------------------------------------------------------
 
@@ -181,7 +189,7 @@ def write_pictures(report, images, labels, logits, output_path, mistakes):
     Returns:
         list of Path, the pictures written.
     """
-    from keras_cifar_resnet import plots
+    from keras_cifar_resnet.reporting import plots
 
     confusion_path, mistakes_path = picture_paths(output_path)
     accuracy = 100 * report["accuracy"]
@@ -303,7 +311,7 @@ def _run(args):
         return 1
     written = [output_path]
     if args.mistakes > 0:
-        from keras_cifar_resnet.plots import PlotsUnavailableError
+        from keras_cifar_resnet.reporting.plots import PlotsUnavailableError
 
         try:
             written += write_pictures(

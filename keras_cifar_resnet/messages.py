@@ -11,9 +11,16 @@ from __future__ import annotations
 import errno
 import signal
 
-from keras_cifar_resnet.checkpoints import CheckpointError, read_checkpoint_state
-from keras_cifar_resnet.first_run import no_accelerator_note
-from keras_cifar_resnet.run_folder import BEST_NAME, CHECKPOINT_NAME, FINAL_NAME
+from keras_cifar_resnet.training.checkpoints import (
+    CheckpointError,
+    read_checkpoint_state,
+)
+from keras_cifar_resnet.training.first_run import no_accelerator_note
+from keras_cifar_resnet.training.run_folder import (
+    BEST_NAME,
+    CHECKPOINT_NAME,
+    FINAL_NAME,
+)
 
 COMMAND = "keras-cifar-resnet-train"
 

@@ -26,8 +26,12 @@ import numpy as np
 from keras_cifar_resnet.backend_choice import BackendError, choose_backend
 from keras_cifar_resnet.compilation_cache import enable_compilation_cache
 from keras_cifar_resnet.config import positive_int
-from keras_cifar_resnet.evaluation import default_class_names, predict_logits, softmax
-from keras_cifar_resnet.model_files import ModelFileError, load_model
+from keras_cifar_resnet.reporting.evaluation import (
+    default_class_names,
+    predict_logits,
+    softmax,
+)
+from keras_cifar_resnet.reporting.model_files import ModelFileError, load_model
 
 # Files a folder argument contributes; a file named on its own is always tried.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")

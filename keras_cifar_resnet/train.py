@@ -3,7 +3,7 @@
 The command: flags to a `TrainConfig` (or a saved run's, with `--resume`),
 then `loop.train`. The run uses the Keras backend that
 `backend_choice` picks (KERAS_BACKEND, else keras.json, else the first
-installed) and writes its output folder (see `keras_cifar_resnet.run_folder`).
+installed) and writes its output folder (see `keras_cifar_resnet.training.run_folder`).
 Keras is imported only after the command line and the paths are checked,
 so `--help` and usage errors need no backend.
 
@@ -23,7 +23,6 @@ from pathlib import Path
 
 from keras_cifar_resnet import messages
 from keras_cifar_resnet.backend_choice import BackendError, choose_backend
-from keras_cifar_resnet.checkpoints import CheckpointError, read_checkpoint_state
 from keras_cifar_resnet.compilation_cache import enable_compilation_cache
 from keras_cifar_resnet.config import (
     RESUME_OVERRIDABLE,
@@ -34,7 +33,11 @@ from keras_cifar_resnet.config import (
     flag_name,
     saved_config,
 )
-from keras_cifar_resnet.run_folder import (
+from keras_cifar_resnet.training.checkpoints import (
+    CheckpointError,
+    read_checkpoint_state,
+)
+from keras_cifar_resnet.training.run_folder import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
     RunFolder,
@@ -220,9 +223,12 @@ def _train(config, resume, checkpoint, prog):
     try:
         # Keras is imported from here on, with the backend chosen: seconds
         # in which Ctrl-C must still be one line.
-        from keras_cifar_resnet.data import DataError
-        from keras_cifar_resnet.distribute import DistributionError, LostProcessError
-        from keras_cifar_resnet.loop import train
+        from keras_cifar_resnet.data.cifar10 import DataError
+        from keras_cifar_resnet.training.distribute import (
+            DistributionError,
+            LostProcessError,
+        )
+        from keras_cifar_resnet.training.loop import train
     except KeyboardInterrupt:
         print("stopped by SIGINT; nothing was written yet; run the same command again")
         return 128 + signal.SIGINT

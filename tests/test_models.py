@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from keras_cifar_resnet import ResNet, ResNet18, ResNet34
-from keras_cifar_resnet.models import TinyResNet
+from keras_cifar_resnet.network.models import TinyResNet
 from tests.backend_subprocess import BACKENDS, current_backend, run_under_backend
 
 
@@ -296,7 +296,7 @@ def test_building_a_model_imports_no_other_framework():
 
 
 def test_unknown_backend_is_refused_clearly():
-    from keras_cifar_resnet.train_steps import backend_train_step_class
+    from keras_cifar_resnet.training.steps import backend_train_step_class
 
     with pytest.raises(ValueError, match="Received: backend='numpy'"):
         backend_train_step_class("numpy")

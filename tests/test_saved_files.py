@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_cifar_resnet.checkpoints import read_checkpoint_state
-from keras_cifar_resnet.model_files import load_model
+from keras_cifar_resnet.reporting.model_files import load_model
 from keras_cifar_resnet.train import main
+from keras_cifar_resnet.training.checkpoints import read_checkpoint_state
 
 SAVED_RUN = Path(__file__).resolve().parent / "fixtures" / "saved_run"
 

@@ -12,9 +12,12 @@ import importlib
 import keras
 
 _TRAIN_STEP_CLASSES = {
-    "jax": ("keras_cifar_resnet.train_steps.jax", "JAXTrainStep"),
-    "tensorflow": ("keras_cifar_resnet.train_steps.tensorflow", "TensorFlowTrainStep"),
-    "torch": ("keras_cifar_resnet.train_steps.torch", "TorchTrainStep"),
+    "jax": ("keras_cifar_resnet.training.steps.jax", "JAXTrainStep"),
+    "tensorflow": (
+        "keras_cifar_resnet.training.steps.tensorflow",
+        "TensorFlowTrainStep",
+    ),
+    "torch": ("keras_cifar_resnet.training.steps.torch", "TorchTrainStep"),
 }
 
 

@@ -15,9 +15,9 @@ import time
 
 import keras
 
-from keras_cifar_resnet.checkpoints import run_settings, save_checkpoint
-from keras_cifar_resnet.models import ResNet
-from keras_cifar_resnet.run_folder import now
+from keras_cifar_resnet.network.models import ResNet
+from keras_cifar_resnet.training.checkpoints import run_settings, save_checkpoint
+from keras_cifar_resnet.training.run_folder import now
 
 
 @dataclasses.dataclass

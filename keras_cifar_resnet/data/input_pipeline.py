@@ -1,6 +1,6 @@
 """The fit-time input pipeline: from loaded arrays to the batches `fit` reads.
 
-`prepare_data(config)` loads CIFAR-10 (`keras_cifar_resnet.data`) or makes
+`prepare_data(config)` loads CIFAR-10 (`keras_cifar_resnet.data.cifar10`) or makes
 synthetic data of the same structure, holds out the validation images
 (`split_validation`) and trims the training set. `TrainingBatches` feeds
 uint8 batches to `Model.fit` in an order that is a pure function of
@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from keras_cifar_resnet.config import UsageError
-from keras_cifar_resnet.data import (
+from keras_cifar_resnet.data.cifar10 import (
     IMAGE_SHAPE,
     NUM_CLASSES,
     load_cifar10,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from keras_cifar_resnet.train_steps.common import TrainStepBase
+from keras_cifar_resnet.training.steps.common import TrainStepBase
 
 
 class TorchTrainStep(TrainStepBase):

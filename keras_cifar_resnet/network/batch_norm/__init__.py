@@ -24,8 +24,8 @@ from keras import layers, ops
 # Backend -> module with `fused_batch_norm`; a backend absent here runs Keras's
 # own layer. What each gains on whole training steps: benchmarks/results/.
 FUSED_KERNEL_MODULES = {
-    "tensorflow": "keras_cifar_resnet.batch_norm.tensorflow",
-    "torch": "keras_cifar_resnet.batch_norm.torch",
+    "tensorflow": "keras_cifar_resnet.network.batch_norm.tensorflow",
+    "torch": "keras_cifar_resnet.network.batch_norm.torch",
 }
 
 

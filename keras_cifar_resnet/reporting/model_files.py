@@ -34,13 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_cifar_resnet.resources import (
+from keras_cifar_resnet.network.resources import (
     ResourceError,
     check_memory,
     inference_bytes,
     resnet_size,
 )
-from keras_cifar_resnet.run_folder import RUN_MODEL_FILES
+from keras_cifar_resnet.training.run_folder import RUN_MODEL_FILES
 
 CONFIG_MEMBER = "config.json"
 METADATA_MEMBER = "metadata.json"
@@ -61,11 +61,11 @@ CIFAR10_CLASSES = 10
 # with the module the file must give for it. To let a new layer or
 # initializer through, add its row here.
 ALLOWED_CLASSES = {
-    "keras_cifar_resnet>ResNet": "keras_cifar_resnet.models",
-    "keras_cifar_resnet>BatchNormalization": "keras_cifar_resnet.batch_norm",
-    "keras_cifar_resnet>Conv2D": "keras_cifar_resnet.conv",
+    "keras_cifar_resnet>ResNet": "keras_cifar_resnet.network.models",
+    "keras_cifar_resnet>BatchNormalization": "keras_cifar_resnet.network.batch_norm",
+    "keras_cifar_resnet>Conv2D": "keras_cifar_resnet.network.conv",
     **{
-        f"keras_cifar_resnet>{name}": "keras_cifar_resnet.initializers"
+        f"keras_cifar_resnet>{name}": "keras_cifar_resnet.network.initializers"
         for name in ("SeededVarianceScaling", "SeededUniform", "Constant")
     },
     **{
@@ -103,6 +103,12 @@ ALLOWED_CLASSES = {
     "FloatDTypePolicy": "keras",
 }
 MODEL_CLASS = "keras_cifar_resnet>ResNet"
+# Where the package's classes lived before it was split into subpackages:
+# files saved then give these modules, and must still load.
+FORMER_MODULES = {
+    f"keras_cifar_resnet.{name}": f"keras_cifar_resnet.network.{name}"
+    for name in ("models", "batch_norm", "conv", "initializers")
+}
 
 
 class ModelFileError(Exception):
@@ -186,7 +192,8 @@ def check_classes(config, path):
                 inner = value.get("config")
                 if isinstance(inner, dict) and isinstance(inner.get("name"), str):
                     owner = inner["name"]
-                if ALLOWED_CLASSES.get(_class_key(value)) != value.get("module"):
+                module = FORMER_MODULES.get(value.get("module"), value.get("module"))
+                if ALLOWED_CLASSES.get(_class_key(value)) != module:
                     raise ModelFileError(
                         f"{path}: refused: {_describe(value, owner)}; a model file "
                         "may hold only this package's ResNet and the layers it uses"
@@ -218,7 +225,8 @@ def check_declared_size(config, path, input_shape, num_classes):
         and all(isinstance(n, int) and n > 0 for n in raw_shape)
     ):
         needs = (
-            "" if input_shape is None
+            ""
+            if input_shape is None
             else f"; this command needs {'x'.join(map(str, input_shape))}"
         )
         raise ModelFileError(
@@ -410,7 +418,7 @@ def load_model(path, input_shape=CIFAR10_INPUT_SHAPE, num_classes=CIFAR10_CLASSE
     import keras
 
     # Registers `keras_cifar_resnet>ResNet` so Keras can rebuild the model.
-    import keras_cifar_resnet.models  # noqa: F401
+    import keras_cifar_resnet.network.models  # noqa: F401
 
     try:
         with _private_temporary_folder():

@@ -2,10 +2,10 @@
 
 `train(config)` reads top to bottom: the distribution, the data, the model,
 the checkpoint to continue from (or a new folder), `fit` with one-job
-callbacks (`keras_cifar_resnet.callbacks`), then the test-set evaluation of
+callbacks (`keras_cifar_resnet.training.callbacks`), then the test-set evaluation of
 the model the run keeps. The run writes its files through
 `run_folder.RunFolder`; SIGINT and SIGTERM stop it after the current step
-with a checkpoint (`keras_cifar_resnet.signals`); a non-finite loss stops it
+with a checkpoint (`keras_cifar_resnet.training.signals`); a non-finite loss stops it
 without one. What it tells the user comes from `keras_cifar_resnet.messages`.
 
 Exit status: 0 done; 1 failed (non-finite loss, a failed write); 128 + signal
@@ -29,8 +29,16 @@ import keras
 
 from keras_cifar_resnet import messages
 from keras_cifar_resnet.backend_choice import choose_backend
-from keras_cifar_resnet.build import build_model, compile_model
-from keras_cifar_resnet.callbacks import (
+from keras_cifar_resnet.data.cifar10 import data_source
+from keras_cifar_resnet.data.input_pipeline import (
+    SkipBatches,
+    TrainingBatches,
+    prepare_data,
+)
+from keras_cifar_resnet.network.resources import check_training_memory
+from keras_cifar_resnet.reporting.evaluation import evaluate_model, progress_verbosity
+from keras_cifar_resnet.training.build import build_model, compile_model
+from keras_cifar_resnet.training.callbacks import (
     CheckpointOnSignal,
     EpochLine,
     EpochRecords,
@@ -38,14 +46,10 @@ from keras_cifar_resnet.callbacks import (
     StepProgress,
     StopOnNonFiniteLoss,
 )
-from keras_cifar_resnet.checkpoints import load_checkpoint, run_settings
-from keras_cifar_resnet.data import data_source
-from keras_cifar_resnet.distribute import LostProcessError, setup_distribution
-from keras_cifar_resnet.evaluation import evaluate_model, progress_verbosity
-from keras_cifar_resnet.input_pipeline import SkipBatches, TrainingBatches, prepare_data
-from keras_cifar_resnet.precision_support import warn_if_slow
-from keras_cifar_resnet.resources import check_training_memory
-from keras_cifar_resnet.run_folder import (
+from keras_cifar_resnet.training.checkpoints import load_checkpoint, run_settings
+from keras_cifar_resnet.training.distribute import LostProcessError, setup_distribution
+from keras_cifar_resnet.training.precision_support import warn_if_slow
+from keras_cifar_resnet.training.run_folder import (
     BEST_NAME,
     CURVES_NAME,
     DAMAGED_CHECKPOINT_NAME,
@@ -57,13 +61,13 @@ from keras_cifar_resnet.run_folder import (
     hold_run_folder,
     now,
 )
-from keras_cifar_resnet.run_state import (
+from keras_cifar_resnet.training.run_state import (
     Checkpoints,
     ModelExport,
     Position,
     TrainingClock,
 )
-from keras_cifar_resnet.signals import RunStopped, StopSignals
+from keras_cifar_resnet.training.signals import RunStopped, StopSignals
 
 EXIT_FAILED = 1
 
@@ -96,9 +100,11 @@ def train(config, *, resume=False, callbacks=(), checkpoint=None):
     policy = "float32" if config.mixed_precision == "off" else config.mixed_precision
     try:
         # One run per folder: a second process is refused before any work.
-        with hold_run_folder(
-            config.output_dir, distribution.is_chief
-        ), dtype_policy(policy), StopSignals() as signals:
+        with (
+            hold_run_folder(config.output_dir, distribution.is_chief),
+            dtype_policy(policy),
+            StopSignals() as signals,
+        ):
             check_training_memory(config, device_description()["tensor_device"])
             try:
                 return _train_and_evaluate(
@@ -379,7 +385,10 @@ def _evaluate_and_summarise(config, data, folder, position, distribution, signal
 
 
 def _draw_curves(folder):
-    from keras_cifar_resnet.plots import PlotsUnavailableError, plot_training_curves
+    from keras_cifar_resnet.reporting.plots import (
+        PlotsUnavailableError,
+        plot_training_curves,
+    )
 
     try:
         plot_training_curves(folder.log_path, folder.curves_path)

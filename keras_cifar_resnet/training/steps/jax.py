@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import keras
 
-from keras_cifar_resnet.train_steps.common import TrainStepBase, cross_entropy
+from keras_cifar_resnet.training.steps.common import TrainStepBase, cross_entropy
 
 
 class JAXTrainStep(TrainStepBase):

@@ -10,7 +10,7 @@ checked (size, shape, label range) and any problem is one `DataError` naming
 the file.
 
 What happens to the arrays afterwards (the validation split, synthetic data,
-the batches `fit` reads) is `keras_cifar_resnet.input_pipeline`.
+the batches `fit` reads) is `keras_cifar_resnet.data.input_pipeline`.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import time
 import keras
 
 from keras_cifar_resnet import messages
-from keras_cifar_resnet.run_folder import BEST_NAME
+from keras_cifar_resnet.training.run_folder import BEST_NAME
 
 # What `EpochRecords` adds to an epoch's `logs` for the epoch line; not
 # figures of the model, so the progress bar leaves them out.

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_cifar_resnet import input_checks
+from keras_cifar_resnet.data import input_checks
 
 
 def cross_entropy(labels, logits, label_smoothing=0.0):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from keras_cifar_resnet.train_steps.common import TrainStepBase
+from keras_cifar_resnet.training.steps.common import TrainStepBase
 
 
 class TensorFlowTrainStep(TrainStepBase):

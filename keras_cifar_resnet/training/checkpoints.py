@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_cifar_resnet.config import RESUME_OVERRIDABLE
-from keras_cifar_resnet.run_folder import write_atomically
+from keras_cifar_resnet.training.run_folder import write_atomically
 
 FORMAT_VERSION = 1
 
@@ -207,13 +207,11 @@ def _check_arrays(record, arrays):
             # "V": bfloat16 values, which numpy stores as raw 2-byte records.
             if array.dtype.kind not in "biufV":
                 raise CheckpointError(
-                    f"{group} value #{index} ({variable}) is {array.dtype}, "
-                    "not numbers"
+                    f"{group} value #{index} ({variable}) is {array.dtype}, not numbers"
                 )
             if array.dtype.kind == "f" and not np.isfinite(array).all():
                 raise CheckpointError(
-                    f"{group} value #{index} ({variable}) holds NaN or infinite "
-                    "values"
+                    f"{group} value #{index} ({variable}) holds NaN or infinite values"
                 )
 
 

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from keras_cifar_resnet.data import CLASS_NAMES
+from keras_cifar_resnet.data.cifar10 import CLASS_NAMES
 
 
 def predict_logits(model, images, batch_size=500, verbose=0):

@@ -44,7 +44,7 @@ class ResourceError(UsageError):
 
 @functools.lru_cache(maxsize=1)
 def _resnet_defaults():
-    from keras_cifar_resnet.models import ResNet
+    from keras_cifar_resnet.network.models import ResNet
 
     return {
         name: parameter.default
@@ -63,7 +63,7 @@ def named_model_config(model, **options):
     Returns:
         dict of `ResNet` constructor arguments.
     """
-    from keras_cifar_resnet.models import MODELS
+    from keras_cifar_resnet.network.models import MODELS
 
     builder = MODELS[model]
     if isinstance(builder, functools.partial):

@@ -1,0 +1,1 @@
+"""The network: the ResNet, its layers, its initializers and its size."""
