@@ -362,11 +362,6 @@ RECIPES = {
 RESUME_OVERRIDABLE = ("data_dir", "jit_compile", "distribute", "eval_batch_size")
 
 
-def recipe_fields():
-    """Names of the fields whose defaults come from the recipe."""
-    return [f.name for f in dataclasses.fields(TrainConfig) if f.metadata["recipe"]]
-
-
 def flag_fields():
     """The `TrainConfig` fields that are command-line flags."""
     return [f for f in dataclasses.fields(TrainConfig) if f.metadata["flag"]]

@@ -11,8 +11,9 @@ class _GradientInInputLayout(torch.autograd.Function):
     The next layer's gradient often arrives as a permuted view of an NCHW
     tensor (Keras's convolutions permute their input). The batch-norm
     backward kernel, given a gradient whose layout differs from its input's
-    channels_last one, takes a path measured 7x slower on the CPU (83 against
-    12 ms at 128x64x30x30); one copy into the input's layout avoids it.
+    channels_last one, takes a much slower path on the CPU; one copy into the
+    input's layout avoids it (measured in
+    benchmarks/results/cpu-2core-amd-epyc-2026-11-28-fused-batch-norm.md).
     """
 
     @staticmethod

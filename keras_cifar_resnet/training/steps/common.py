@@ -159,7 +159,7 @@ class TrainStepBase:
         `trainable_values` lines up with `self.trainable_variables`: the
         variables themselves, or JAX's traced values of them. The L2 term
         stays in the loss rather than as `wd * w` added to the gradients:
-        the gradient form was no faster (benchmarks/results/), and in the
+        the gradient form brings no speed (see benchmarks/results/), and in the
         loss the float16 loss scale and TensorFlow's per-replica sum apply
         to it without extra code.
         """
