@@ -4,6 +4,7 @@ The network lives in `keras_cifar_resnet.network.models`.
 """
 
 from keras_cifar_resnet.network.models import (  # noqa: F401
+    ARCHITECTURES,
     BLOCK_TYPES,
     BLOCKS,
     MODELS,
@@ -11,5 +12,6 @@ from keras_cifar_resnet.network.models import (  # noqa: F401
     ResNet18,
     ResNet34,
     TinyResNet,
+    architecture,
     basic_block,
 )

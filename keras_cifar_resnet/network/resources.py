@@ -63,14 +63,9 @@ def named_model_config(model, **options):
     Returns:
         dict of `ResNet` constructor arguments.
     """
-    from keras_cifar_resnet.network.models import MODELS
+    from keras_cifar_resnet.network.models import architecture
 
-    builder = MODELS[model]
-    if isinstance(builder, functools.partial):
-        fixed = dict(builder.keywords)
-    else:  # a `models._variant` closure: its block counts and name
-        fixed = dict(inspect.getclosurevars(builder).nonlocals)
-    return _resnet_defaults() | fixed | options
+    return _resnet_defaults() | architecture(model) | options
 
 
 def resnet_size(config):
