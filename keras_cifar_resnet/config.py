@@ -36,6 +36,8 @@ RECIPE_ALIASES = {"seed": "paper"}
 class UsageError(Exception):
     """A bad command line or setting: the command exits with status 2, one line."""
 
+    usage = True  # `messages.exit_status`: the user's to fix
+
 
 def _field(default, help, *, choices=None, recipe=False, metavar=None, flag=True):
     """A dataclass field carrying its command-line help.
@@ -405,14 +407,17 @@ class _Parser(argparse.ArgumentParser):
 _TYPES = {"int": int, "float": float, "str": str, "int | None": int, "str | None": str}
 
 
-def build_parser(prog="keras-cifar-resnet-train"):
+def build_parser(prog=None):
     """The command-line parser, one flag per `TrainConfig` field, plus `--resume`.
 
     Every flag defaults to None, so that `resolve_config` can tell the flags
     given on the command line (which override the recipe) from the rest.
     """
+    # Here, not at the top: `messages` reads checkpoints, which read this module.
+    from keras_cifar_resnet.messages import PROGRAMS
+
     parser = _Parser(
-        prog=prog,
+        prog=prog or PROGRAMS["train"],
         description=(
             "Train a ResNet on CIFAR-10 with a Keras backend: KERAS_BACKEND "
             "(jax, tensorflow or torch) if set, else the one keras.json names "

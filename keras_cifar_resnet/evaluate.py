@@ -14,12 +14,12 @@ backend gives the same predictions under the others.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from keras_cifar_resnet import messages
 from keras_cifar_resnet.backend_choice import BackendError, choose_backend
 from keras_cifar_resnet.compilation_cache import enable_compilation_cache
 from keras_cifar_resnet.config import TrainConfig, positive_int
@@ -105,7 +105,7 @@ def picture_paths(output_path):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="keras-cifar-resnet-evaluate",
+        prog=messages.PROGRAMS["evaluate"],
         description=(
             "Evaluate a saved model on the CIFAR-10 test set: loss and accuracy, "
             "with and without horizontal-flip test-time augmentation (the mean "
@@ -222,16 +222,13 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return _run(args)
-    except ModelFileError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2 if error.usage else 1
-    except BackendError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2 if error.usage else 1
-    except KeyboardInterrupt:
+    except (ModelFileError, BackendError) as error:
+        print(messages.failure_line(error), file=sys.stderr)
+        return messages.exit_status(error)
+    except KeyboardInterrupt as interrupt:
         # Ctrl-C: the report is written at the end, atomically; nothing lost.
-        print("stopped by SIGINT; nothing was written", file=sys.stderr)
-        return 128 + signal.SIGINT
+        print(messages.stopped_before_writing(), file=sys.stderr)
+        return messages.exit_status(interrupt)
 
 
 def output_problem(output_path, given):
@@ -257,8 +254,8 @@ def _run(args):
     output_path = Path(args.output or default_output_path(model_path, args.model))
     problem = output_problem(output_path, args.output is not None)
     if problem is not None:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
+        print(messages.failure_line(problem), file=sys.stderr)
+        return messages.EXIT_USAGE
     choose_backend()
     enable_compilation_cache(choose_backend().name)
     import keras  # with the backend chosen
@@ -267,8 +264,8 @@ def _run(args):
     try:
         _, (images, labels) = load_cifar10(args.data_dir)
     except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        print(messages.failure_line(error), file=sys.stderr)
+        return messages.exit_status(error)
     if args.max_examples is not None:
         images, labels = images[: args.max_examples], labels[: args.max_examples]
     labels = np.asarray(labels).reshape(-1).astype(np.int64)
@@ -294,7 +291,7 @@ def _run(args):
             "(its weights overflow); no report written",
             file=sys.stderr,
         )
-        return 1
+        return messages.EXIT_FAILED
     report = {
         "model": str(model_path),
         "backend": keras.backend.backend(),
@@ -307,8 +304,8 @@ def _run(args):
         output_path.parent.mkdir(parents=True, exist_ok=True)
         write_json(output_path, report)
     except OSError as error:  # a disk that filled up during the evaluation
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        print(messages.failure_line(error), file=sys.stderr)
+        return messages.exit_status(error)
     written = [output_path]
     if args.mistakes > 0:
         from keras_cifar_resnet.reporting.plots import PlotsUnavailableError
@@ -325,7 +322,7 @@ def _run(args):
                 f"warning: no pictures: cannot write them ({reason})", file=sys.stderr
             )
     print("\nwrote " + ", ".join(str(path) for path in written))
-    return 0
+    return messages.EXIT_OK
 
 
 if __name__ == "__main__":

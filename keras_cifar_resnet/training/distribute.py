@@ -67,9 +67,13 @@ FINISH_TIMEOUT_SECONDS = 3600
 class DistributionError(Exception):
     """Data-parallel training cannot start as asked (one line, for the CLI)."""
 
+    usage = True  # `messages.exit_status`: the user's to fix
+
 
 class LostProcessError(DistributionError):
     """Another process of a multi-process run stopped or became unreachable."""
+
+    usage = False
 
 
 class Distribution:

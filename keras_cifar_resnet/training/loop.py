@@ -69,8 +69,6 @@ from keras_cifar_resnet.training.run_state import (
 )
 from keras_cifar_resnet.training.signals import RunStopped, StopSignals
 
-EXIT_FAILED = 1
-
 
 def train(config, *, resume=False, callbacks=(), checkpoint=None):
     """Runs (or resumes) training as configured; returns the exit status.
@@ -114,12 +112,12 @@ def train(config, *, resume=False, callbacks=(), checkpoint=None):
                 if distribution.is_chief:
                     line = messages.stopped_at_once(stop.signum, folder, config.epochs)
                     print(line, flush=True)
-                return 128 + stop.signum
+                return messages.signal_exit_status(stop.signum)
             except WriteError as error:
                 print(
                     messages.write_error(error, folder, config.epochs), file=sys.stderr
                 )
-                return EXIT_FAILED
+                return messages.EXIT_FAILED
     except Exception as error:
         lost = distribution.lost_process(error)
         if lost is None:
@@ -249,7 +247,7 @@ def _train_and_evaluate(
                     ),
                     file=sys.stderr,
                 )
-                return EXIT_FAILED
+                return messages.EXIT_FAILED
             if signal_stop.stopped_at:
                 if distribution.is_chief:
                     epoch, step = signal_stop.stopped_at
@@ -257,7 +255,7 @@ def _train_and_evaluate(
                         messages.stopped(signals.signum, epoch, step, folder),
                         flush=True,
                     )
-                return 128 + signals.signum
+                return messages.signal_exit_status(signals.signum)
     finally:
         signals.in_epochs = False
 
