@@ -39,12 +39,14 @@ from keras_cifar_resnet.network.resources import check_training_memory
 from keras_cifar_resnet.reporting.evaluation import evaluate_model, progress_verbosity
 from keras_cifar_resnet.training.build import build_model, compile_model
 from keras_cifar_resnet.training.callbacks import (
+    BestModel,
     CheckpointOnSignal,
+    EpochCheckpoint,
     EpochLine,
-    EpochRecords,
-    RestoreEpochMetrics,
+    RunPosition,
     StepProgress,
     StopOnNonFiniteLoss,
+    Validation,
 )
 from keras_cifar_resnet.training.checkpoints import load_checkpoint, run_settings
 from keras_cifar_resnet.training.distribute import LostProcessError, setup_distribution
@@ -161,27 +163,11 @@ def _train_and_evaluate(
     distribution.prepare_model(model)
 
     # Fit: the rest of an interrupted epoch, then the remaining epochs.
-    clock = TrainingClock(position.seconds_trained)
+    clock = TrainingClock(position.train_seconds)
     checkpoints = Checkpoints(
-        folder.checkpoint_path,
-        model,
-        config,
-        steps_per_epoch,
-        clock,
-        distribution,
-        signals,
+        folder.checkpoint_path, model, config, steps_per_epoch, distribution, signals
     )
     export = ModelExport(folder, model, distribution, signals)
-    records = EpochRecords(
-        data,
-        config.batch_size,
-        folder,
-        checkpoints,
-        export,
-        position,
-        signals,
-        distribution.is_chief,
-    )
     shown = [
         StepProgress(),
         *([EpochLine(config.epochs)] if distribution.is_chief else []),
@@ -214,15 +200,19 @@ def _train_and_evaluate(
         if start < config.epochs:
             fits.append((start, config.epochs, 0))
         for first_epoch, end_epoch, skipped in fits:
-            nan_stop = StopOnNonFiniteLoss(first_step=skipped)
-            signal_stop = CheckpointOnSignal(
-                signals, checkpoints, position, steps_per_epoch, first_step=skipped
-            )
+            run_position = RunPosition(position, steps_per_epoch, clock, epoch_metrics)
+            nan_stop = StopOnNonFiniteLoss(run_position)
+            signal_stop = CheckpointOnSignal(signals, checkpoints, run_position)
             callbacks = [
                 *extra_callbacks,
-                RestoreEpochMetrics(epoch_metrics if skipped else None),
+                # Before the position: an epoch's best is judged on its figures.
+                Validation(data, config.batch_size, run_position),
+                run_position,
                 nan_stop,
-                records,
+                BestModel(run_position, export),
+                EpochCheckpoint(
+                    run_position, folder, checkpoints, signals, distribution.is_chief
+                ),
                 # After the epoch's records: a signal during them stops here.
                 signal_stop,
                 *shown,
@@ -240,6 +230,7 @@ def _train_and_evaluate(
                     callbacks=callbacks,
                     verbose=1 if distribution.is_chief else 0,
                 )
+            position = run_position.position
             if nan_stop.failure:
                 print(
                     messages.non_finite_loss(
@@ -363,7 +354,7 @@ def _evaluate_and_summarise(config, data, folder, position, distribution, signal
                 "epochs": config.epochs,
                 "train_images": len(data.train_images),
                 "synthetic": config.synthetic,
-                "train_seconds": round(position.seconds_trained, 1),
+                "train_seconds": round(position.train_seconds, 1),
                 "backend": keras.backend.backend(),
                 "test": report,
             }

@@ -1,8 +1,9 @@
 """A run's position, its training clock, and the writers of its state.
 
 `Position` is where the run stands (the next epoch and step, the best
-epoch so far, the seconds trained); a checkpoint stores it with the
-weights, and resuming reads it back. `Checkpoints` and `ModelExport` write
+epoch so far, the seconds trained): an immutable value that only
+`callbacks.RunPosition` advances; a checkpoint stores it with the weights,
+and resuming reads it back. `Checkpoints` and `ModelExport` write
 under `StopSignals.saving`, so a signal never cuts a file short, and only
 on the chief process of a distributed run.
 """
@@ -20,11 +21,12 @@ from keras_cifar_resnet.training.checkpoints import run_settings, save_checkpoin
 from keras_cifar_resnet.training.run_folder import now
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Position:
     """Where a run stands: it continues at step `step` of epoch `epoch` (0-based).
 
-    `seconds_trained` is what the last checkpoint records, so that the
+    `train_seconds` is the time in `fit` when the position was reached; the
+    checkpoint and the summary record it under the same name, so that the
     summary of a run and of the same run resumed after its last epoch agree.
     """
 
@@ -32,7 +34,7 @@ class Position:
     step: int = 0
     best_epoch: int | None = None
     best_val_accuracy: float | None = None
-    seconds_trained: float = 0.0
+    train_seconds: float = 0.0
 
     @classmethod
     def from_checkpoint(cls, state):
@@ -42,7 +44,30 @@ class Position:
             step=state["step"],
             best_epoch=state["best_epoch"],
             best_val_accuracy=state["best_val_accuracy"],
-            seconds_trained=state["train_seconds"],
+            train_seconds=state["train_seconds"],
+        )
+
+    def at_step(self, epoch, step, train_seconds):
+        """This position moved to step `step` of epoch `epoch`."""
+        return dataclasses.replace(
+            self, epoch=epoch, step=step, train_seconds=train_seconds
+        )
+
+    def after_epoch(self, epoch, val_accuracy, train_seconds):
+        """The position after whole epoch `epoch`, its best model updated.
+
+        Args:
+            epoch: int, the epoch just finished (0-based).
+            val_accuracy: float or None (no validation split).
+            train_seconds: float, the time in `fit` so far.
+        """
+        best = {}
+        if val_accuracy is not None and (
+            self.best_val_accuracy is None or val_accuracy > self.best_val_accuracy
+        ):
+            best = {"best_epoch": epoch + 1, "best_val_accuracy": val_accuracy}
+        return dataclasses.replace(
+            self, epoch=epoch + 1, step=0, train_seconds=train_seconds, **best
         )
 
 
@@ -77,25 +102,20 @@ class Checkpoints:
         model: the compiled Keras model.
         config: the run's `TrainConfig` (its seed goes in the record).
         steps_per_epoch: int, recorded so a resume can check the data.
-        clock: `TrainingClock`, the seconds trained to record.
         distribution: the run's `Distribution`; only its chief writes.
         signals: `StopSignals`, held while the file is written.
     """
 
-    def __init__(
-        self, path, model, config, steps_per_epoch, clock, distribution, signals
-    ):
+    def __init__(self, path, model, config, steps_per_epoch, distribution, signals):
         self.path = path
         self.model = model
         self.config = config
         self.steps_per_epoch = steps_per_epoch
-        self.clock = clock
         self.distribution = distribution
         self.signals = signals
 
     def save(self, position):
-        """Writes `position` (with the clock's time) and the model's state."""
-        position.seconds_trained = self.clock.now()
+        """Writes `position` and the model's state."""
         if not self.distribution.is_chief:
             # As the chief's write reads them (TF across workers).
             self.distribution.join_chief_read(self.model.metrics_variables)
@@ -107,7 +127,7 @@ class Checkpoints:
             "steps_per_epoch": self.steps_per_epoch,
             "best_epoch": position.best_epoch,
             "best_val_accuracy": position.best_val_accuracy,
-            "train_seconds": position.seconds_trained,
+            "train_seconds": position.train_seconds,
             # What shaped the computation: a resume compares config.json with it.
             "settings": run_settings(self.config),
             "backend": keras.backend.backend(),
