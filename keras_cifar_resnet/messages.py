@@ -140,6 +140,41 @@ def start_line(config, *, parameters, backend, data, steps_per_epoch):
     )
 
 
+def data_parallel(description):
+    return f"data-parallel: {description}"
+
+
+def stopping_after_save(signum):
+    """A signal while a file is written: it acts once the file is whole."""
+    name = signal.Signals(signum).name
+    return f"\n{name}: stopping once the file being saved is written"
+
+
+def stopping_after_step(signum):
+    """The first signal in the epochs: a checkpoint, then the run stops."""
+    name = signal.Signals(signum).name
+    return (
+        f"\n{name}: stopping after this step and saving a checkpoint "
+        "(send it again to stop at once)"
+    )
+
+
+def continuing_from(checkpoint, damaged=None):
+    """`--from-previous-checkpoint`: which file the run continues from."""
+    note = f"; the damaged one is kept as {damaged.name}" if damaged else ""
+    return f"note: continuing from {checkpoint.name}{note}"
+
+
+def evaluating_test_set(model_path, num_images):
+    return (
+        f"evaluating {model_path} on {num_images:,} test images and their mirror images"
+    )
+
+
+def curves_not_drawn(name, reason):
+    return f"note: {name} not drawn: {reason}"
+
+
 def resuming_epoch(epoch, step, steps_per_epoch):
     return f"resuming epoch {epoch + 1} at step {step + 1}/{steps_per_epoch}"
 

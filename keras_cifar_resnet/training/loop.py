@@ -177,7 +177,7 @@ def _train_and_evaluate(
     signals.in_epochs = True
     try:
         if distribution.is_chief and config.distribute != "none":
-            print(f"data-parallel: {distribution.describe()}", flush=True)
+            print(messages.data_parallel(distribution.describe()), flush=True)
         print(
             messages.start_line(
                 config,
@@ -308,11 +308,11 @@ def _restore(config, model, folder, checkpoint, distribution):
         # Else the next save would keep the damaged file as the previous one
         # and drop the good one.
         damaged = folder.path / DAMAGED_CHECKPOINT_NAME
-        note = ""
         if folder.checkpoint_path.exists():
             folder.checkpoint_path.replace(damaged)
-            note = f"; the damaged one is kept as {damaged.name}"
-        print(f"note: continuing from {checkpoint.name}{note}", flush=True)
+        else:
+            damaged = None
+        print(messages.continuing_from(checkpoint, damaged), flush=True)
     metrics = None
     if position.step:
         metrics = [keras.ops.convert_to_numpy(v) for v in model.metrics_variables]
@@ -329,11 +329,7 @@ def _evaluate_and_summarise(config, data, folder, position, distribution, signal
     """The kept model's test figures, `summary.json` and the curves; status 0."""
     model_file = FINAL_NAME if config.validation_size == 0 else BEST_NAME
     model_path = folder.path / model_file
-    print(
-        f"evaluating {model_path} on {len(data.test_images):,} test images "
-        "and their mirror images",
-        flush=True,
-    )
+    print(messages.evaluating_test_set(model_path, len(data.test_images)), flush=True)
     # The chief alone, on its own devices: the others have finished. In
     # float32 whatever the training precision, so the figure is the one the
     # evaluate command gives for the same file.
@@ -382,7 +378,7 @@ def _draw_curves(folder):
     try:
         plot_training_curves(folder.log_path, folder.curves_path)
     except PlotsUnavailableError as err:
-        print(f"note: {CURVES_NAME} not drawn: {err}")
+        print(messages.curves_not_drawn(CURVES_NAME, err))
     except OSError as err:  # a full disk: the results are written already
         reason = err.strerror or err
-        print(f"note: {CURVES_NAME} not drawn: cannot write it ({reason})")
+        print(messages.curves_not_drawn(CURVES_NAME, f"cannot write it ({reason})"))

@@ -10,6 +10,8 @@ import contextlib
 import signal
 import threading
 
+from keras_cifar_resnet import messages
+
 
 class RunStopped(BaseException):
     """A signal that stops the run at once: outside the epochs, or a second one.
@@ -64,21 +66,13 @@ class StopSignals:
             signal.signal(signum, handler)
 
     def _handle(self, signum, frame):
-        name = signal.Signals(signum).name
         if self._saving and self._held is None:
             self._held = signum
-            print(
-                f"\n{name}: stopping once the file being saved is written",
-                flush=True,
-            )
+            print(messages.stopping_after_save(signum), flush=True)
             return
         if self.in_epochs and self.signum is None:
             self.signum = signum
-            print(
-                f"\n{name}: stopping after this step and saving a checkpoint "
-                "(send it again to stop at once)",
-                flush=True,
-            )
+            print(messages.stopping_after_step(signum), flush=True)
             return
         raise RunStopped(signum)
 
