@@ -69,7 +69,9 @@ def _measure(benchmark, runner, settings, backend, function, memory):
         "load_average_1min": os.getloadavg()[0],
         "device": device_name(backend),
         # A CPU figure means little without it (emulated bf16 is slow).
-        "cpu_native_bf16": None if gpu_present() else cpu_has_native("mixed_bfloat16"),
+        "cpu_native_bf16": None
+        if gpu_present()
+        else cpu_has_native("mixed_bfloat16"),
         "versions": versions(framework),
         "threading": threading_settings(framework),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(

@@ -325,7 +325,9 @@ class _Options:
 
 
 @pytest.mark.parametrize("native_bf16", [True, False, None])
-def test_cpu_profile_leaves_out_bf16_only_without_native_bf16(monkeypatch, native_bf16):
+def test_cpu_profile_leaves_out_bf16_only_without_native_bf16(
+    monkeypatch, native_bf16
+):
     from keras_cifar_resnet.training import precision_support
 
     monkeypatch.syspath_prepend(str(BENCHMARKS))
