@@ -36,7 +36,7 @@ import keras
 import numpy as np
 
 from keras_cifar_resnet.config import TrainConfig
-from keras_cifar_resnet.network.models import MODELS
+from keras_cifar_resnet.models import MODELS
 from keras_cifar_resnet.training import build
 
 # The network costs about 3.1 GFLOP per training image at 32x32 (forward and

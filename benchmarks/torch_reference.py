@@ -1,7 +1,7 @@
 """The anchor: the same ResNet and training step in plain PyTorch.
 
 What a user would write without Keras, kept to exactly the network of
-`keras_cifar_resnet.network.models` (a test checks the parameter counts and, with
+`keras_cifar_resnet.models` (a test checks the parameter counts and, with
 Keras's weights copied in, the logits):
 
 - input scaling `2 * x / 255 - 1` inside the model, images NHWC uint8 in;

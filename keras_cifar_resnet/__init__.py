@@ -15,9 +15,9 @@ __version__ = "0.1.0"
 # `--help` and their one-line errors need no Keras.
 _PUBLIC = {
     "Augmentation": "keras_cifar_resnet.data.augment",
-    "ResNet": "keras_cifar_resnet.network.models",
-    "ResNet18": "keras_cifar_resnet.network.models",
-    "ResNet34": "keras_cifar_resnet.network.models",
+    "ResNet": "keras_cifar_resnet.models",
+    "ResNet18": "keras_cifar_resnet.models",
+    "ResNet34": "keras_cifar_resnet.models",
     "compile_for_training": "keras_cifar_resnet.training.build",
 }
 

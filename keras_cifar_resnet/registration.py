@@ -20,7 +20,7 @@ import warnings
 
 # Importing these modules registers every class a saved ResNet names:
 # `ResNet` and the fused `BatchNormalization` it builds with.
-REGISTERING_MODULES = ("keras_cifar_resnet.network.models",)
+REGISTERING_MODULES = ("keras_cifar_resnet.models",)
 # Backends the registering modules import on; `numpy` has no train step.
 TRAINABLE_BACKENDS = ("jax", "tensorflow", "torch")
 

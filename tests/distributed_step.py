@@ -47,7 +47,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_cifar_resnet.data.augment import Augmentation  # noqa: E402
-from keras_cifar_resnet.network.models import TinyResNet  # noqa: E402
+from keras_cifar_resnet.models import TinyResNet  # noqa: E402
 from keras_cifar_resnet.training.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
 from keras_cifar_resnet.training.distribute import setup_distribution  # noqa: E402
 

@@ -18,7 +18,7 @@ LOAD = """
 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
-    from keras_cifar_resnet.network.models import TinyResNet
+    from keras_cifar_resnet.models import TinyResNet
 
     path = tmp_path_factory.mktemp("saved") / "tiny.keras"
     TinyResNet().save(path)
@@ -44,7 +44,7 @@ def test_importing_the_package_is_enough_for_load_model(saved_model, backend):
     assert KERAS_FIRST != LOAD  # the replacement above matched
     out = run_under_backend(backend, code.format(path=saved_model), timeout=600)
     assert out.split() == [
-        "keras_cifar_resnet.network.models",
+        "keras_cifar_resnet.models",
         "keras_cifar_resnet.network.batch_norm",
     ]
 
@@ -58,7 +58,7 @@ def test_a_backend_the_package_cannot_train_on_leaves_keras_working():
         import warnings
         warnings.simplefilter("error")
         import keras_cifar_resnet, keras, sys
-        network = "keras_cifar_resnet.network.models"
+        network = "keras_cifar_resnet.models"
         print(keras.backend.backend(), network in sys.modules)
         """,
     )
@@ -66,7 +66,7 @@ def test_a_backend_the_package_cannot_train_on_leaves_keras_working():
 
 
 def test_compile_for_training_uses_the_recipe_scaled_to_the_batch():
-    from keras_cifar_resnet.network.models import TinyResNet
+    from keras_cifar_resnet.models import TinyResNet
 
     model = keras_cifar_resnet.compile_for_training(
         TinyResNet(), steps_per_epoch=10, epochs=4, batch_size=128
@@ -96,7 +96,7 @@ def test_compile_for_training_uses_the_recipe_scaled_to_the_batch():
     ],
 )
 def test_compile_for_training_rejects_bad_arguments(kwargs, expected):
-    from keras_cifar_resnet.network.models import TinyResNet
+    from keras_cifar_resnet.models import TinyResNet
 
     with pytest.raises(ValueError, match=expected):
         keras_cifar_resnet.compile_for_training(TinyResNet(), **kwargs)

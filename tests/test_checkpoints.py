@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from keras_cifar_resnet.config import TrainConfig
-from keras_cifar_resnet.network.models import TinyResNet
+from keras_cifar_resnet.models import TinyResNet
 from keras_cifar_resnet.training.checkpoints import (
     FORMAT_VERSION,
     CheckpointError,

@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 
+from keras_cifar_resnet import models
 from keras_cifar_resnet.config import (
     DISTRIBUTE,
     MODEL_NAMES,
@@ -21,7 +22,6 @@ from keras_cifar_resnet.config import (
     resolve_config,
     saved_config,
 )
-from keras_cifar_resnet.network import models
 from keras_cifar_resnet.training import distribute
 
 

@@ -528,7 +528,7 @@ _FIT_CHILD = """
         TrainingBatches,
         synthetic_cifar10,
     )
-    from keras_cifar_resnet.network.models import TinyResNet
+    from keras_cifar_resnet.models import TinyResNet
 
     (x, y), (x_test, y_test) = synthetic_cifar10(48, 16, seed=0)
     model = TinyResNet()

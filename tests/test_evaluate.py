@@ -13,7 +13,7 @@ import pytest
 
 from keras_cifar_resnet import evaluate
 from keras_cifar_resnet.data.cifar10 import CLASS_NAMES, load_cifar10
-from keras_cifar_resnet.network.models import TinyResNet
+from keras_cifar_resnet.models import TinyResNet
 from keras_cifar_resnet.reporting.evaluation import (
     evaluate_model,
     flip_horizontally,

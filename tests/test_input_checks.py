@@ -13,7 +13,7 @@ from keras_cifar_resnet.data.input_checks import InputError
 
 @pytest.fixture
 def model():
-    from keras_cifar_resnet.network.models import TinyResNet
+    from keras_cifar_resnet.models import TinyResNet
 
     model = TinyResNet()
     model.compile("sgd")

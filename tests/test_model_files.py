@@ -167,7 +167,7 @@ def test_a_class_named_as_allowed_but_from_another_module_is_refused(
 def test_the_allowlist_is_keyed_by_registered_name():
     assert (
         ALLOWED_CLASSES["keras_cifar_resnet>ResNet"]
-        == "keras_cifar_resnet.network.models"
+        == "keras_cifar_resnet.models"
     )
     assert "Lambda" not in ALLOWED_CLASSES
 
@@ -298,7 +298,7 @@ def test_a_fifo_is_refused_as_the_model(tmp_path, capsys):
 
 @pytest.mark.parametrize("name", ["tiny", "resnet18"])
 def test_the_size_estimate_counts_the_built_model_s_parameters(name):
-    from keras_cifar_resnet.network.models import MODELS
+    from keras_cifar_resnet.models import MODELS
 
     options = {"width_multiplier": 0.125} if name == "resnet18" else {}
     parameters, _, _ = resnet_size(named_model_config(name, **options))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from keras_cifar_resnet import ResNet, ResNet18, ResNet34
-from keras_cifar_resnet.network.models import TinyResNet
+from keras_cifar_resnet.models import TinyResNet
 from tests.backend_subprocess import BACKENDS, current_backend, run_under_backend
 
 
@@ -303,7 +303,7 @@ def test_unknown_backend_is_refused_clearly():
 
 
 def test_the_architecture_table_is_what_the_builders_build():
-    from keras_cifar_resnet.network.models import ARCHITECTURES, MODELS, architecture
+    from keras_cifar_resnet.models import ARCHITECTURES, MODELS, architecture
 
     assert set(ARCHITECTURES) == set(MODELS)
     for name, builder in MODELS.items():

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from keras_cifar_resnet.network.models import TinyResNet
+from keras_cifar_resnet.models import TinyResNet
 from keras_cifar_resnet.reporting.model_files import (
     ModelFileError,
     load_model,

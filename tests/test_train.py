@@ -34,7 +34,7 @@ from keras_cifar_resnet.config import (
     resolve_config,
 )
 from keras_cifar_resnet.data.input_pipeline import prepare_data
-from keras_cifar_resnet.network.models import TinyResNet
+from keras_cifar_resnet.models import TinyResNet
 from keras_cifar_resnet.reporting.evaluation import evaluate_model
 from keras_cifar_resnet.train import config_for_arguments, main
 from keras_cifar_resnet.training import checkpoints, loop

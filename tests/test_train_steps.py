@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_cifar_resnet.network.models import TinyResNet
+from keras_cifar_resnet.models import TinyResNet
 from tests.backend_subprocess import (
     BACKENDS,
     CROSS_BACKEND_SESSION,

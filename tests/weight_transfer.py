@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from keras import ops
 
-from keras_cifar_resnet.network.models import TinyResNet
+from keras_cifar_resnet.models import TinyResNet
 
 
 def trained_tiny_resnet(**options):

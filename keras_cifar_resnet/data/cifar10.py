@@ -3,8 +3,12 @@
 `load_cifar10()` reads the python version (pickles) or the binary version of
 CIFAR-10, as extracted folders or as the official `.tar.gz` archives, and
 downloads the python archive into the Keras cache when it finds nothing.
-Reading never runs code from the data (`keras_cifar_resnet.data.files`);
-any problem is one `DataError` naming the file.
+Reading never runs code from the data: pickles go through an unpickler that
+only rebuilds numpy arrays (`keras_cifar_resnet.data.files`), and archives
+are read member by member in memory,
+refusing any archive with a path that leaves it or a link. Every file is
+checked (size, shape, label range) and any problem is one `DataError` naming
+the file.
 
 What happens to the arrays afterwards (the validation split, synthetic data,
 the batches `fit` reads) is `keras_cifar_resnet.data.input_pipeline`.
@@ -16,22 +20,21 @@ import hashlib
 import os
 import shutil
 import socket
+import tarfile
 import threading
 import urllib.parse
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from keras_cifar_resnet.data.files import (  # noqa: F401 -- part of this API
-    BINARY_ARCHIVE,
-    BINARY_FOLDER,
     NUM_CLASSES,
-    PYTHON_ARCHIVE,
-    PYTHON_FOLDER,
+    TEST_FILE,
+    TRAIN_FILES,
     DataError,
-    load_folder,
-    load_path,
-    read_archive,
+    assemble,
+    parse_binary_batch,
+    parse_python_batch,
 )
 
 CLASS_NAMES = (
@@ -55,6 +58,10 @@ PYTHON_ARCHIVE_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 PYTHON_ARCHIVE_SHA256 = (
     "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
 )
+PYTHON_ARCHIVE = "cifar-10-python.tar.gz"
+BINARY_ARCHIVE = "cifar-10-binary.tar.gz"
+PYTHON_FOLDER = "cifar-10-batches-py"
+BINARY_FOLDER = "cifar-10-batches-bin"
 
 # The Keras cache layout of `keras.datasets.cifar10.load_data()`: Keras 3
 # downloads to `<home>/datasets/cifar-10-batches-py-target_archive` and
@@ -65,6 +72,144 @@ _KERAS_ARCHIVE = "cifar-10-batches-py-target_archive"
 _KERAS_FOLDER = "cifar-10-batches-py-target"
 
 DEFAULT_DOWNLOAD_TIMEOUT = 20.0
+
+
+# ---------------------------------------------------------- folders, archives
+
+
+def _batch_file_names(version):
+    suffix = ".bin" if version == "binary" else ""
+    return {name: name + suffix for name in (*TRAIN_FILES, TEST_FILE)}
+
+
+def _load_folder(folder, version):
+    parse = parse_binary_batch if version == "binary" else parse_python_batch
+    batches = {}
+    for name, file_name in _batch_file_names(version).items():
+        path = folder / file_name
+        if not path.is_file():
+            raise DataError(
+                f"{path}: missing; the CIFAR-10 folder {folder} is incomplete"
+            )
+        try:
+            raw = path.read_bytes()
+        except OSError as err:
+            raise DataError(f"{path}: cannot be read ({err.strerror})") from None
+        batches[name] = parse(raw, path)
+    return assemble(batches, folder)
+
+
+def _unsafe_member_reason(member):
+    """Why an archive member could write or point outside the archive, or None."""
+    path = PurePosixPath(member.name)
+    if path.is_absolute() or ".." in path.parts:
+        return f"its path {member.name!r} leaves the extraction folder"
+    if member.issym() or member.islnk():
+        return f"{member.name!r} is a link (to {member.linkname!r})"
+    if not (member.isfile() or member.isdir()):
+        return f"{member.name!r} is a device or other special file"
+    return None
+
+
+def _read_archive(archive):
+    """The CIFAR-10 batch files in a tar archive: (version, {file name: bytes}).
+
+    Reads in one forward pass (a .tar.gz cannot seek back cheaply) and writes
+    nothing; refuses the whole archive if any member is unsafe, so a tampered
+    archive is reported rather than half-used.
+    """
+    members = {}
+    try:
+        with tarfile.open(archive, mode="r|*") as tar:
+            for member in tar:
+                reason = _unsafe_member_reason(member)
+                if reason:
+                    raise DataError(f"{archive}: refused unsafe archive: {reason}")
+                path = PurePosixPath(member.name)
+                if (
+                    member.isfile()
+                    and len(path.parts) == 2
+                    and path.parts[0]
+                    in (
+                        PYTHON_FOLDER,
+                        BINARY_FOLDER,
+                    )
+                ):
+                    members[member.name] = tar.extractfile(member).read()
+    except DataError:
+        raise
+    except (tarfile.TarError, EOFError, OSError, ValueError) as err:
+        raise DataError(
+            f"{archive}: not a readable tar archive; truncated or corrupt "
+            f"({type(err).__name__}: {err})"
+        ) from None
+    for version, folder in (("python", PYTHON_FOLDER), ("binary", BINARY_FOLDER)):
+        if f"{folder}/data_batch_1{'.bin' if version == 'binary' else ''}" in members:
+            files = {
+                file_name: members.get(f"{folder}/{file_name}")
+                for file_name in _batch_file_names(version).values()
+            }
+            missing = [name for name, raw in files.items() if raw is None]
+            if missing:
+                raise DataError(f"{archive}: {folder}/{missing[0]} is missing")
+            return version, files
+    raise DataError(
+        f"{archive}: no {PYTHON_FOLDER}/ or {BINARY_FOLDER}/ batch files inside; "
+        "not a CIFAR-10 archive"
+    )
+
+
+def _load_archive(archive):
+    version, files = _read_archive(archive)
+    parse = parse_binary_batch if version == "binary" else parse_python_batch
+    batches = {
+        name: parse(files[file_name], f"{archive}:{file_name}")
+        for name, file_name in _batch_file_names(version).items()
+    }
+    return assemble(batches, archive)
+
+
+def _find_form(path):
+    """(form, path) of the CIFAR-10 in `path`, or None where there is none.
+
+    `form` is "python" or "binary" (an extracted folder) or "archive".
+    """
+    if path.is_file():
+        return "archive", path
+    if not path.is_dir():
+        return None
+    if (path / "data_batch_1").is_file():
+        return "python", path
+    if (path / "data_batch_1.bin").is_file():
+        return "binary", path
+    # Extracted folders first (no decompression), the binary one first (no
+    # unpickling); then the archives.
+    for name, form in ((BINARY_FOLDER, "binary"), (PYTHON_FOLDER, "python")):
+        if (
+            path / name / f"data_batch_1{'.bin' if form == 'binary' else ''}"
+        ).is_file():
+            return form, path / name
+    for name in (BINARY_ARCHIVE, PYTHON_ARCHIVE):
+        if (path / name).is_file():
+            return "archive", path / name
+    return None
+
+
+def _load_path(path, origin):
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"{path}: does not exist (given as {origin})")
+    found = _find_form(path)
+    if found is None:
+        raise DataError(
+            f"{path}: no CIFAR-10 here (given as {origin}); expected the extracted "
+            f"{PYTHON_FOLDER}/ or {BINARY_FOLDER}/ folder, {PYTHON_ARCHIVE} or "
+            f"{BINARY_ARCHIVE}, or a folder holding one of them"
+        )
+    form, path = found
+    if form == "archive":
+        return _load_archive(path)
+    return _load_folder(path, form)
 
 
 # --------------------------------------------------------------- Keras cache
@@ -163,7 +308,7 @@ def _download(datasets, url, timeout):
         finally:
             socket.setdefaulttimeout(previous_timeout)
         archive = Path(path)
-        version, files = read_archive(archive)
+        version, files = _read_archive(archive)
         if version != "python":
             raise DataError(f"{archive}: expected the python version of CIFAR-10")
         target = archive.parent / _KERAS_FOLDER
@@ -298,14 +443,14 @@ def load_cifar10(data_dir=None, *, download=True, timeout=DEFAULT_DOWNLOAD_TIMEO
     ):
         raise ValueError(f"`timeout` must be a number > 0. Received: {timeout=!r}")
     if data_dir is not None:
-        return load_path(data_dir, "data_dir")
+        return _load_path(data_dir, "data_dir")
     from_env = os.environ.get(DATA_ENV_VAR)
     if from_env:
-        return load_path(from_env, f"{DATA_ENV_VAR}={from_env}")
+        return _load_path(from_env, f"{DATA_ENV_VAR}={from_env}")
     datasets = keras_datasets_dir()
     folder = _cached_folder(datasets)
     if folder is not None:
-        return load_folder(folder, "python")
+        return _load_folder(folder, "python")
     if not download:
         raise DataError(f"CIFAR-10 not found; {_where_to_put_files(datasets)}")
-    return load_folder(_download(datasets, PYTHON_ARCHIVE_URL, timeout), "python")
+    return _load_folder(_download(datasets, PYTHON_ARCHIVE_URL, timeout), "python")

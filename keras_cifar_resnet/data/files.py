@@ -1,29 +1,21 @@
-"""Reading CIFAR-10's files without trusting them: pickles, binary batches, archives.
+"""Reading CIFAR-10's batch files without trusting them: pickles and binary records.
 
-Pickles go through an unpickler that only rebuilds numpy arrays; archives are
-read member by member in memory, refusing any archive with a path that
-leaves it or a link; every batch is checked (size, shape, label range). Any
-problem is one `DataError` naming the file. Where the files are looked for
-is `keras_cifar_resnet.data.cifar10`.
+Pickles go through an unpickler that only rebuilds numpy arrays; every
+batch is checked (size, shape, label range). Any problem is one `DataError`
+naming the file. Finding the files, archives included, is
+`keras_cifar_resnet.data.cifar10`.
 """
 
 from __future__ import annotations
 
 import io
 import pickle
-import tarfile
-from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 NUM_CLASSES = 10
-PYTHON_ARCHIVE = "cifar-10-python.tar.gz"
-BINARY_ARCHIVE = "cifar-10-binary.tar.gz"
-PYTHON_FOLDER = "cifar-10-batches-py"
-BINARY_FOLDER = "cifar-10-batches-bin"
-
-_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
-_TEST_FILE = "test_batch"
+TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_FILE = "test_batch"
 _IMAGE_BYTES = 32 * 32 * 3
 _RECORD_BYTES = 1 + _IMAGE_BYTES  # binary version: label byte, then CHW pixels
 
@@ -107,7 +99,7 @@ def _unpickle(raw, where):
 # ------------------------------------------------------------ batch parsing
 
 
-def _parse_python_batch(raw, where):
+def parse_python_batch(raw, where):
     """(images NHWC uint8, labels int64) from one python-version batch file."""
     batch = _unpickle(raw, where)
     if not isinstance(batch, dict):
@@ -153,7 +145,7 @@ def _parse_python_batch(raw, where):
     return _channels_last(data), _checked_labels(labels, where)
 
 
-def _parse_binary_batch(raw, where):
+def parse_binary_batch(raw, where):
     """(images NHWC uint8, labels int64) from one binary-version batch file."""
     if len(raw) == 0 or len(raw) % _RECORD_BYTES:
         raise DataError(
@@ -181,7 +173,7 @@ def _checked_labels(labels, where):
     return labels
 
 
-def _assemble(batches, where):
+def assemble(batches, where):
     """Training and test sets from the six parsed batch files, checked for agreement.
 
     The official files hold 10,000 images each; smaller files are accepted when
@@ -195,145 +187,7 @@ def _assemble(batches, where):
             f"{where}: {short[0]} holds {counts[short[0]]} images but the other "
             f"batches hold {expected}; the file is truncated or from another dataset"
         )
-    x_train = np.concatenate([batches[name][0] for name in _TRAIN_FILES])
-    y_train = np.concatenate([batches[name][1] for name in _TRAIN_FILES])
-    x_test, y_test = batches[_TEST_FILE]
+    x_train = np.concatenate([batches[name][0] for name in TRAIN_FILES])
+    y_train = np.concatenate([batches[name][1] for name in TRAIN_FILES])
+    x_test, y_test = batches[TEST_FILE]
     return (x_train, y_train), (x_test, y_test)
-
-
-# ---------------------------------------------------------- folders, archives
-
-
-def _batch_file_names(version):
-    suffix = ".bin" if version == "binary" else ""
-    return {name: name + suffix for name in (*_TRAIN_FILES, _TEST_FILE)}
-
-
-def load_folder(folder, version):
-    parse = _parse_binary_batch if version == "binary" else _parse_python_batch
-    batches = {}
-    for name, file_name in _batch_file_names(version).items():
-        path = folder / file_name
-        if not path.is_file():
-            raise DataError(
-                f"{path}: missing; the CIFAR-10 folder {folder} is incomplete"
-            )
-        try:
-            raw = path.read_bytes()
-        except OSError as err:
-            raise DataError(f"{path}: cannot be read ({err.strerror})") from None
-        batches[name] = parse(raw, path)
-    return _assemble(batches, folder)
-
-
-def _unsafe_member_reason(member):
-    """Why an archive member could write or point outside the archive, or None."""
-    path = PurePosixPath(member.name)
-    if path.is_absolute() or ".." in path.parts:
-        return f"its path {member.name!r} leaves the extraction folder"
-    if member.issym() or member.islnk():
-        return f"{member.name!r} is a link (to {member.linkname!r})"
-    if not (member.isfile() or member.isdir()):
-        return f"{member.name!r} is a device or other special file"
-    return None
-
-
-def read_archive(archive):
-    """The CIFAR-10 batch files in a tar archive: (version, {file name: bytes}).
-
-    Reads in one forward pass (a .tar.gz cannot seek back cheaply) and writes
-    nothing; refuses the whole archive if any member is unsafe, so a tampered
-    archive is reported rather than half-used.
-    """
-    members = {}
-    try:
-        with tarfile.open(archive, mode="r|*") as tar:
-            for member in tar:
-                reason = _unsafe_member_reason(member)
-                if reason:
-                    raise DataError(f"{archive}: refused unsafe archive: {reason}")
-                path = PurePosixPath(member.name)
-                if (
-                    member.isfile()
-                    and len(path.parts) == 2
-                    and path.parts[0]
-                    in (
-                        PYTHON_FOLDER,
-                        BINARY_FOLDER,
-                    )
-                ):
-                    members[member.name] = tar.extractfile(member).read()
-    except DataError:
-        raise
-    except (tarfile.TarError, EOFError, OSError, ValueError) as err:
-        raise DataError(
-            f"{archive}: not a readable tar archive; truncated or corrupt "
-            f"({type(err).__name__}: {err})"
-        ) from None
-    for version, folder in (("python", PYTHON_FOLDER), ("binary", BINARY_FOLDER)):
-        if f"{folder}/data_batch_1{'.bin' if version == 'binary' else ''}" in members:
-            files = {
-                file_name: members.get(f"{folder}/{file_name}")
-                for file_name in _batch_file_names(version).values()
-            }
-            missing = [name for name, raw in files.items() if raw is None]
-            if missing:
-                raise DataError(f"{archive}: {folder}/{missing[0]} is missing")
-            return version, files
-    raise DataError(
-        f"{archive}: no {PYTHON_FOLDER}/ or {BINARY_FOLDER}/ batch files inside; "
-        "not a CIFAR-10 archive"
-    )
-
-
-def _load_archive(archive):
-    version, files = read_archive(archive)
-    parse = _parse_binary_batch if version == "binary" else _parse_python_batch
-    batches = {
-        name: parse(files[file_name], f"{archive}:{file_name}")
-        for name, file_name in _batch_file_names(version).items()
-    }
-    return _assemble(batches, archive)
-
-
-def _find_form(path):
-    """(form, path) of the CIFAR-10 in `path`, or None where there is none.
-
-    `form` is "python" or "binary" (an extracted folder) or "archive".
-    """
-    if path.is_file():
-        return "archive", path
-    if not path.is_dir():
-        return None
-    if (path / "data_batch_1").is_file():
-        return "python", path
-    if (path / "data_batch_1.bin").is_file():
-        return "binary", path
-    # Extracted folders first (no decompression), the binary one first (no
-    # unpickling); then the archives.
-    for name, form in ((BINARY_FOLDER, "binary"), (PYTHON_FOLDER, "python")):
-        if (
-            path / name / f"data_batch_1{'.bin' if form == 'binary' else ''}"
-        ).is_file():
-            return form, path / name
-    for name in (BINARY_ARCHIVE, PYTHON_ARCHIVE):
-        if (path / name).is_file():
-            return "archive", path / name
-    return None
-
-
-def load_path(path, origin):
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise DataError(f"{path}: does not exist (given as {origin})")
-    found = _find_form(path)
-    if found is None:
-        raise DataError(
-            f"{path}: no CIFAR-10 here (given as {origin}); expected the extracted "
-            f"{PYTHON_FOLDER}/ or {BINARY_FOLDER}/ folder, {PYTHON_ARCHIVE} or "
-            f"{BINARY_ARCHIVE}, or a folder holding one of them"
-        )
-    form, path = found
-    if form == "archive":
-        return _load_archive(path)
-    return load_folder(path, form)

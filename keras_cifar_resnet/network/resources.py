@@ -44,7 +44,7 @@ class ResourceError(UsageError):
 
 @functools.lru_cache(maxsize=1)
 def _resnet_defaults():
-    from keras_cifar_resnet.network.models import ResNet
+    from keras_cifar_resnet.models import ResNet
 
     return {
         name: parameter.default
@@ -63,7 +63,7 @@ def named_model_config(model, **options):
     Returns:
         dict of `ResNet` constructor arguments.
     """
-    from keras_cifar_resnet.network.models import architecture
+    from keras_cifar_resnet.models import architecture
 
     return _resnet_defaults() | architecture(model) | options
 

@@ -61,7 +61,7 @@ CIFAR10_CLASSES = 10
 # with the module the file must give for it. To let a new layer or
 # initializer through, add its row here.
 ALLOWED_CLASSES = {
-    "keras_cifar_resnet>ResNet": "keras_cifar_resnet.network.models",
+    "keras_cifar_resnet>ResNet": "keras_cifar_resnet.models",
     "keras_cifar_resnet>BatchNormalization": "keras_cifar_resnet.network.batch_norm",
     "keras_cifar_resnet>Conv2D": "keras_cifar_resnet.network.conv",
     **{
@@ -107,7 +107,7 @@ MODEL_CLASS = "keras_cifar_resnet>ResNet"
 # files saved then give these modules, and must still load.
 FORMER_MODULES = {
     f"keras_cifar_resnet.{name}": f"keras_cifar_resnet.network.{name}"
-    for name in ("models", "batch_norm", "conv", "initializers")
+    for name in ("batch_norm", "conv", "initializers")
 }
 
 
@@ -418,7 +418,7 @@ def load_model(path, input_shape=CIFAR10_INPUT_SHAPE, num_classes=CIFAR10_CLASSE
     import keras
 
     # Registers `keras_cifar_resnet>ResNet` so Keras can rebuild the model.
-    import keras_cifar_resnet.network.models  # noqa: F401
+    import keras_cifar_resnet.models  # noqa: F401
 
     try:
         with _private_temporary_folder():

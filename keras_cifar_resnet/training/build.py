@@ -22,7 +22,7 @@ import keras
 
 from keras_cifar_resnet.config import TrainConfig, config_from_flags
 from keras_cifar_resnet.data.augment import Augmentation
-from keras_cifar_resnet.network.models import MODELS
+from keras_cifar_resnet.models import MODELS
 
 
 def build_model(config, **model_options):

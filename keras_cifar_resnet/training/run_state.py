@@ -16,7 +16,7 @@ import time
 
 import keras
 
-from keras_cifar_resnet.network.models import ResNet
+from keras_cifar_resnet.models import ResNet
 from keras_cifar_resnet.training.checkpoints import run_settings, save_checkpoint
 from keras_cifar_resnet.training.run_folder import now
 
