@@ -193,7 +193,7 @@ def settings_from(config):
         values["batch_sizes"] = tuple(int(b) for b in config.getoption("--batch-sizes"))
     from harness import gpu_present
 
-    from keras_cifar_resnet.precision_support import cpu_has_native
+    from keras_cifar_resnet.training.precision_support import cpu_has_native
 
     native = config.getoption("--native") or ()
     skipped = ""

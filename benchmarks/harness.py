@@ -35,9 +35,9 @@ import time
 import keras
 import numpy as np
 
-from keras_cifar_resnet import build
 from keras_cifar_resnet.config import TrainConfig
 from keras_cifar_resnet.models import MODELS
+from keras_cifar_resnet.training import build
 
 # The network costs about 3.1 GFLOP per training image at 32x32 (forward and
 # backward); kept here to turn images/s into an achieved rate.

@@ -35,8 +35,8 @@ import keras
 import numpy as np
 from harness import AUGMENTATION, KerasTrainStep
 
-from keras_cifar_resnet.data import DataError, load_cifar10
-from keras_cifar_resnet.input_pipeline import TrainingBatches, synthetic_cifar10
+from keras_cifar_resnet.data.cifar10 import DataError, load_cifar10
+from keras_cifar_resnet.data.input_pipeline import TrainingBatches, synthetic_cifar10
 
 
 def _wait(tensor):

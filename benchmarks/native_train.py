@@ -19,7 +19,7 @@ The run folder matches the training command's for the files that hold
 figures: `config.json`, `log.csv` (same columns), `best.pt` or `final.pt`
 (the model chosen on validation accuracy, or the last one with
 `--validation-size 0`) and `summary.json` (same keys; test accuracy with and
-without flip TTA through `keras_cifar_resnet.evaluation.metrics_from_logits`).
+without flip TTA through `keras_cifar_resnet.reporting.evaluation.metrics_from_logits`).
 
     python benchmarks/native_train.py --width-multiplier 0.25 --epochs 10 \\
         --batch-size 256 --output-dir runs/native
@@ -55,14 +55,14 @@ from torch_reference import (  # noqa: E402
 )
 
 from keras_cifar_resnet.config import INITIALIZERS, RECIPES  # noqa: E402
-from keras_cifar_resnet.data import load_cifar10  # noqa: E402
-from keras_cifar_resnet.evaluation import metrics_from_logits  # noqa: E402
-from keras_cifar_resnet.input_pipeline import (  # noqa: E402
+from keras_cifar_resnet.data.cifar10 import load_cifar10  # noqa: E402
+from keras_cifar_resnet.data.input_pipeline import (  # noqa: E402
     TrainingBatches,
     split_validation,
     synthetic_cifar10,
 )
-from keras_cifar_resnet.run_folder import LOG_COLUMNS, write_json  # noqa: E402
+from keras_cifar_resnet.reporting.evaluation import metrics_from_logits  # noqa: E402
+from keras_cifar_resnet.training.run_folder import LOG_COLUMNS, write_json  # noqa: E402
 
 RECIPE = RECIPES["default"]
 EVALUATION_BATCH = 500
@@ -214,7 +214,7 @@ def package_initial_model(args):
     """The package's untrained model, built as the training command builds it."""
     import random
 
-    from keras_cifar_resnet.build import build_model
+    from keras_cifar_resnet.training.build import build_model
 
     config = dataclasses.replace(
         RECIPE,

@@ -50,7 +50,7 @@ print(f"RESULT import {{t1 - t0:.2f}} s, build {{t2 - t1:.2f}} s, "
 STEP = """
 import time
 import keras, numpy as np
-from keras_cifar_resnet.build import build_model, compile_model
+from keras_cifar_resnet.training.build import build_model, compile_model
 from keras_cifar_resnet.config import TrainConfig
 try:  # as the commands do; absent from versions before the cache
     from keras_cifar_resnet.compilation_cache import enable_compilation_cache

@@ -33,7 +33,7 @@ from harness import (
     versions,
 )
 
-from keras_cifar_resnet.precision_support import cpu_has_native
+from keras_cifar_resnet.training.precision_support import cpu_has_native
 
 
 def _measure(benchmark, runner, settings, backend, function, memory):

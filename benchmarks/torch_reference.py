@@ -181,7 +181,7 @@ def parameter_counts(module):
     return trainable, moving
 
 
-# As keras_cifar_resnet.augment.CUTOUT_FILL: mid grey, the model's 0.
+# As keras_cifar_resnet.data.augment.CUTOUT_FILL: mid grey, the model's 0.
 CUTOUT_FILL = 127.5
 
 

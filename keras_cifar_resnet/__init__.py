@@ -14,11 +14,11 @@ __version__ = "0.1.0"
 # The public API imports Keras, so it loads on first use: the commands'
 # `--help` and their one-line errors need no Keras.
 _PUBLIC = {
-    "Augmentation": "keras_cifar_resnet.augment",
+    "Augmentation": "keras_cifar_resnet.data.augment",
     "ResNet": "keras_cifar_resnet.models",
     "ResNet18": "keras_cifar_resnet.models",
     "ResNet34": "keras_cifar_resnet.models",
-    "compile_for_training": "keras_cifar_resnet.compiling",
+    "compile_for_training": "keras_cifar_resnet.training.build",
 }
 
 

@@ -2,7 +2,7 @@
 
 Prints test loss and accuracy, with and without horizontal-flip test-time
 augmentation, per-class accuracy and the confusion matrix (computed by
-`keras_cifar_resnet.evaluation.evaluate_model`), writes them as JSON and draws
+`keras_cifar_resnet.reporting.evaluation.evaluate_model`), writes them as JSON and draws
 the confusion matrix and the most confidently wrong test images beside it:
 
     python -m keras_cifar_resnet.evaluate runs/resnet18-default-... --help
@@ -14,25 +14,33 @@ backend gives the same predictions under the others.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from keras_cifar_resnet import messages
 from keras_cifar_resnet.backend_choice import BackendError, choose_backend
 from keras_cifar_resnet.compilation_cache import enable_compilation_cache
 from keras_cifar_resnet.config import TrainConfig, positive_int
-from keras_cifar_resnet.data import DataError, load_cifar10
+from keras_cifar_resnet.data.cifar10 import DataError, load_cifar10
 
 # Re-exported: `evaluate_model` is public API here since the first release.
-from keras_cifar_resnet.evaluation import evaluate_model, progress_verbosity, softmax
-from keras_cifar_resnet.model_files import (
+from keras_cifar_resnet.reporting.evaluation import (
+    evaluate_model,
+    progress_verbosity,
+    softmax,
+)
+from keras_cifar_resnet.reporting.model_files import (
     ModelFileError,
     load_model,
     resolve_model_path,
 )
-from keras_cifar_resnet.run_folder import RUN_MODEL_FILES, unwritable_reason, write_json
+from keras_cifar_resnet.training.run_folder import (
+    RUN_MODEL_FILES,
+    unwritable_reason,
+    write_json,
+)
 
 # --- Command line -----------------------------------------------------------
 
@@ -97,7 +105,7 @@ def picture_paths(output_path):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="keras-cifar-resnet-evaluate",
+        prog=messages.PROGRAMS["evaluate"],
         description=(
             "Evaluate a saved model on the CIFAR-10 test set: loss and accuracy, "
             "with and without horizontal-flip test-time augmentation (the mean "
@@ -181,7 +189,7 @@ def write_pictures(report, images, labels, logits, output_path, mistakes):
     Returns:
         list of Path, the pictures written.
     """
-    from keras_cifar_resnet import plots
+    from keras_cifar_resnet.reporting import plots
 
     confusion_path, mistakes_path = picture_paths(output_path)
     accuracy = 100 * report["accuracy"]
@@ -214,16 +222,13 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return _run(args)
-    except ModelFileError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2 if error.usage else 1
-    except BackendError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2 if error.usage else 1
-    except KeyboardInterrupt:
+    except (ModelFileError, BackendError) as error:
+        print(messages.failure_line(error), file=sys.stderr)
+        return messages.exit_status(error)
+    except KeyboardInterrupt as interrupt:
         # Ctrl-C: the report is written at the end, atomically; nothing lost.
-        print("stopped by SIGINT; nothing was written", file=sys.stderr)
-        return 128 + signal.SIGINT
+        print(messages.stopped_before_writing(), file=sys.stderr)
+        return messages.exit_status(interrupt)
 
 
 def output_problem(output_path, given):
@@ -249,8 +254,8 @@ def _run(args):
     output_path = Path(args.output or default_output_path(model_path, args.model))
     problem = output_problem(output_path, args.output is not None)
     if problem is not None:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
+        print(messages.failure_line(problem), file=sys.stderr)
+        return messages.EXIT_USAGE
     choose_backend()
     enable_compilation_cache(choose_backend().name)
     import keras  # with the backend chosen
@@ -259,8 +264,8 @@ def _run(args):
     try:
         _, (images, labels) = load_cifar10(args.data_dir)
     except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        print(messages.failure_line(error), file=sys.stderr)
+        return messages.exit_status(error)
     if args.max_examples is not None:
         images, labels = images[: args.max_examples], labels[: args.max_examples]
     labels = np.asarray(labels).reshape(-1).astype(np.int64)
@@ -286,7 +291,7 @@ def _run(args):
             "(its weights overflow); no report written",
             file=sys.stderr,
         )
-        return 1
+        return messages.EXIT_FAILED
     report = {
         "model": str(model_path),
         "backend": keras.backend.backend(),
@@ -299,11 +304,11 @@ def _run(args):
         output_path.parent.mkdir(parents=True, exist_ok=True)
         write_json(output_path, report)
     except OSError as error:  # a disk that filled up during the evaluation
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        print(messages.failure_line(error), file=sys.stderr)
+        return messages.exit_status(error)
     written = [output_path]
     if args.mistakes > 0:
-        from keras_cifar_resnet.plots import PlotsUnavailableError
+        from keras_cifar_resnet.reporting.plots import PlotsUnavailableError
 
         try:
             written += write_pictures(
@@ -317,7 +322,7 @@ def _run(args):
                 f"warning: no pictures: cannot write them ({reason})", file=sys.stderr
             )
     print("\nwrote " + ", ".join(str(path) for path in written))
-    return 0
+    return messages.EXIT_OK
 
 
 if __name__ == "__main__":

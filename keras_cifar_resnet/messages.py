@@ -1,26 +1,110 @@
-"""What the training command tells its user, as plain functions returning text.
+"""What the commands tell their user, as plain functions returning text.
 
 Every line that says how a run started, stopped, failed or continues is
-built here, and `resume_command` is the one place that spells the command
-that continues a run. Keras-free: the command line uses it before a backend
-is imported.
+built here; `resume_command` is the one place that spells the command
+that continues a run, `PROGRAMS` the commands' names and `exit_status`
+the status each failure ends a command with. Keras-free: the command line
+uses it before a backend is imported.
 """
 
 from __future__ import annotations
 
 import errno
+import shlex
 import signal
 
-from keras_cifar_resnet.checkpoints import CheckpointError, read_checkpoint_state
-from keras_cifar_resnet.first_run import no_accelerator_note
-from keras_cifar_resnet.run_folder import BEST_NAME, CHECKPOINT_NAME, FINAL_NAME
+from keras_cifar_resnet.training.checkpoints import (
+    CheckpointError,
+    read_checkpoint_state,
+)
+from keras_cifar_resnet.training.first_run import no_accelerator_note
+from keras_cifar_resnet.training.run_folder import (
+    BEST_NAME,
+    CHECKPOINT_NAME,
+    FINAL_NAME,
+)
 
-COMMAND = "keras-cifar-resnet-train"
+# Each command's one name: its installed script, its usage and its error lines.
+PROGRAMS = {
+    "train": "keras-cifar-resnet-train",
+    "evaluate": "keras-cifar-resnet-evaluate",
+    "predict": "keras-cifar-resnet-predict",
+}
+COMMAND = PROGRAMS["train"]
+
+# Exit statuses of all three commands; a signal ends one with 128 + its number.
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def exit_status(error):
+    """The status a command ends with for `error`: one rule for all three.
+
+    2 for what the user asked wrongly (an exception whose `usage` is true:
+    `UsageError`, a bad `KERAS_BACKEND`, a path that names no model, a
+    distribution that cannot start as asked); 128 + 2 for Ctrl-C; 1 for the
+    rest (missing or damaged data, model files or checkpoints, a lost
+    process).
+    """
+    if isinstance(error, KeyboardInterrupt):
+        return signal_exit_status(signal.SIGINT)
+    return EXIT_USAGE if getattr(error, "usage", False) else EXIT_FAILED
+
+
+def signal_exit_status(signum):
+    """128 + the signal's number: 130 for SIGINT, 143 for SIGTERM."""
+    return 128 + int(signum)
 
 
 def resume_command(output_dir, *flags):
-    """`keras-cifar-resnet-train --resume DIR [flags]`: continues the run."""
-    return " ".join([COMMAND, "--resume", str(output_dir), *flags])
+    """`keras-cifar-resnet-train --resume DIR [flags]`, quoted for a POSIX shell."""
+    return shlex.join([COMMAND, "--resume", str(output_dir), *flags])
+
+
+def failure_line(error):
+    """A failure's line: `error: ...`."""
+    return f"error: {error}"
+
+
+def usage_error(prog, error):
+    """A usage error's line, named by its command: `<prog>: error: ...`."""
+    return f"{prog}: error: {error}"
+
+
+def failure(prog, error):
+    """`usage_error` for what the user asked wrongly, else `error`."""
+    return (
+        usage_error(prog, error)
+        if getattr(error, "usage", False)
+        else failure_line(error)
+    )
+
+
+def stopped_before_writing():
+    """Ctrl-C in `evaluate` or `predict`, which write only at the end."""
+    return "stopped by SIGINT; nothing was written"
+
+
+def stopped_before_starting():
+    """Ctrl-C while `train` imports its backend, before the run's first file."""
+    return "stopped by SIGINT; nothing was written yet; run the same command again"
+
+
+def starting_again(output_dir):
+    """`--resume` of a run that stopped before its first checkpoint."""
+    return (
+        f"note: {output_dir} has no {CHECKPOINT_NAME} (the run stopped before "
+        "its first one): starting it from the beginning"
+    )
+
+
+def starting_in_place(output_dir):
+    """A new run in a folder whose run stopped before its first checkpoint."""
+    return (
+        f"note: {output_dir} holds a run that stopped before its first "
+        "checkpoint; starting this one in its place"
+    )
 
 
 def count(number, noun):
@@ -54,6 +138,41 @@ def start_line(config, *, parameters, backend, data, steps_per_epoch):
         f"{learning_rate_words(config)}; writing to {config.output_dir}"
         f"{no_accelerator_note(config.model, config.width_multiplier)}"
     )
+
+
+def data_parallel(description):
+    return f"data-parallel: {description}"
+
+
+def stopping_after_save(signum):
+    """A signal while a file is written: it acts once the file is whole."""
+    name = signal.Signals(signum).name
+    return f"\n{name}: stopping once the file being saved is written"
+
+
+def stopping_after_step(signum):
+    """The first signal in the epochs: a checkpoint, then the run stops."""
+    name = signal.Signals(signum).name
+    return (
+        f"\n{name}: stopping after this step and saving a checkpoint "
+        "(send it again to stop at once)"
+    )
+
+
+def continuing_from(checkpoint, damaged=None):
+    """`--from-previous-checkpoint`: which file the run continues from."""
+    note = f"; the damaged one is kept as {damaged.name}" if damaged else ""
+    return f"note: continuing from {checkpoint.name}{note}"
+
+
+def evaluating_test_set(model_path, num_images):
+    return (
+        f"evaluating {model_path} on {num_images:,} test images and their mirror images"
+    )
+
+
+def curves_not_drawn(name, reason):
+    return f"note: {name} not drawn: {reason}"
 
 
 def resuming_epoch(epoch, step, steps_per_epoch):
@@ -151,7 +270,7 @@ def lost_process(lost, output_dir):
     """Another process of a data-parallel run died; how to continue."""
     return (
         f"{lost}; this process stops too. Continue from the last checkpoint by "
-        f"starting every process again with --resume {output_dir}"
+        f"starting every process again with: {resume_command(output_dir)}"
     )
 
 
@@ -162,7 +281,8 @@ def previous_checkpoint_advice(folder):
         state = read_checkpoint_state(previous)
     except CheckpointError:
         restart = (
-            f"start the run again with: rm {folder.checkpoint_path} && "
+            "start the run again with: "
+            f"rm {shlex.quote(str(folder.checkpoint_path))} && "
             f"{resume_command(folder.path)}"
         )
         if previous.exists():
@@ -179,7 +299,7 @@ def previous_checkpoint_advice(folder):
 def already_holds_a_run(output_dir):
     return (
         f"--output-dir {output_dir} already holds a run; continue it with "
-        f"--resume {output_dir} or choose another folder"
+        f"{resume_command(output_dir)} or choose another folder"
     )
 
 

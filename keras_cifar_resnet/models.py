@@ -2,7 +2,7 @@
 
 The architecture is data: blocks and filters per stage. `ResNet` is a
 functional model whose `train_step`/`test_step` come from the backend's
-train-step class (see `keras_cifar_resnet.train_steps`), so `fit` and
+train-step class (see `keras_cifar_resnet.training.steps`), so `fit` and
 `evaluate` run the package's own steps on TensorFlow, PyTorch and JAX.
 """
 
@@ -13,15 +13,15 @@ import functools
 import keras
 from keras import layers
 
-from keras_cifar_resnet import batch_norm as fused_batch_norm_layer
-from keras_cifar_resnet import conv as fused_conv_layer
-from keras_cifar_resnet.initializers import (
+from keras_cifar_resnet.network import batch_norm as fused_batch_norm_layer
+from keras_cifar_resnet.network import conv as fused_conv_layer
+from keras_cifar_resnet.network.initializers import (
     INITIALIZERS,
     batch_norm_initializers,
     draw_model_seed,
     layer_initializers,
 )
-from keras_cifar_resnet.train_steps import backend_train_step_class
+from keras_cifar_resnet.training.steps import backend_train_step_class
 
 BLOCK_TYPES = ("basic_block",)
 
@@ -315,38 +315,70 @@ class ResNet(backend_train_step_class(), keras.Model):
         return cls(**config)
 
 
-def _variant(name, stackwise_num_blocks, doc):
-    def build(**kwargs):
-        kwargs.setdefault("name", name)
-        return ResNet(stackwise_num_blocks=stackwise_num_blocks, **kwargs)
+# The networks as data: per stage, (blocks, filters, stride of its first
+# block), then the stem's filters and the model's name. The builders below,
+# the size estimate (`resources`) and the native PyTorch twin all read it.
+ARCHITECTURES = {
+    "resnet18": {
+        "stages": ((2, 64, 1), (2, 128, 2), (2, 256, 2), (2, 512, 2)),
+        "stem_filters": 64,
+        "name": "resnet18",
+    },
+    "resnet34": {
+        "stages": ((3, 64, 1), (4, 128, 2), (6, 256, 2), (3, 512, 2)),
+        "stem_filters": 64,
+        "name": "resnet34",
+    },
+    # For tests only: the same code path at a size that trains in milliseconds.
+    "tiny": {
+        "stages": ((1, 8, 1), (1, 16, 2)),
+        "stem_filters": 8,
+        "name": "tiny_resnet",
+    },
+}
 
-    build.__name__ = build.__qualname__ = name.replace("resnet", "ResNet")
+
+def architecture(model):
+    """The `ResNet` arguments of a network named in `ARCHITECTURES`.
+
+    Args:
+        model: str, `"resnet18"`, `"resnet34"` or `"tiny"`.
+
+    Returns:
+        dict: `stackwise_num_blocks`, `stackwise_num_filters`,
+        `stackwise_strides`, `stem_filters` and `name`.
+    """
+    table = ARCHITECTURES[model]
+    blocks, filters, strides = zip(*table["stages"], strict=True)
+    return {
+        "stackwise_num_blocks": blocks,
+        "stackwise_num_filters": filters,
+        "stackwise_strides": strides,
+        "stem_filters": table["stem_filters"],
+        "name": table["name"],
+    }
+
+
+def _variant(model, doc):
+    def build(**kwargs):
+        return ResNet(**(architecture(model) | kwargs))
+
+    build.__name__ = build.__qualname__ = model.replace("resnet", "ResNet")
     build.__doc__ = doc
     return build
 
 
 ResNet18 = _variant(
     "resnet18",
-    (2, 2, 2, 2),
     "ResNet18: `ResNet` with blocks (2, 2, 2, 2); 11,184,778 parameters at 10 "
     "classes. Takes `ResNet`'s keyword arguments.",
 )
 ResNet34 = _variant(
     "resnet34",
-    (3, 4, 6, 3),
     "ResNet34: `ResNet` with blocks (3, 4, 6, 3); 21,304,074 parameters at 10 "
     "classes. Takes `ResNet`'s keyword arguments.",
 )
-
-# For tests only: the same code path at a size that trains in milliseconds.
-TinyResNet = functools.partial(
-    ResNet,
-    stackwise_num_blocks=(1, 1),
-    stackwise_num_filters=(8, 16),
-    stackwise_strides=(1, 2),
-    stem_filters=8,
-    name="tiny_resnet",
-)
+TinyResNet = functools.partial(ResNet, **architecture("tiny"))
 
 # Every network `TrainConfig.model` names (`config.MODEL_NAMES`, tested equal).
 MODELS = {"resnet18": ResNet18, "resnet34": ResNet34, "tiny": TinyResNet}

@@ -16,18 +16,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from keras_cifar_resnet import messages
 from keras_cifar_resnet.backend_choice import BackendError, choose_backend
 from keras_cifar_resnet.compilation_cache import enable_compilation_cache
 from keras_cifar_resnet.config import positive_int
-from keras_cifar_resnet.evaluation import default_class_names, predict_logits, softmax
-from keras_cifar_resnet.model_files import ModelFileError, load_model
+from keras_cifar_resnet.reporting.evaluation import (
+    default_class_names,
+    predict_logits,
+    softmax,
+)
+from keras_cifar_resnet.reporting.model_files import ModelFileError, load_model
 
 # Files a folder argument contributes; a file named on its own is always tried.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -237,7 +241,7 @@ def format_results(results):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="keras-cifar-resnet-predict",
+        prog=messages.PROGRAMS["predict"],
         description=(
             "Classify PNG/JPEG images of any size with a saved model and print "
             "the top-k CIFAR-10 classes with their probabilities. Each image is "
@@ -300,10 +304,10 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return _run(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         # Ctrl-C: nothing is written, so nothing is lost.
-        print("stopped by SIGINT; nothing was written", file=sys.stderr)
-        return 128 + signal.SIGINT
+        print(messages.stopped_before_writing(), file=sys.stderr)
+        return messages.exit_status(interrupt)
 
 
 def _run(args):
@@ -312,12 +316,9 @@ def _run(args):
         choose_backend()
         enable_compilation_cache(choose_backend().name)
         model, _ = load_model(args.model)
-    except (ModelFileError, BackendError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2 if error.usage else 1
-    except ImportError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except (ModelFileError, BackendError, ImportError) as error:
+        print(messages.failure_line(error), file=sys.stderr)
+        return messages.exit_status(error)
     files, folder_errors = expand_inputs(args.images)
     results = folder_errors + predict_files(model, files, top=args.top_k, fit=args.fit)
     if args.json:
@@ -328,8 +329,8 @@ def _run(args):
             print(text)
     errors = [result["error"] for result in results if "error" in result]
     for message in errors:
-        print(f"error: {message}", file=sys.stderr)
-    return 1 if errors else 0
+        print(messages.failure_line(message), file=sys.stderr)
+    return messages.EXIT_FAILED if errors else messages.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 The command: flags to a `TrainConfig` (or a saved run's, with `--resume`),
 then `loop.train`. The run uses the Keras backend that
 `backend_choice` picks (KERAS_BACKEND, else keras.json, else the first
-installed) and writes its output folder (see `keras_cifar_resnet.run_folder`).
+installed) and writes its output folder (see `keras_cifar_resnet.training.run_folder`).
 Keras is imported only after the command line and the paths are checked,
 so `--help` and usage errors need no backend.
 
@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import signal
 import sys
 from pathlib import Path
 
 from keras_cifar_resnet import messages
 from keras_cifar_resnet.backend_choice import BackendError, choose_backend
-from keras_cifar_resnet.checkpoints import CheckpointError, read_checkpoint_state
 from keras_cifar_resnet.compilation_cache import enable_compilation_cache
 from keras_cifar_resnet.config import (
     RESUME_OVERRIDABLE,
@@ -34,16 +32,16 @@ from keras_cifar_resnet.config import (
     flag_name,
     saved_config,
 )
-from keras_cifar_resnet.run_folder import (
-    CHECKPOINT_NAME,
+from keras_cifar_resnet.training.checkpoints import (
+    CheckpointError,
+    read_checkpoint_state,
+)
+from keras_cifar_resnet.training.run_folder import (
     CONFIG_NAME,
     RunFolder,
     refuse_if_busy,
     unwritable_reason,
 )
-
-EXIT_USAGE = 2
-EXIT_FAILED = 1
 
 
 def _default_output_dir(config):
@@ -170,11 +168,7 @@ def config_for_arguments(args):
         raise UsageError(messages.already_holds_a_run(config.output_dir))
     if folder.holds_run():
         # Stopped before its first checkpoint: nothing there to lose.
-        print(
-            f"note: {config.output_dir} holds a run that stopped before its first "
-            "checkpoint; starting this one in its place",
-            flush=True,
-        )
+        print(messages.starting_in_place(config.output_dir), flush=True)
     return config, False
 
 
@@ -184,7 +178,7 @@ def main(argv=None):
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+        return exit_.code if isinstance(exit_.code, int) else messages.EXIT_USAGE
     try:
         config, resume = config_for_arguments(args)
         checkpoint = None
@@ -197,21 +191,15 @@ def main(argv=None):
             )
         choose_backend()
         enable_compilation_cache(choose_backend().name)
-    except UsageError as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except BackendError as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return EXIT_USAGE if err.usage else EXIT_FAILED
+    except (UsageError, BackendError) as err:
+        # Named by the command even when the backend is only missing.
+        print(messages.usage_error(parser.prog, err), file=sys.stderr)
+        return messages.exit_status(err)
     except CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_FAILED
+        print(messages.failure_line(err), file=sys.stderr)
+        return messages.exit_status(err)
     if resume and checkpoint is None:
-        print(
-            f"note: {config.output_dir} has no {CHECKPOINT_NAME} (the run "
-            "stopped before its first one): starting it from the beginning",
-            flush=True,
-        )
+        print(messages.starting_again(config.output_dir), flush=True)
         resume = False
     return _train(config, resume, checkpoint, parser.prog)
 
@@ -220,24 +208,19 @@ def _train(config, resume, checkpoint, prog):
     try:
         # Keras is imported from here on, with the backend chosen: seconds
         # in which Ctrl-C must still be one line.
-        from keras_cifar_resnet.data import DataError
-        from keras_cifar_resnet.distribute import DistributionError, LostProcessError
-        from keras_cifar_resnet.loop import train
-    except KeyboardInterrupt:
-        print("stopped by SIGINT; nothing was written yet; run the same command again")
-        return 128 + signal.SIGINT
+        from keras_cifar_resnet.data.cifar10 import DataError
+        from keras_cifar_resnet.training.distribute import DistributionError
+        from keras_cifar_resnet.training.loop import train
+    except KeyboardInterrupt as interrupt:
+        print(messages.stopped_before_starting())
+        return messages.exit_status(interrupt)
 
     try:
         return train(config, resume=resume, checkpoint=checkpoint)
-    except LostProcessError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_FAILED
-    except (UsageError, DistributionError) as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except (DataError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_FAILED
+    except (UsageError, DistributionError, DataError, CheckpointError) as err:
+        # A lost process is a DistributionError that is no usage error.
+        print(messages.failure(prog, err), file=sys.stderr)
+        return messages.exit_status(err)
 
 
 if __name__ == "__main__":

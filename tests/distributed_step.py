@@ -46,10 +46,10 @@ if BACKEND == "tensorflow" and "TF_CONFIG" not in os.environ:
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_cifar_resnet.augment import Augmentation  # noqa: E402
-from keras_cifar_resnet.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
-from keras_cifar_resnet.distribute import setup_distribution  # noqa: E402
+from keras_cifar_resnet.data.augment import Augmentation  # noqa: E402
 from keras_cifar_resnet.models import TinyResNet  # noqa: E402
+from keras_cifar_resnet.training.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
+from keras_cifar_resnet.training.distribute import setup_distribution  # noqa: E402
 
 GLOBAL_BATCH = 8
 LEARNING_RATE = 0.1

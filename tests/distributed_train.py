@@ -39,8 +39,8 @@ if os.environ["KERAS_BACKEND"] == "tensorflow" and "TF_CONFIG" not in os.environ
 import keras  # noqa: E402
 
 from keras_cifar_resnet.config import build_parser  # noqa: E402
-from keras_cifar_resnet.loop import train  # noqa: E402
 from keras_cifar_resnet.train import config_for_arguments  # noqa: E402
+from keras_cifar_resnet.training.loop import train  # noqa: E402
 
 
 class StopAfterFirstEpoch(keras.callbacks.Callback):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_cifar_resnet.augment import CUTOUT_FILL, Augmentation, random_integers
+from keras_cifar_resnet.data.augment import CUTOUT_FILL, Augmentation, random_integers
 from tests.backend_subprocess import (
     BACKENDS,
     CROSS_BACKEND_SESSION,
@@ -147,7 +147,7 @@ def test_identical_on_every_backend(tmp_path):
             f"""
             import numpy as np
             from keras import ops
-            from keras_cifar_resnet.augment import Augmentation
+            from keras_cifar_resnet.data.augment import Augmentation
             images = np.load({str(tmp_path / "images.npy")!r})
             out = Augmentation(cutout_size=16, seed=12)(images, 1234)
             np.save({str(tmp_path / backend)!r} + ".npy", ops.convert_to_numpy(out))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from keras_cifar_resnet.run_folder import LOG_COLUMNS
+from keras_cifar_resnet.training.run_folder import LOG_COLUMNS
 from tests.backend_subprocess import (
     current_backend,
     run_command_under_backend,
@@ -328,7 +328,7 @@ class _Options:
 def test_cpu_profile_leaves_out_bf16_only_without_native_bf16(
     monkeypatch, native_bf16
 ):
-    from keras_cifar_resnet import precision_support
+    from keras_cifar_resnet.training import precision_support
 
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     # Registered before running: dataclasses look their module up by name.

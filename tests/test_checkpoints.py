@@ -9,7 +9,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_cifar_resnet.checkpoints import (
+from keras_cifar_resnet.config import TrainConfig
+from keras_cifar_resnet.models import TinyResNet
+from keras_cifar_resnet.training.checkpoints import (
     FORMAT_VERSION,
     CheckpointError,
     load_checkpoint,
@@ -18,8 +20,6 @@ from keras_cifar_resnet.checkpoints import (
     run_settings,
     save_checkpoint,
 )
-from keras_cifar_resnet.config import TrainConfig
-from keras_cifar_resnet.models import TinyResNet
 
 
 def _compiled(width_multiplier=1.0):

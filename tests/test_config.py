@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from keras_cifar_resnet import distribute, models
+from keras_cifar_resnet import models
 from keras_cifar_resnet.config import (
     DISTRIBUTE,
     MODEL_NAMES,
@@ -22,6 +22,7 @@ from keras_cifar_resnet.config import (
     resolve_config,
     saved_config,
 )
+from keras_cifar_resnet.training import distribute
 
 
 def test_the_default_config_is_the_default_recipe():
@@ -34,8 +35,9 @@ def test_the_default_config_is_the_default_recipe():
 
 def test_the_former_recipe_name_is_the_paper_recipe():
     # Runs started under the former name resume: config.json says "seed".
-    assert TrainConfig(**RECIPES["paper"].to_dict() | {"recipe": "seed"}) == (
-        RECIPES["paper"]
+    assert (
+        TrainConfig(**RECIPES["paper"].to_dict() | {"recipe": "seed"})
+        == (RECIPES["paper"])
     )
     assert resolve_config(["--recipe", "seed"]) == RECIPES["paper"]
 

@@ -17,9 +17,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_cifar_resnet import data
-from keras_cifar_resnet.data import CLASS_NAMES, DataError, load_cifar10
-from keras_cifar_resnet.input_pipeline import (
+from keras_cifar_resnet.data import cifar10 as data
+from keras_cifar_resnet.data.cifar10 import CLASS_NAMES, DataError, load_cifar10
+from keras_cifar_resnet.data.input_pipeline import (
     TrainingBatches,
     split_validation,
     synthetic_cifar10,
@@ -524,7 +524,10 @@ _FIT_CHILD = """
     import numpy as np
 
     from keras_cifar_resnet import Augmentation
-    from keras_cifar_resnet.input_pipeline import TrainingBatches, synthetic_cifar10
+    from keras_cifar_resnet.data.input_pipeline import (
+        TrainingBatches,
+        synthetic_cifar10,
+    )
     from keras_cifar_resnet.models import TinyResNet
 
     (x, y), (x_test, y_test) = synthetic_cifar10(48, 16, seed=0)
@@ -614,8 +617,8 @@ def test_a_codec_other_than_latin1_is_refused(tmp_path):
 
 
 def test_a_training_set_of_one_class_warns(monkeypatch, capsys):
-    from keras_cifar_resnet import input_pipeline
     from keras_cifar_resnet.config import TrainConfig
+    from keras_cifar_resnet.data import input_pipeline
 
     assert data.single_class_warning([3, 3, 1]) is None
     images = np.zeros((40, 32, 32, 3), np.uint8)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from keras_cifar_resnet.data import DataError, load_cifar10
+from keras_cifar_resnet.data.cifar10 import DataError, load_cifar10
 
 
 def test_the_not_found_error_names_the_flag_and_the_python_argument(

@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_cifar_resnet.distribute import (
+from keras_cifar_resnet.training.distribute import (
     LOST_PROCESS_TIMEOUT_SECONDS,
     MODES,
     Distribution,

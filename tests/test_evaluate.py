@@ -12,19 +12,19 @@ import numpy as np
 import pytest
 
 from keras_cifar_resnet import evaluate
-from keras_cifar_resnet.data import CLASS_NAMES, load_cifar10
-from keras_cifar_resnet.evaluation import (
+from keras_cifar_resnet.data.cifar10 import CLASS_NAMES, load_cifar10
+from keras_cifar_resnet.models import TinyResNet
+from keras_cifar_resnet.reporting.evaluation import (
     evaluate_model,
     flip_horizontally,
     metrics_from_logits,
 )
-from keras_cifar_resnet.model_files import (
+from keras_cifar_resnet.reporting.model_files import (
     ModelFileError,
     load_model,
     resolve_model_path,
 )
-from keras_cifar_resnet.models import TinyResNet
-from keras_cifar_resnet.train_steps.common import cross_entropy
+from keras_cifar_resnet.training.steps.common import cross_entropy
 from tests.backend_subprocess import (
     BACKENDS,
     CROSS_BACKEND_SESSION,
@@ -290,8 +290,10 @@ def test_same_predictions_under_every_backend(saved_model, real_test_subset, tmp
     code = f"""
         import json
         import numpy as np
-        from keras_cifar_resnet.evaluation import flip_horizontally, predict_logits
-        from keras_cifar_resnet.model_files import load_model
+        from keras_cifar_resnet.reporting.evaluation import (
+            flip_horizontally, predict_logits
+        )
+        from keras_cifar_resnet.reporting.model_files import load_model
         images = np.load({str(images_path)!r})
         model, _ = load_model({str(path)!r})
         flipped = flip_horizontally(images)
@@ -330,7 +332,7 @@ def test_an_output_that_cannot_be_written_exits_2_before_any_work(
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
         monkeypatch.setattr(
-            "keras_cifar_resnet.run_folder.tempfile.TemporaryFile", read_only
+            "keras_cifar_resnet.training.run_folder.tempfile.TemporaryFile", read_only
         )
     assert evaluate.main([str(saved_model[0]), "--output", str(output)]) == 2
     error = capsys.readouterr().err.strip()

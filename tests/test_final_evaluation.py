@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from keras_cifar_resnet import loop
 from keras_cifar_resnet.config import (
     TrainConfig,
     build_parser,
@@ -10,6 +9,7 @@ from keras_cifar_resnet.config import (
     explicit_flags,
 )
 from keras_cifar_resnet.train import main
+from keras_cifar_resnet.training import loop
 
 
 def test_the_evaluation_batch_is_large_by_default_and_its_own_flag():

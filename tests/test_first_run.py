@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from keras_cifar_resnet import first_run
 from keras_cifar_resnet.config import resolve_config
+from keras_cifar_resnet.training import first_run
 
 
 def test_the_quick_run_flags_are_valid_training_flags():
@@ -32,4 +32,3 @@ def test_the_note_only_for_a_full_size_network_on_a_cpu(
     if noted:
         assert note.startswith(f"; no GPU found: full-size {model}")
         assert note.endswith(first_run.QUICK_RUN_FLAGS) and "\n" not in note
-

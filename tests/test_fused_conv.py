@@ -13,9 +13,13 @@ import pytest
 from keras import ops
 
 from keras_cifar_resnet import ResNet
-from keras_cifar_resnet.conv import FUSED_KERNEL_MODULES, fused_kernel, same_padding
-from keras_cifar_resnet.conv import Conv2D as FusedConv2D
 from keras_cifar_resnet.models import TinyResNet
+from keras_cifar_resnet.network.conv import (
+    FUSED_KERNEL_MODULES,
+    fused_kernel,
+    same_padding,
+)
+from keras_cifar_resnet.network.conv import Conv2D as FusedConv2D
 from tests.weight_transfer import assert_same_predictions, trained_tiny_resnet
 
 BACKEND = keras.backend.backend()

@@ -10,9 +10,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_cifar_resnet import initializers
 from keras_cifar_resnet.config import RECIPES
 from keras_cifar_resnet.models import ResNet18, TinyResNet
+from keras_cifar_resnet.network import initializers
 from tests.backend_subprocess import (
     BACKENDS,
     CROSS_BACKEND_SESSION,

@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from keras_cifar_resnet import input_checks
-from keras_cifar_resnet.input_checks import InputError
+from keras_cifar_resnet.data import input_checks
+from keras_cifar_resnet.data.input_checks import InputError
 
 
 @pytest.fixture

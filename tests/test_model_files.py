@@ -14,13 +14,13 @@ import pytest
 from PIL import Image
 
 from keras_cifar_resnet import evaluate, predict
-from keras_cifar_resnet.model_files import (
+from keras_cifar_resnet.network.resources import named_model_config, resnet_size
+from keras_cifar_resnet.reporting.model_files import (
     ALLOWED_CLASSES,
     MAX_PARAMETERS,
     ModelFileError,
     load_model,
 )
-from keras_cifar_resnet.resources import named_model_config, resnet_size
 from tests.test_evaluate import tiny_model
 
 
@@ -81,9 +81,9 @@ def _lambda_layer(picture):
 def _first_dataset(file):
     found = []
     file.visititems(
-        lambda name, item: found.append(name)
-        if isinstance(item, h5py.Dataset) and not found
-        else None
+        lambda name, item: (
+            found.append(name) if isinstance(item, h5py.Dataset) and not found else None
+        )
     )
     return found[0]
 
@@ -97,8 +97,12 @@ def test_the_package_s_own_model_loads(good_file):
 def test_a_compiled_model_loads_its_compile_settings_unread(good_file, tmp_path):
     def compiled(config):
         config["compile_config"] = {
-            "optimizer": {"module": "keras.optimizers", "class_name": "SGD",
-                          "config": {"name": "SGD"}, "registered_name": None},
+            "optimizer": {
+                "module": "keras.optimizers",
+                "class_name": "SGD",
+                "config": {"name": "SGD"},
+                "registered_name": None,
+            },
             "loss": "sparse_categorical_crossentropy",
         }
 
@@ -161,17 +165,26 @@ def test_a_class_named_as_allowed_but_from_another_module_is_refused(
 
 
 def test_the_allowlist_is_keyed_by_registered_name():
-    assert ALLOWED_CLASSES["keras_cifar_resnet>ResNet"] == "keras_cifar_resnet.models"
+    assert (
+        ALLOWED_CLASSES["keras_cifar_resnet>ResNet"]
+        == "keras_cifar_resnet.models"
+    )
     assert "Lambda" not in ALLOWED_CLASSES
 
 
 @pytest.mark.parametrize(
     "edit, message",
     [
-        ({"width_multiplier": 64.0, "stackwise_num_blocks": [2, 2, 2, 2],
-          "stackwise_num_filters": [64, 128, 256, 512],
-          "stackwise_strides": [1, 2, 2, 2], "stem_filters": 64},
-         "parameters, above the limit of"),
+        (
+            {
+                "width_multiplier": 64.0,
+                "stackwise_num_blocks": [2, 2, 2, 2],
+                "stackwise_num_filters": [64, 128, 256, 512],
+                "stackwise_strides": [1, 2, 2, 2],
+                "stem_filters": 64,
+            },
+            "parameters, above the limit of",
+        ),
         ({"input_shape": [8000, 8000, 3]}, "input of 8000x8000 pixels, above the"),
         ({"input_shape": [64, 64, 3]}, "takes 64x64x3 images; this command needs"),
         ({"input_shape": [None, None, 3]}, "input_shape \\[None, None, 3\\], not a"),

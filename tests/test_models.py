@@ -296,7 +296,25 @@ def test_building_a_model_imports_no_other_framework():
 
 
 def test_unknown_backend_is_refused_clearly():
-    from keras_cifar_resnet.train_steps import backend_train_step_class
+    from keras_cifar_resnet.training.steps import backend_train_step_class
 
     with pytest.raises(ValueError, match="Received: backend='numpy'"):
         backend_train_step_class("numpy")
+
+
+def test_the_architecture_table_is_what_the_builders_build():
+    from keras_cifar_resnet.models import ARCHITECTURES, MODELS, architecture
+
+    assert set(ARCHITECTURES) == set(MODELS)
+    for name, builder in MODELS.items():
+        config = builder().get_config()
+        for key, value in architecture(name).items():
+            expected = list(value) if isinstance(value, tuple) else value
+            assert config[key] == expected, (name, key)
+    # `ResNet()` alone is ResNet18.
+    defaults = ResNet().get_config()
+    assert all(
+        defaults[key] == (list(value) if isinstance(value, tuple) else value)
+        for key, value in architecture("resnet18").items()
+        if key != "name"
+    )

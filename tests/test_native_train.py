@@ -9,8 +9,8 @@ from pathlib import Path
 import keras
 import pytest
 
-from keras_cifar_resnet.build import learning_rate_schedule
 from keras_cifar_resnet.config import TrainConfig
+from keras_cifar_resnet.training.build import learning_rate_schedule
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_cifar_resnet import plots
+from keras_cifar_resnet.reporting import plots
 
 LOG_WITH_VALIDATION = """\
 epoch,loss,accuracy,val_loss,val_accuracy,learning_rate,seconds
@@ -60,7 +60,7 @@ def test_a_failed_drawing_leaves_the_previous_picture(tmp_path, monkeypatch):
     """Half a PNG must never replace a good one (a full disk, a crash)."""
     from matplotlib.figure import Figure
 
-    from keras_cifar_resnet.run_folder import WriteError
+    from keras_cifar_resnet.training.run_folder import WriteError
 
     log = tmp_path / "log.csv"
     log.write_text(LOG_WITH_VALIDATION)

@@ -7,8 +7,8 @@ import types
 
 import pytest
 
-from keras_cifar_resnet import precision_support
-from keras_cifar_resnet.precision_support import (
+from keras_cifar_resnet.training import precision_support
+from keras_cifar_resnet.training.precision_support import (
     cpu_flags,
     cpu_has_native,
     slow_precision_warning,

@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 from keras_cifar_resnet import predict
-from keras_cifar_resnet.data import CLASS_NAMES, load_cifar10
-from keras_cifar_resnet.evaluation import softmax
+from keras_cifar_resnet.data.cifar10 import CLASS_NAMES, load_cifar10
 from keras_cifar_resnet.predict import ImageError, expand_inputs, load_image
+from keras_cifar_resnet.reporting.evaluation import softmax
 from tests.test_evaluate import tiny_model
 
 

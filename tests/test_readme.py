@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from keras_cifar_resnet.first_run import QUICK_RUN_FLAGS
+from keras_cifar_resnet.training.first_run import QUICK_RUN_FLAGS
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

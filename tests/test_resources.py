@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from keras_cifar_resnet.config import TrainConfig
-from keras_cifar_resnet.resources import (
+from keras_cifar_resnet.network.resources import (
     ResourceError,
     available_memory_bytes,
     check_training_memory,
@@ -23,8 +23,7 @@ from keras_cifar_resnet.resources import (
 def meminfo(tmp_path):
     path = tmp_path / "meminfo"
     path.write_text(
-        "MemTotal:       16000000 kB\nMemFree:  100 kB\n"
-        "MemAvailable:   15625000 kB\n"
+        "MemTotal:       16000000 kB\nMemFree:  100 kB\nMemAvailable:   15625000 kB\n"
     )
     return path
 

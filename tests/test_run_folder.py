@@ -11,14 +11,14 @@ import sys
 
 import pytest
 
-from keras_cifar_resnet import run_folder
-from keras_cifar_resnet.model_files import (
+from keras_cifar_resnet.models import TinyResNet
+from keras_cifar_resnet.reporting.model_files import (
     ModelFileError,
     load_model,
     resolve_model_path,
 )
-from keras_cifar_resnet.models import TinyResNet
-from keras_cifar_resnet.run_folder import (
+from keras_cifar_resnet.training import run_folder
+from keras_cifar_resnet.training.run_folder import (
     BEST_NAME,
     FINAL_NAME,
     LOG_COLUMNS,
@@ -163,7 +163,7 @@ def test_a_killed_holder_leaves_no_lock(tmp_path):
             sys.executable,
             "-c",
             "import sys, time\n"
-            "from keras_cifar_resnet.run_folder import hold_run_folder\n"
+            "from keras_cifar_resnet.training.run_folder import hold_run_folder\n"
             "with hold_run_folder(sys.argv[1]):\n"
             "    print('held', flush=True); time.sleep(60)\n",
             str(folder),
@@ -184,9 +184,7 @@ def test_a_killed_holder_leaves_no_lock(tmp_path):
 
 
 @pytest.mark.parametrize("holds", ["nothing yet", "a checkpoint"])
-def test_the_train_command_refuses_a_folder_in_use_in_one_line(
-    tmp_path, capsys, holds
-):
+def test_the_train_command_refuses_a_folder_in_use_in_one_line(tmp_path, capsys, holds):
     from keras_cifar_resnet.train import main
 
     folder = tmp_path / "run"

@@ -24,9 +24,6 @@ import keras
 import numpy as np
 import pytest
 
-from keras_cifar_resnet import checkpoints, loop
-from keras_cifar_resnet.build import learning_rate_schedule
-from keras_cifar_resnet.checkpoints import read_checkpoint_state, save_checkpoint
 from keras_cifar_resnet.config import (
     RECIPES,
     TrainConfig,
@@ -36,17 +33,23 @@ from keras_cifar_resnet.config import (
     flag_fields,
     resolve_config,
 )
-from keras_cifar_resnet.evaluation import evaluate_model
-from keras_cifar_resnet.input_pipeline import prepare_data
-from keras_cifar_resnet.loop import train
+from keras_cifar_resnet.data.input_pipeline import prepare_data
 from keras_cifar_resnet.models import TinyResNet
-from keras_cifar_resnet.run_folder import (
+from keras_cifar_resnet.reporting.evaluation import evaluate_model
+from keras_cifar_resnet.train import config_for_arguments, main
+from keras_cifar_resnet.training import checkpoints, loop
+from keras_cifar_resnet.training.build import learning_rate_schedule
+from keras_cifar_resnet.training.checkpoints import (
+    read_checkpoint_state,
+    save_checkpoint,
+)
+from keras_cifar_resnet.training.loop import train
+from keras_cifar_resnet.training.run_folder import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
     LOG_COLUMNS,
     RunFolder,
 )
-from keras_cifar_resnet.train import config_for_arguments, main
 
 ROOT = Path(__file__).resolve().parents[1]
 # 128 training images in 4 batches of 32, 64 held out, 128 synthetic test images.
@@ -573,7 +576,7 @@ def _refuse_work(monkeypatch):
     def prepare_data(config):
         raise AssertionError("the data was loaded before the output was checked")
 
-    monkeypatch.setattr("keras_cifar_resnet.loop.prepare_data", prepare_data)
+    monkeypatch.setattr("keras_cifar_resnet.training.loop.prepare_data", prepare_data)
 
 
 @pytest.mark.parametrize("where", ["a file", "below a file", "read-only"])
@@ -593,7 +596,7 @@ def test_an_output_dir_that_cannot_take_files_exits_2_before_any_work(
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
         monkeypatch.setattr(
-            "keras_cifar_resnet.run_folder.tempfile.TemporaryFile", read_only
+            "keras_cifar_resnet.training.run_folder.tempfile.TemporaryFile", read_only
         )
     assert main([*TINY, "--output-dir", str(output)]) == 2
     error = capsys.readouterr().err.strip()
@@ -615,7 +618,9 @@ def test_a_full_disk_is_one_line_and_keeps_what_was_written(
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_savez(*args, **kwargs)
 
-    monkeypatch.setattr("keras_cifar_resnet.checkpoints.np.savez", savez_on_a_full_disk)
+    monkeypatch.setattr(
+        "keras_cifar_resnet.training.checkpoints.np.savez", savez_on_a_full_disk
+    )
     assert main([*TINY, "--epochs", "2", "--output-dir", str(folder)]) == 1
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1, error

@@ -189,7 +189,7 @@ def test_a_small_batch_is_overfitted():
 @pytest.mark.slow
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_steps_run(policy):
-    from keras_cifar_resnet.augment import Augmentation
+    from keras_cifar_resnet.data.augment import Augmentation
 
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)

@@ -275,6 +275,8 @@ class Run:
             rows = list(csv.DictReader(file))
         if not rows:
             return None
+        from keras_cifar_resnet.messages import resume_command
+
         record = {
             "kind": "accuracy",
             "backend": f"{stage.backend} (stopped)",
@@ -285,7 +287,8 @@ class Run:
             ),
             "train_seconds": sum(float(r["seconds"]) for r in rows),
             "wall_seconds": seconds,
-            "note": f"stopped at its limit; continue with --resume {log.parent}",
+            "note": "stopped at its limit; continue with: "
+            + resume_command(log.parent),
         }
         path = folder / f"stopped-{stage.name}.json"
         path.write_text(json.dumps(record, indent=1))

@@ -1,0 +1,1 @@
+"""CIFAR-10 and the batches a model reads: loading, splits, augmentation, checks."""

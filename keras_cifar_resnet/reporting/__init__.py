@@ -1,0 +1,1 @@
+"""Saved models read back: checked loading, evaluation and figures."""

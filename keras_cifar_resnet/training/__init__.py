@@ -1,0 +1,1 @@
+"""A training run: the loop, its callbacks, checkpoints, run folder and devices."""

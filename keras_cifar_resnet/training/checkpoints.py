@@ -1,0 +1,272 @@
+"""Atomic training checkpoints: everything needed to continue a run exactly.
+
+One `.npz` file holds the model's variables (weights and BatchNorm moving
+statistics), the optimizer's variables (step counter, momentum or Adam
+moments, loss scale), the metrics' running totals (for a checkpoint taken in
+the middle of an epoch) and a JSON record of where the run stands (epoch,
+step within the epoch, seed, best validation accuracy so far). Values are
+stored as numpy arrays keyed by position and checked against the variables'
+paths and shapes on load, so a checkpoint written under one backend loads
+under another.
+
+The file is written through `run_folder.write_atomically` (beside its final
+name, fsynced, renamed over it), so a run killed while writing leaves the
+previous checkpoint intact; the one before is kept beside it
+(`checkpoint.previous.npz`), so a file damaged later (a full disk, a copy cut
+short) still has a good predecessor. Reading a damaged file raises
+`CheckpointError` with one line saying what is wrong with it.
+
+The record also holds the settings that shape the computation
+(`run_settings`: model, width, batch size, seed, epochs, recipe...), so a
+resumed run whose `config.json` was edited since is refused in one line
+(`load_checkpoint(..., settings=...)`) instead of training on with other
+settings than the checkpoint's.
+
+The data order and the augmentation need no saved random state: the order of
+epoch `e` is a function of `(seed, e)` (`input_pipeline.TrainingBatches`) and the
+augmentation of step `s` a function of `(seed, s)`, where `s` is the
+optimizer's step counter saved here.
+
+Reading needs numpy only; Keras is imported by the functions that touch
+variables, so a command can check a checkpoint before choosing the backend.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from keras_cifar_resnet.config import RESUME_OVERRIDABLE
+from keras_cifar_resnet.training.run_folder import write_atomically
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(Exception):
+    """A checkpoint is missing, unreadable, or does not fit the model."""
+
+
+def run_settings(config):
+    """The settings of `config` that shape the computation, JSON-ready.
+
+    All of a `TrainConfig` but where the output goes and what a resume may
+    change (`config.RESUME_OVERRIDABLE`).
+    """
+    skip = {*RESUME_OVERRIDABLE, "output_dir"}
+    settings = {k: v for k, v in config.to_dict().items() if k not in skip}
+    return json.loads(json.dumps(settings))  # tuples as lists, as saved
+
+
+def check_run_settings(state, settings, path):
+    """Raises `CheckpointError` when `settings` differ from the checkpoint's.
+
+    A checkpoint written before the settings were stored has its seed
+    compared only.
+
+    Args:
+        state: dict, the checkpoint's saved state.
+        settings: dict, `run_settings` of the run about to continue.
+        path: Path, the checkpoint, for the message.
+    """
+    saved = state.get("settings")
+    if saved is None:
+        saved = {"seed": state["seed"]} if "seed" in state else {}
+    differ = [
+        f"{name} {settings[name]!r} (checkpoint: {value!r})"
+        for name, value in saved.items()
+        if name in settings and settings[name] != value
+    ]
+    if differ:
+        raise CheckpointError(
+            f"{path.parent / 'config.json'} disagrees with {path.name}: "
+            f"{', '.join(differ)}; the checkpoint records how the run was "
+            "trained: put its values back in config.json, or start a new run"
+        )
+
+
+def _signature(group, variable):
+    """What must match between saved and restored variables: path and shape.
+
+    Optimizer paths start with the optimizer's name, which Keras makes unique
+    per process (`sgd`, `sgd_1`, ...), so that first part is left out.
+    """
+    path = variable.path
+    if group == "optimizer":
+        path = path.split("/", 1)[-1]
+    return [path, list(variable.shape)]
+
+
+def _groups(model):
+    """The variables a checkpoint holds, by group, in a fixed order."""
+    return {
+        "model": list(model.variables),
+        "optimizer": list(model.optimizer.variables) if model.optimizer else [],
+        "metrics": list(model.metrics_variables),
+    }
+
+
+def previous_checkpoint_path(path):
+    """Where the checkpoint before `path` is kept: `NAME.previous.npz`."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.previous{path.suffix}")
+
+
+def save_checkpoint(path, model, state):
+    """Writes `model`'s variables and `state` to `path`, atomically.
+
+    Inside `fit`, call `model.sync_training_state()` first: under JAX the
+    variables do not hold the latest values until then.
+
+    Args:
+        path: str or Path, the checkpoint file (`.npz`); the file it replaces
+            is kept as `previous_checkpoint_path(path)`.
+        model: a compiled Keras model whose optimizer has been built.
+        state: dict, JSON-ready: where the run stands (epoch, step, seed...).
+
+    Returns:
+        Path, the written file.
+    """
+    import keras
+
+    path = Path(path)
+    arrays = {}
+    paths = {}
+    for group, variables in _groups(model).items():
+        paths[group] = [_signature(group, v) for v in variables]
+        for index, variable in enumerate(variables):
+            # The variable, not `.value`: under tf.distribute the metrics' totals
+            # are per-replica (sync-on-read) and only the variable sums them.
+            arrays[f"{group}/{index:05d}"] = keras.ops.convert_to_numpy(variable)
+    record = {"format": FORMAT_VERSION, "state": state, "variables": paths}
+    arrays["record"] = np.frombuffer(json.dumps(record).encode(), dtype=np.uint8)
+
+    def write(temporary):
+        with open(temporary, "wb") as file:
+            np.savez(file, **arrays)
+
+    write_atomically(path, write, keep_previous=previous_checkpoint_path(path))
+    return path
+
+
+def _damage(path, error):
+    """What is wrong with a checkpoint file that failed to read, in words.
+
+    Never numpy's own message: for a file it cannot parse it suggests
+    `allow_pickle=True`, which must not be done with a file this package
+    wrote (it holds plain arrays only).
+    """
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    if not zipfile.is_zipfile(path):
+        return "not a complete .npz archive (truncated or overwritten)"
+    if isinstance(error, (zipfile.BadZipFile, zlib.error, EOFError)):
+        return f"its archive is corrupt ({' '.join(str(error).split())})"
+    if isinstance(error, (UnicodeDecodeError, json.JSONDecodeError)):
+        return "its record is not valid JSON"
+    if isinstance(error, KeyError):
+        return "it has no record of the run (not written by this package)"
+    return f"a member is not a plain array ({type(error).__name__})"
+
+
+def _read(path):
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint there")
+    try:
+        with np.load(path, allow_pickle=False) as contents:
+            arrays = {name: contents[name] for name in contents.files}
+        record = json.loads(arrays.pop("record").tobytes().decode())
+        _check_arrays(record, arrays)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path} is not a readable checkpoint: {err}") from None
+    except Exception as err:  # noqa: BLE001 - any failure is the file's damage
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint: {_damage(path, err)}"
+        ) from None
+    if record.get("format") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {record.get('format')!r}, expected "
+            f"{FORMAT_VERSION}"
+        )
+    return record, arrays
+
+
+def _check_arrays(record, arrays):
+    """Every variable the record lists is there, with its shape, as finite numbers."""
+    if record.get("format") != FORMAT_VERSION:
+        return  # reported by the caller, with the versions
+    for group, signatures in record["variables"].items():
+        for index, (variable, shape) in enumerate(signatures):
+            array = arrays.get(f"{group}/{index:05d}")
+            if array is None or list(array.shape) != shape:
+                raise CheckpointError(f"{group} value #{index} is missing or cut")
+            # "V": bfloat16 values, which numpy stores as raw 2-byte records.
+            if array.dtype.kind not in "biufV":
+                raise CheckpointError(
+                    f"{group} value #{index} ({variable}) is {array.dtype}, not numbers"
+                )
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                raise CheckpointError(
+                    f"{group} value #{index} ({variable}) holds NaN or infinite values"
+                )
+
+
+def read_checkpoint_state(path):
+    """The `state` dict saved in the checkpoint at `path`, without loading values.
+
+    Raises:
+        CheckpointError: missing or unreadable file.
+    """
+    return _read(path)[0]["state"]
+
+
+def load_checkpoint(path, model, settings=None):
+    """Restores `model`'s, its optimizer's and its metrics' variables from `path`.
+
+    Builds the optimizer first if needed. Every variable's path and shape
+    must match the saved ones (same architecture, optimizer and precision
+    policy), else nothing is assigned.
+
+    Args:
+        path: str or Path, a file written by `save_checkpoint`.
+        model: the compiled model, built as when the checkpoint was written.
+        settings: dict or None, `run_settings` of the run continuing; when
+            given, they must match the checkpoint's. Defaults to None.
+
+    Returns:
+        dict, the `state` saved with the checkpoint.
+
+    Raises:
+        CheckpointError: missing or unreadable file, settings or variables
+            that do not match the run's.
+    """
+    record, arrays = _read(path)
+    if settings is not None:
+        check_run_settings(record["state"], settings, Path(path))
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    groups = _groups(model)
+    for group, variables in groups.items():
+        saved = record["variables"].get(group, [])
+        current = [_signature(group, v) for v in variables]
+        if saved != current:
+            mismatch = next(
+                (
+                    f"#{i}: saved {s}, model has {c}"
+                    for i, (s, c) in enumerate(zip(saved, current, strict=False))
+                    if s != c
+                ),
+                f"saved {len(saved)} variables, model has {len(current)}",
+            )
+            raise CheckpointError(
+                f"{path}: the {group} variables do not match this run's ({mismatch});"
+                " the checkpoint is from a different model, optimizer or precision"
+            )
+    for group, variables in groups.items():
+        for index, variable in enumerate(variables):
+            variable.assign(arrays[f"{group}/{index:05d}"])
+    return record["state"]

@@ -1,0 +1,384 @@
+"""The training loop: one run in one folder, started or resumed, trained, evaluated.
+
+`train(config)` reads top to bottom: the distribution, the data, the model,
+the checkpoint to continue from (or a new folder), `fit` with one-job
+callbacks (`keras_cifar_resnet.training.callbacks`), then the test-set evaluation of
+the model the run keeps. The run writes its files through
+`run_folder.RunFolder`; SIGINT and SIGTERM stop it after the current step
+with a checkpoint (`keras_cifar_resnet.training.signals`); a non-finite loss stops it
+without one. What it tells the user comes from `keras_cifar_resnet.messages`.
+
+Exit status: 0 done; 1 failed (non-finite loss, a failed write); 128 + signal
+number when stopped by SIGINT (130) or SIGTERM (143).
+
+Example:
+
+>>> config = resolve_config(["--model", "tiny", "--synthetic", "--epochs", "1",
+...                          "--output-dir", "runs/smoke"])
+>>> train(config)
+0
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import sys
+
+import keras
+
+from keras_cifar_resnet import messages
+from keras_cifar_resnet.backend_choice import choose_backend
+from keras_cifar_resnet.data.cifar10 import data_source
+from keras_cifar_resnet.data.input_pipeline import (
+    SkipBatches,
+    TrainingBatches,
+    prepare_data,
+)
+from keras_cifar_resnet.network.resources import check_training_memory
+from keras_cifar_resnet.reporting.evaluation import evaluate_model, progress_verbosity
+from keras_cifar_resnet.training.build import build_model, compile_model
+from keras_cifar_resnet.training.callbacks import (
+    BestModel,
+    CheckpointOnSignal,
+    EpochCheckpoint,
+    EpochLine,
+    RunPosition,
+    StepProgress,
+    StopOnNonFiniteLoss,
+    Validation,
+)
+from keras_cifar_resnet.training.checkpoints import load_checkpoint, run_settings
+from keras_cifar_resnet.training.distribute import LostProcessError, setup_distribution
+from keras_cifar_resnet.training.precision_support import warn_if_slow
+from keras_cifar_resnet.training.run_folder import (
+    BEST_NAME,
+    CURVES_NAME,
+    DAMAGED_CHECKPOINT_NAME,
+    FINAL_NAME,
+    RunFolder,
+    WriteError,
+    device_description,
+    environment,
+    hold_run_folder,
+    now,
+)
+from keras_cifar_resnet.training.run_state import (
+    Checkpoints,
+    ModelExport,
+    Position,
+    TrainingClock,
+)
+from keras_cifar_resnet.training.signals import RunStopped, StopSignals
+
+
+def train(config, *, resume=False, callbacks=(), checkpoint=None):
+    """Runs (or resumes) training as configured; returns the exit status.
+
+    Sets the global dtype policy for the run and restores it afterwards, and
+    seeds Python's `random` (Keras draws initializer seeds from it).
+
+    Args:
+        config: a `TrainConfig` with `output_dir` set.
+        resume: bool, continue the run in `config.output_dir`. Defaults to
+            False.
+        callbacks: extra Keras callbacks, called before the run's own ones
+            (for tests). Defaults to none.
+        checkpoint: Path or None, the checkpoint to resume from. Defaults
+            to None (the run folder's `checkpoint.npz`).
+
+    Raises:
+        DataError, CheckpointError, UsageError, DistributionError: the
+            training command reports them in one line.
+    """
+    # First: JAX's multi-host start and torch's process group must precede
+    # any tensor.
+    distribution = setup_distribution(config.distribute)
+    if distribution.is_chief:
+        warn_if_slow(config.mixed_precision, keras.backend.backend())
+    folder = RunFolder(config.output_dir)
+    policy = "float32" if config.mixed_precision == "off" else config.mixed_precision
+    try:
+        # One run per folder: a second process is refused before any work.
+        with (
+            hold_run_folder(config.output_dir, distribution.is_chief),
+            dtype_policy(policy),
+            StopSignals() as signals,
+        ):
+            check_training_memory(config, device_description()["tensor_device"])
+            try:
+                return _train_and_evaluate(
+                    config, distribution, folder, signals, resume, checkpoint, callbacks
+                )
+            except RunStopped as stop:
+                if distribution.is_chief:
+                    line = messages.stopped_at_once(stop.signum, folder, config.epochs)
+                    print(line, flush=True)
+                return messages.signal_exit_status(stop.signum)
+            except WriteError as error:
+                print(
+                    messages.write_error(error, folder, config.epochs), file=sys.stderr
+                )
+                return messages.EXIT_FAILED
+    except Exception as error:
+        lost = distribution.lost_process(error)
+        if lost is None:
+            raise
+        raise LostProcessError(
+            messages.lost_process(lost, config.output_dir)
+        ) from error
+    finally:
+        distribution.close()
+
+
+def _train_and_evaluate(
+    config, distribution, folder, signals, resume, checkpoint, extra_callbacks
+):
+    """The run itself, top to bottom; returns the exit status."""
+    # The data: arrays, and batches that are a pure function of seed,
+    # epoch and index (so a resume continues the same order).
+    data = prepare_data(config)
+    batches = TrainingBatches(
+        data.train_images, data.train_labels, config.batch_size, seed=config.seed
+    )
+    steps_per_epoch = batches.steps_per_epoch
+    distribution.check_batch_size(config.batch_size, len(data.val_images))
+
+    # The model, seeded, compiled, its optimizer built.
+    model = _build_model(config, distribution, steps_per_epoch)
+
+    # Restore the checkpoint's weights and position, or start a new folder.
+    if resume:
+        position, epoch_metrics = _restore(
+            config, model, folder, checkpoint or folder.checkpoint_path, distribution
+        )
+    else:
+        position, epoch_metrics = Position(), None
+        if distribution.is_chief:
+            folder.start(
+                {"config": config.to_dict(), "started": now()}
+                | _record(config, distribution)
+            )
+    # torch: from now on the forward pass runs through DDP.
+    distribution.prepare_model(model)
+
+    # Fit: the rest of an interrupted epoch, then the remaining epochs.
+    clock = TrainingClock(position.train_seconds)
+    checkpoints = Checkpoints(
+        folder.checkpoint_path, model, config, steps_per_epoch, distribution, signals
+    )
+    export = ModelExport(folder, model, distribution, signals)
+    shown = [
+        StepProgress(),
+        *([EpochLine(config.epochs)] if distribution.is_chief else []),
+    ]
+    # The start line promises that a signal from here on stops the run with
+    # a checkpoint.
+    signals.in_epochs = True
+    try:
+        if distribution.is_chief and config.distribute != "none":
+            print(messages.data_parallel(distribution.describe()), flush=True)
+        print(
+            messages.start_line(
+                config,
+                parameters=model.count_params(),
+                backend=choose_backend().describe(),
+                data=data,
+                steps_per_epoch=steps_per_epoch,
+            ),
+            flush=True,
+        )
+        fits = []  # (first epoch, epochs to end at, steps skipped in the first)
+        start = position.epoch
+        if position.step and start < config.epochs:
+            print(
+                messages.resuming_epoch(start, position.step, steps_per_epoch),
+                flush=True,
+            )
+            fits.append((start, start + 1, position.step))
+            start += 1
+        if start < config.epochs:
+            fits.append((start, config.epochs, 0))
+        for first_epoch, end_epoch, skipped in fits:
+            run_position = RunPosition(position, steps_per_epoch, clock, epoch_metrics)
+            nan_stop = StopOnNonFiniteLoss(run_position)
+            signal_stop = CheckpointOnSignal(signals, checkpoints, run_position)
+            callbacks = [
+                *extra_callbacks,
+                # Before the position: an epoch's best is judged on its figures.
+                Validation(data, config.batch_size, run_position),
+                run_position,
+                nan_stop,
+                BestModel(run_position, export),
+                EpochCheckpoint(
+                    run_position, folder, checkpoints, signals, distribution.is_chief
+                ),
+                # After the epoch's records: a signal during them stops here.
+                signal_stop,
+                *shown,
+            ]
+            batches.start_epoch = first_epoch
+            epoch_batches = SkipBatches(batches, skipped) if skipped else batches
+            with clock.running():
+                model.fit(
+                    # Each process feeds its part of every global batch.
+                    distribution.shard_batches(epoch_batches),
+                    epochs=end_epoch,
+                    initial_epoch=first_epoch,
+                    steps_per_epoch=steps_per_epoch - skipped,
+                    shuffle=False,
+                    callbacks=callbacks,
+                    verbose=1 if distribution.is_chief else 0,
+                )
+            position = run_position.position
+            if nan_stop.failure:
+                print(
+                    messages.non_finite_loss(
+                        nan_stop.failure, config, folder.checkpoint_path
+                    ),
+                    file=sys.stderr,
+                )
+                return messages.EXIT_FAILED
+            if signal_stop.stopped_at:
+                if distribution.is_chief:
+                    epoch, step = signal_stop.stopped_at
+                    print(
+                        messages.stopped(signals.signum, epoch, step, folder),
+                        flush=True,
+                    )
+                return messages.signal_exit_status(signals.signum)
+    finally:
+        signals.in_epochs = False
+
+    # The final evaluation, on the test set, of the model the run keeps.
+    if config.validation_size == 0:
+        export.save(FINAL_NAME)
+    if not distribution.is_chief:
+        return 0
+    return _evaluate_and_summarise(
+        config, data, folder, position, distribution, signals
+    )
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Keras's global dtype policy set to `name` inside the block."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _build_model(config, distribution, steps_per_epoch):
+    """The recipe's compiled model, seeded, with its optimizer built."""
+    # Keras's initializers draw their seeds from Python's `random`.
+    random.seed(config.seed)
+    # Under tf.distribute the variables (the optimizer's too) must be
+    # created in the strategy's scope to be mirrored on every replica.
+    with distribution.scope():
+        model = build_model(config)
+        compile_model(model, config, steps_per_epoch)
+        model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def _record(config, distribution):
+    """What `config.json` says of the environment, the engine and the data."""
+    # Where the data came from, also when no --data-dir was given.
+    data = (
+        {"path": None, "given_as": "synthetic"}
+        if config.synthetic
+        else data_source(config.data_dir)
+    )
+    return environment() | {"distribution": distribution.to_dict(), "data": data}
+
+
+def _restore(config, model, folder, checkpoint, distribution):
+    """Loads `checkpoint` into `model`; (its `Position`, the epoch's metrics).
+
+    The metrics are the interrupted epoch's running totals (None at an
+    epoch's end). The log is cut back to the checkpoint's epoch.
+    """
+    position = Position.from_checkpoint(
+        load_checkpoint(checkpoint, model, settings=run_settings(config))
+    )
+    if checkpoint != folder.checkpoint_path and distribution.is_chief:
+        # Else the next save would keep the damaged file as the previous one
+        # and drop the good one.
+        damaged = folder.path / DAMAGED_CHECKPOINT_NAME
+        if folder.checkpoint_path.exists():
+            folder.checkpoint_path.replace(damaged)
+        else:
+            damaged = None
+        print(messages.continuing_from(checkpoint, damaged), flush=True)
+    metrics = None
+    if position.step:
+        metrics = [keras.ops.convert_to_numpy(v) for v in model.metrics_variables]
+    if distribution.is_chief:
+        folder.truncate_log(position.epoch)
+        folder.record_resume(
+            {"time": now(), "epoch": position.epoch, "step": position.step}
+            | _record(config, distribution)
+        )
+    return position, metrics
+
+
+def _evaluate_and_summarise(config, data, folder, position, distribution, signals):
+    """The kept model's test figures, `summary.json` and the curves; status 0."""
+    model_file = FINAL_NAME if config.validation_size == 0 else BEST_NAME
+    model_path = folder.path / model_file
+    print(messages.evaluating_test_set(model_path, len(data.test_images)), flush=True)
+    # The chief alone, on its own devices: the others have finished. In
+    # float32 whatever the training precision, so the figure is the one the
+    # evaluate command gives for the same file.
+    with distribution.local_scope(), dtype_policy("float32"):
+        report = evaluate_model(
+            keras.saving.load_model(model_path),
+            data.test_images,
+            data.test_labels,
+            batch_size=config.eval_batch_size,
+            verbose=progress_verbosity(),
+        )
+    with signals.saving():
+        folder.write_summary(
+            {
+                "model_file": model_file,
+                "selected_epoch": position.best_epoch or config.epochs,
+                "validation_accuracy": position.best_val_accuracy,
+                "epochs": config.epochs,
+                "train_images": len(data.train_images),
+                "synthetic": config.synthetic,
+                "train_seconds": round(position.train_seconds, 1),
+                "backend": keras.backend.backend(),
+                "test": report,
+            }
+        )
+    _draw_curves(folder)
+    print(
+        messages.test_result(
+            report,
+            model_file,
+            position.best_epoch,
+            position.best_val_accuracy,
+            folder.path,
+        ),
+        flush=True,
+    )
+    return 0
+
+
+def _draw_curves(folder):
+    from keras_cifar_resnet.reporting.plots import (
+        PlotsUnavailableError,
+        plot_training_curves,
+    )
+
+    try:
+        plot_training_curves(folder.log_path, folder.curves_path)
+    except PlotsUnavailableError as err:
+        print(messages.curves_not_drawn(CURVES_NAME, err))
+    except OSError as err:  # a full disk: the results are written already
+        reason = err.strerror or err
+        print(messages.curves_not_drawn(CURVES_NAME, f"cannot write it ({reason})"))

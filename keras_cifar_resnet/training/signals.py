@@ -1,0 +1,89 @@
+"""SIGINT and SIGTERM during a training run: stop after the step, or at once.
+
+Keras-free, like the command line, so that it can be installed before any
+framework is imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+
+from keras_cifar_resnet import messages
+
+
+class RunStopped(BaseException):
+    """A signal that stops the run at once: outside the epochs, or a second one.
+
+    A BaseException, like KeyboardInterrupt, so that no `except Exception`
+    on the way (in Keras or a framework) swallows it.
+    """
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class StopSignals:
+    """SIGINT and SIGTERM for the whole run, from setup to the last file.
+
+    In the epochs (`in_epochs`), the first signal sets `signum`, which the
+    `CheckpointOnSignal` callback checks after each step: the run stops there
+    with a checkpoint. Outside the epochs (setup, the final test evaluation),
+    and for a second signal, the run stops at once (`RunStopped`), except
+    while a file is being written (`saving()`): the signal is held until the
+    write is done, so the checkpoint a first signal asked for is always
+    completed. A third signal during a write stops at once; the atomic write
+    leaves the old file then.
+
+    Example:
+
+    >>> with StopSignals() as signals:
+    ...     signals.in_epochs = True
+    ...     with signals.saving():
+    ...         write_checkpoint()
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum = None
+        self.in_epochs = False
+        self._saving = 0
+        self._held = None
+        self._previous = {}
+
+    def __enter__(self):
+        # Signal handlers can only be installed from the main thread.
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, frame):
+        if self._saving and self._held is None:
+            self._held = signum
+            print(messages.stopping_after_save(signum), flush=True)
+            return
+        if self.in_epochs and self.signum is None:
+            self.signum = signum
+            print(messages.stopping_after_step(signum), flush=True)
+            return
+        raise RunStopped(signum)
+
+    @contextlib.contextmanager
+    def saving(self):
+        """Holds signals until the block's writes are done, then acts on them."""
+        self._saving += 1
+        try:
+            yield
+        finally:
+            self._saving -= 1
+        if not self._saving and self._held is not None:
+            signum, self._held = self._held, None
+            raise RunStopped(signum)
