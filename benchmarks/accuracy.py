@@ -25,7 +25,7 @@ Profiles:
            cosine schedule is fitted to it).
     tiny   CI only: the test model on 64 random images, one epoch.
 
-    python benchmarks/accuracy.py --profile quick --output-dir benchmark-results
+    python -m benchmarks.accuracy --profile quick --output-dir benchmark-results
 """
 
 from __future__ import annotations
@@ -140,8 +140,8 @@ def accuracy_record(run_dir, *, backend, model, profile, device, wall_seconds, n
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python benchmarks/accuracy.py",
-        usage="python benchmarks/accuracy.py [options] [-- TRAIN_FLAGS...]",
+        prog="python -m benchmarks.accuracy",
+        usage="python -m benchmarks.accuracy [options] [-- TRAIN_FLAGS...]",
         description="Train with the default recipe on the current backend "
         "(KERAS_BACKEND), or in plain PyTorch with --native, and record test "
         "accuracy and time to 94%%/95%%. TRAIN_FLAGS after `--` go to the "
@@ -234,7 +234,7 @@ def main(argv=None):
         return _fail("--epochs is for the gpu profile only")
     model = "tiny" if args.profile == "tiny" else args.model
     if args.native:
-        trainer = [str(Path(__file__).resolve().with_name("native_train.py"))]
+        trainer = ["-m", "benchmarks.native_train"]
         precision = []
     else:
         trainer = ["-m", "keras_cifar_resnet.train", "--recipe", "default"]
@@ -269,8 +269,7 @@ def main(argv=None):
         # harness imports Keras; under --native the torch backend avoids
         # importing TensorFlow just to name the device.
         os.environ.setdefault("KERAS_BACKEND", "torch")
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from harness import device_name
+        from benchmarks.harness import device_name
 
         device = device_name("torch" if args.native else backend)
     record = accuracy_record(

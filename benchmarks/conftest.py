@@ -191,8 +191,7 @@ def settings_from(config):
             values[key] = config.getoption(option)
     if config.getoption("--batch-sizes") is not None:
         values["batch_sizes"] = tuple(int(b) for b in config.getoption("--batch-sizes"))
-    from harness import gpu_present
-
+    from benchmarks.harness import gpu_present
     from keras_cifar_resnet.precision_support import cpu_has_native
 
     native = config.getoption("--native") or ()
@@ -319,7 +318,7 @@ def pytest_terminal_summary(terminalreporter, config):
     session = getattr(config, "_benchmarksession", None)
     if session is None or not session.benchmarks:
         return
-    from report import format_rows, rows_from_benchmarks
+    from benchmarks.report import format_rows, rows_from_benchmarks
 
     rows = rows_from_benchmarks(
         [b.as_dict(include_data=False) for b in session.benchmarks]

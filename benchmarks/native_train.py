@@ -21,7 +21,7 @@ figures: `config.json`, `log.csv` (same columns), `best.pt` or `final.pt`
 `--validation-size 0`) and `summary.json` (same keys; test accuracy with and
 without flip TTA through `keras_cifar_resnet.evaluation.metrics_from_logits`).
 
-    python benchmarks/native_train.py --width-multiplier 0.25 --epochs 10 \\
+    python -m benchmarks.native_train --width-multiplier 0.25 --epochs 10 \\
         --batch-size 256 --output-dir runs/native
 """
 
@@ -44,16 +44,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from torch_reference import (  # noqa: E402
+from benchmarks.torch_reference import (  # noqa: E402
     TorchResNet,
     augment,
     keras_initialization,
     load_keras_weights,
     make_optimizer,
 )
-
 from keras_cifar_resnet.config import INITIALIZERS, RECIPES  # noqa: E402
 from keras_cifar_resnet.data import load_cifar10  # noqa: E402
 from keras_cifar_resnet.evaluation import metrics_from_logits  # noqa: E402
@@ -89,7 +86,7 @@ def learning_rate_factor(step, total_steps, warmup):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python benchmarks/native_train.py",
+        prog="python -m benchmarks.native_train",
         description=(
             "Train the package's ResNet with the default recipe in plain "
             "PyTorch (no Keras), on the same data split and batch order as "

@@ -18,8 +18,10 @@ import os
 import time
 
 import keras
-from conftest import NATIVE_VARIANTS, keras_layers_suffix
-from harness import (
+
+from benchmarks import torch_reference
+from benchmarks.conftest import NATIVE_VARIANTS, keras_layers_suffix
+from benchmarks.harness import (
     CPUUse,
     KerasTrainStep,
     PeakMemory,
@@ -32,7 +34,6 @@ from harness import (
     threading_settings,
     versions,
 )
-
 from keras_cifar_resnet.precision_support import cpu_has_native
 
 
@@ -123,8 +124,6 @@ def test_keras(benchmark, bench_settings, keras_case):
 
 def test_native_torch(benchmark, bench_settings, native_case):
     """The same network and step in plain PyTorch, the anchor of the ratios."""
-    import torch_reference
-
     variant, model, batch_size, function = native_case
     memory_format, precision, compiled = NATIVE_VARIANTS[variant]
     benchmark.group = f"{function}-{model}-b{batch_size}-{precision}"

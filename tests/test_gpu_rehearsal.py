@@ -9,7 +9,6 @@ throughput stage only, in the torch test session.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -18,22 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.gpu import stages
 from tests.backend_subprocess import current_backend
 
 REPO = Path(__file__).resolve().parent.parent
 GPU = REPO / "benchmarks" / "gpu"
-
-
-def _load_stages():
-    # Registered before running: dataclasses look their module up by name.
-    spec = importlib.util.spec_from_file_location("gpu_stages", GPU / "stages.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-stages = _load_stages()
 
 
 def test_throughput_comes_first_then_accuracy():

@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import keras
 import pytest
 
 from keras_cifar_resnet.build import learning_rate_schedule
 from keras_cifar_resnet.config import TrainConfig
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-
 pytest.importorskip("torch", reason="the native trainer needs PyTorch")
 
 
 def _native_train():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "native_train", BENCHMARKS / "native_train.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return module
+    from benchmarks import native_train
+
+    return native_train
 
 
 @pytest.mark.parametrize(
