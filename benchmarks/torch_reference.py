@@ -31,16 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from keras_cifar_resnet.models import STAGES, STEM_FILTERS
+
 BATCH_NORM_EPSILON = 1e-3
 
-STAGES = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3), "tiny": (1, 1)}
-FILTERS = {
-    "resnet18": (64, 128, 256, 512),
-    "resnet34": (64, 128, 256, 512),
-    "tiny": (8, 16),
-}
-STRIDES = {"resnet18": (1, 2, 2, 2), "resnet34": (1, 2, 2, 2), "tiny": (1, 2)}
-STEM_FILTERS = {"resnet18": 64, "resnet34": 64, "tiny": 8}
+
 
 
 def same_padding(size, kernel, stride):
@@ -119,9 +114,7 @@ class TorchResNet(nn.Module):
         self.stem_conv = nn.Conv2d(3, stem, 3)  # valid padding
         self.stem_bn = batch_norm(stem, batch_norm_momentum)
         blocks, channels = [], stem
-        for num_blocks, filters, stride in zip(
-            STAGES[model_name], FILTERS[model_name], STRIDES[model_name], strict=True
-        ):
+        for num_blocks, filters, stride in STAGES[model_name]:
             for index in range(num_blocks):
                 blocks.append(
                     BasicBlock(

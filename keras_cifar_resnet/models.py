@@ -24,6 +24,25 @@ from keras_cifar_resnet.initializers import (
 from keras_cifar_resnet.train_steps import backend_train_step_class
 
 BLOCK_TYPES = ("basic_block",)
+# Each network by name: its stem's filters and (blocks, filters, stride) per
+# stage. The native PyTorch twin (benchmarks/torch_reference.py) builds from it.
+STEM_FILTERS = {"resnet18": 64, "resnet34": 64, "tiny": 8}
+STAGES = {
+    "resnet18": ((2, 64, 1), (2, 128, 2), (2, 256, 2), (2, 512, 2)),
+    "resnet34": ((3, 64, 1), (4, 128, 2), (6, 256, 2), (3, 512, 2)),
+    "tiny": ((1, 8, 1), (1, 16, 2)),
+}
+
+
+def architecture(name):
+    """`ResNet`'s architecture arguments of the network `name` in `STAGES`."""
+    blocks, filters, strides = zip(*STAGES[name], strict=True)
+    return dict(
+        stackwise_num_blocks=blocks,
+        stackwise_num_filters=filters,
+        stackwise_strides=strides,
+        stem_filters=STEM_FILTERS[name],
+    )
 
 
 def _validate(name, value, ok, expected):
@@ -315,10 +334,10 @@ class ResNet(backend_train_step_class(), keras.Model):
         return cls(**config)
 
 
-def _variant(name, stackwise_num_blocks, doc):
+def _variant(name, doc):
     def build(**kwargs):
         kwargs.setdefault("name", name)
-        return ResNet(stackwise_num_blocks=stackwise_num_blocks, **kwargs)
+        return ResNet(**(architecture(name) | kwargs))
 
     build.__name__ = build.__qualname__ = name.replace("resnet", "ResNet")
     build.__doc__ = doc
@@ -327,26 +346,17 @@ def _variant(name, stackwise_num_blocks, doc):
 
 ResNet18 = _variant(
     "resnet18",
-    (2, 2, 2, 2),
     "ResNet18: `ResNet` with blocks (2, 2, 2, 2); 11,184,778 parameters at 10 "
     "classes. Takes `ResNet`'s keyword arguments.",
 )
 ResNet34 = _variant(
     "resnet34",
-    (3, 4, 6, 3),
     "ResNet34: `ResNet` with blocks (3, 4, 6, 3); 21,304,074 parameters at 10 "
     "classes. Takes `ResNet`'s keyword arguments.",
 )
 
 # For tests only: the same code path at a size that trains in milliseconds.
-TinyResNet = functools.partial(
-    ResNet,
-    stackwise_num_blocks=(1, 1),
-    stackwise_num_filters=(8, 16),
-    stackwise_strides=(1, 2),
-    stem_filters=8,
-    name="tiny_resnet",
-)
+TinyResNet = functools.partial(ResNet, **architecture("tiny"), name="tiny_resnet")
 
 # Every network `TrainConfig.model` names (`config.MODEL_NAMES`, tested equal).
 MODELS = {"resnet18": ResNet18, "resnet34": ResNet34, "tiny": TinyResNet}
