@@ -39,6 +39,8 @@ import sys
 import time
 from pathlib import Path
 
+from keras_cifar_resnet.first_run import QUICK_RUN_FLAGS
+
 THRESHOLDS = (0.94, 0.95)
 ACCURACY_PROFILES = {
     "full": [],
@@ -53,16 +55,8 @@ ACCURACY_PROFILES = {
         "--batch-size",
         "128",
     ],
-    "cpu": [
-        "--width-multiplier",
-        "0.125",
-        "--epochs",
-        "6",
-        "--batch-size",
-        "256",
-        "--warmup-epochs",
-        "0.3",
-    ],
+    # The README's first run, as the training command suggests it.
+    "cpu": QUICK_RUN_FLAGS.split(),
     "gpu": [],
     # CI only: the test model on 64 random images, to keep this file working.
     "tiny": [

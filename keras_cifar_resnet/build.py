@@ -16,6 +16,7 @@ from __future__ import annotations
 import keras
 
 from keras_cifar_resnet.augment import Augmentation
+from keras_cifar_resnet.config import warmup_steps
 from keras_cifar_resnet.models import MODELS
 
 
@@ -44,15 +45,15 @@ def learning_rate_schedule(config, steps_per_epoch):
     if config.schedule == "constant":
         return config.learning_rate
     total_steps = config.epochs * steps_per_epoch
-    warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps // 2)
-    if not warmup_steps:
+    warmup = warmup_steps(config, steps_per_epoch)
+    if not warmup:
         return keras.optimizers.schedules.CosineDecay(config.learning_rate, total_steps)
     # Keras's warm-up is initial + (target - initial) * s / w.
     return keras.optimizers.schedules.CosineDecay(
-        config.learning_rate / (warmup_steps + 1),
-        total_steps - warmup_steps,
+        config.learning_rate / (warmup + 1),
+        total_steps - warmup,
         warmup_target=config.learning_rate,
-        warmup_steps=warmup_steps,
+        warmup_steps=warmup,
     )
 
 

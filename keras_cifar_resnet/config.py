@@ -410,24 +410,15 @@ class _Parser(argparse.ArgumentParser):
 _TYPES = {"int": int, "float": float, "str": str, "int | None": int, "str | None": str}
 
 
-def build_parser(prog="keras-cifar-resnet-train"):
-    """The command-line parser, one flag per `TrainConfig` field, plus `--resume`.
+def add_flags(parser, names=None):
+    """Adds the flags of the `TrainConfig` fields `names` (default: all).
 
-    Every flag defaults to None, so that `resolve_config` can tell the flags
-    given on the command line (which override the recipe) from the rest.
+    Every flag defaults to None, so that `explicit_flags` can tell the flags
+    given on the command line from the rest.
     """
-    parser = _Parser(
-        prog=prog,
-        description=(
-            "Train a ResNet on CIFAR-10 with a Keras backend: KERAS_BACKEND "
-            "(jax, tensorflow or torch) if set, else the one keras.json names "
-            "if installed, else the first installed of tensorflow, jax, torch; "
-            "the start line says which. The run writes "
-            "its config, a per-epoch CSV log, a checkpoint per epoch, the best "
-            "model, a test-set summary and a plot of the curves to --output-dir."
-        ),
-    )
     for field in flag_fields():
+        if names is not None and field.name not in names:
+            continue
         flag = flag_name(field.name)
         if field.type == "bool":
             parser.add_argument(
@@ -448,6 +439,32 @@ def build_parser(prog="keras-cifar-resnet-train"):
             metavar=field.metadata["metavar"],
             help=_help(field),
         )
+
+
+def warmup_steps(config, steps_per_epoch):
+    """The warm-up's length in steps: `warmup_epochs`, capped at half the run."""
+    total_steps = config.epochs * steps_per_epoch
+    return min(round(config.warmup_epochs * steps_per_epoch), total_steps // 2)
+
+
+def build_parser(prog="keras-cifar-resnet-train"):
+    """The command-line parser, one flag per `TrainConfig` field, plus `--resume`.
+
+    Every flag defaults to None, so that `resolve_config` can tell the flags
+    given on the command line (which override the recipe) from the rest.
+    """
+    parser = _Parser(
+        prog=prog,
+        description=(
+            "Train a ResNet on CIFAR-10 with a Keras backend: KERAS_BACKEND "
+            "(jax, tensorflow or torch) if set, else the one keras.json names "
+            "if installed, else the first installed of tensorflow, jax, torch; "
+            "the start line says which. The run writes "
+            "its config, a per-epoch CSV log, a checkpoint per epoch, the best "
+            "model, a test-set summary and a plot of the curves to --output-dir."
+        ),
+    )
+    add_flags(parser)
     parser.add_argument(
         "--resume",
         metavar="DIR",
