@@ -197,7 +197,7 @@ def settings_from(config):
     native = config.getoption("--native") or ()
     skipped = ""
     if native == ("auto",):
-        native = GPU_NATIVE_VARIANTS if gpu_present() else CPU_NATIVE_VARIANTS
+        native = GPU_NATIVE_VARIANTS if gpu_present("torch") else CPU_NATIVE_VARIANTS
     bf16_skip = bf16_skip_reason(gpu_present(), cpu_has_native("mixed_bfloat16"))
     if bf16_skip:
         if config.getoption("--precisions") is None and "mixed" in values["precisions"]:

@@ -25,11 +25,9 @@ GPU, so the clock never stops while the device is still working.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import platform
 import resource
-import subprocess
 import time
 
 import keras
@@ -38,6 +36,7 @@ import numpy as np
 from keras_cifar_resnet import build
 from keras_cifar_resnet.config import TrainConfig
 from keras_cifar_resnet.models import MODELS
+from keras_cifar_resnet.precision_support import accelerator_present
 
 # The network costs about 3.1 GFLOP per training image at 32x32 (forward and
 # backward); kept here to turn images/s into an achieved rate.
@@ -142,7 +141,7 @@ class PeakMemory:
         self.kind = None
 
     def reset(self):
-        if self.backend == "torch" and _torch_cuda():
+        if self.backend == "torch" and gpu_present("torch"):
             import torch
 
             torch.cuda.reset_peak_memory_stats()
@@ -175,12 +174,6 @@ class PeakMemory:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _torch_cuda():
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def _jax_gpu():
     import jax
 
@@ -199,7 +192,7 @@ def synchronize(backend, outputs):
         import jax
 
         jax.block_until_ready(outputs)
-    elif backend == "torch" and _torch_cuda():
+    elif backend == "torch" and gpu_present("torch"):
         import torch
 
         torch.cuda.synchronize()
@@ -369,11 +362,10 @@ def threading_settings(backend):
 
 def device_name(backend):
     """The accelerator's name, or the CPU model and core count."""
-    if backend in ("torch", "native-torch"):
+    if backend in ("torch", "native-torch") and gpu_present("torch"):
         import torch
 
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_name(0)
+        return torch.cuda.get_device_name(0)
     if backend == "jax":
         gpu = _jax_gpu()
         if gpu is not None:
@@ -401,16 +393,14 @@ def cpu_name():
     return f"{model} ({os.cpu_count()} cores)"
 
 
-@functools.lru_cache(maxsize=1)
-def gpu_present():
-    """True when `nvidia-smi -L` lists a GPU (the rule the nox session uses)."""
-    try:
-        result = subprocess.run(
-            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20
-        )
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return result.returncode == 0 and "GPU" in result.stdout
+def gpu_present(framework=None):
+    """Whether `framework` (default: Keras's backend) sees a GPU.
+
+    Every benchmark asks this one question, through
+    `precision_support.accelerator_present`, which the training command uses.
+    """
+    framework = framework or keras.backend.backend()
+    return accelerator_present("torch" if framework == "native-torch" else framework)
 
 
 def versions(backend):

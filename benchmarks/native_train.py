@@ -65,6 +65,7 @@ from keras_cifar_resnet.input_pipeline import (  # noqa: E402
     split_validation,
     synthetic_cifar10,
 )
+from keras_cifar_resnet.precision_support import accelerator_present  # noqa: E402
 from keras_cifar_resnet.run_folder import LOG_COLUMNS, write_json  # noqa: E402
 
 EVALUATION_BATCH = 500
@@ -207,7 +208,7 @@ def main(argv=None):
     learning_rate = config.learning_rate
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda" if accelerator_present("torch") else "cpu")
     torch.manual_seed(config.seed)
     generator = torch.Generator(device=device)
     generator.manual_seed(config.seed)

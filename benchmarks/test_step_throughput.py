@@ -71,7 +71,7 @@ def _measure(benchmark, runner, settings, backend, function, memory):
         "device": device_name(backend),
         # A CPU figure means little without it (emulated bf16 is slow).
         "cpu_native_bf16": None
-        if gpu_present()
+        if gpu_present(backend)
         else cpu_has_native("mixed_bfloat16"),
         "versions": versions(framework),
         "threading": threading_settings(framework),

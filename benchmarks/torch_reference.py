@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from keras_cifar_resnet.models import STAGES, STEM_FILTERS
+from keras_cifar_resnet.precision_support import accelerator_present
 
 BATCH_NORM_EPSILON = 1e-3
 
@@ -267,7 +268,7 @@ class NativeTorchStep:
         cutout_size=0,
         batch_norm_momentum=0.99,
     ):
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = torch.device("cuda" if accelerator_present("torch") else "cpu")
         self.batch_size = batch_size
         self.model = TorchResNet(
             model_name, batch_norm_momentum=batch_norm_momentum

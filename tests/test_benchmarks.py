@@ -319,7 +319,7 @@ def test_cpu_profile_leaves_out_bf16_only_without_native_bf16(
     from benchmarks import harness
     from keras_cifar_resnet import precision_support
 
-    monkeypatch.setattr(harness, "gpu_present", lambda: False)
+    monkeypatch.setattr(harness, "gpu_present", lambda framework=None: False)
     monkeypatch.setattr(precision_support, "cpu_has_native", lambda p: native_bf16)
     settings = benchmark_options.settings_from(_Options())
     assert settings.fused_convs == (True, False)
