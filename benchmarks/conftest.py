@@ -46,12 +46,16 @@ THROUGHPUT_PROFILES = {
     ),
 }
 # The native reference's variants: (memory format, precision, compiled).
+# `eager` names the NCHW layout; `compiled-` runs the same under torch.compile.
 NATIVE_VARIANTS = {
-    "eager": ("nchw", "float32", False),
-    "eager-bf16": ("nchw", "mixed", False),
-    "channels_last-bf16": ("channels_last", "mixed", False),
-    "compiled-channels_last-bf16": ("channels_last", "mixed", True),
-    "channels_last": ("channels_last", "float32", False),
+    f"{compiled}{layout}{bf16}": (
+        "nchw" if layout == "eager" else layout,
+        "mixed" if bf16 else "float32",
+        bool(compiled),
+    )
+    for compiled in ("", "compiled-")
+    for bf16 in ("", "-bf16")
+    for layout in ("eager", "channels_last")
 }
 GPU_NATIVE_VARIANTS = (
     "eager",
@@ -59,7 +63,10 @@ GPU_NATIVE_VARIANTS = (
     "channels_last-bf16",
     "compiled-channels_last-bf16",
 )
-CPU_NATIVE_VARIANTS = ("eager", "channels_last", "eager-bf16", "channels_last-bf16")
+# On a CPU, where each layout and torch.compile fare differently: all of them.
+CPU_NATIVE_VARIANTS = tuple(NATIVE_VARIANTS)
+# How the Keras step is compiled: Keras's choice, forced, or both side by side.
+JIT_COMPILES = {"auto": ("auto",), "on": ("on",), "both": ("auto", "on")}
 # The Keras model's BatchNorm (`ResNet(fused_batch_norm=...)`): the package's
 # fused layer, Keras's own, or both side by side.
 BATCH_NORMS = {"fused": (True,), "keras": (False,), "both": (True, False)}
@@ -77,7 +84,7 @@ class Settings:
     warmup: int
     native: tuple
     inference: bool
-    jit_compile: str = "auto"
+    jit_compiles: tuple = ("auto",)
     fused_batch_norms: tuple = (True,)
     fused_convs: tuple = (True,)
     # Why rows of the profile were left out ("" when none were).
@@ -149,11 +156,12 @@ def pytest_addoption(parser):
     )
     group.addoption(
         "--jit-compile",
-        choices=("auto", "on"),
+        choices=sorted(JIT_COMPILES),
         default="auto",
         help="how the Keras step is compiled: 'auto' is Keras's choice (JAX: "
         "jit; TensorFlow: XLA on GPU only; torch: eager); 'on' forces XLA on "
-        "TensorFlow and torch.compile on torch. Default: auto.",
+        "TensorFlow and torch.compile on torch (rows '...-jit'); 'both' times "
+        "the two side by side. Default: auto.",
     )
     group.addoption(
         "--batch-norm",
@@ -222,7 +230,7 @@ def settings_from(config):
     return Settings(
         native=tuple(native),
         inference=not config.getoption("--no-inference"),
-        jit_compile=config.getoption("--jit-compile"),
+        jit_compiles=JIT_COMPILES[config.getoption("--jit-compile")],
         fused_batch_norms=BATCH_NORMS[config.getoption("--batch-norm")],
         fused_convs=CONVS[config.getoption("--conv")],
         skipped=skipped,
@@ -264,18 +272,19 @@ def pytest_generate_tests(metafunc):
     functions = ("train", "inference") if settings.inference else ("train",)
     if "keras_case" in metafunc.fixturenames:
         cases = [
-            (*c, f, fused_batch_norm, fused_conv)
+            (*c, f, fused_batch_norm, fused_conv, jit)
             for f in functions
             for c in configs
             for fused_batch_norm in settings.fused_batch_norms
             for fused_conv in settings.fused_convs
+            for jit in settings.jit_compiles
         ]
         metafunc.parametrize(
             "keras_case",
             cases,
             ids=[
-                f"{f}-{m}-b{b}-{p}" + keras_layers_suffix(bn, conv)
-                for m, b, p, f, bn, conv in cases
+                f"{f}-{m}-b{b}-{p}" + keras_suffix(bn, conv, jit)
+                for m, b, p, f, bn, conv, jit in cases
             ],
         )
     if "native_case" in metafunc.fixturenames:
@@ -294,10 +303,12 @@ def pytest_generate_tests(metafunc):
         )
 
 
-def keras_layers_suffix(fused_batch_norm, fused_conv):
-    """What a row's name adds for each of Keras's own layers it uses."""
-    return ("" if fused_batch_norm else "-keras-bn") + (
-        "" if fused_conv else "-keras-conv"
+def keras_suffix(fused_batch_norm, fused_conv, jit_compile="auto"):
+    """What a row's name adds: a forced compile, and each Keras layer it uses."""
+    return (
+        ("-jit" if jit_compile == "on" else "")
+        + ("" if fused_batch_norm else "-keras-bn")
+        + ("" if fused_conv else "-keras-conv")
     )
 
 

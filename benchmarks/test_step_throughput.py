@@ -20,7 +20,7 @@ import time
 import keras
 
 from benchmarks import torch_reference
-from benchmarks.conftest import NATIVE_VARIANTS, keras_layers_suffix
+from benchmarks.conftest import NATIVE_VARIANTS, keras_suffix
 from benchmarks.harness import (
     CPUUse,
     KerasTrainStep,
@@ -91,14 +91,16 @@ def _measure(benchmark, runner, settings, backend, function, memory):
 
 def test_keras(benchmark, bench_settings, keras_case):
     """The package's model and compiled step on the current backend."""
-    model, batch_size, precision, function, fused_batch_norm, fused_conv = keras_case
+    model, batch_size, precision, function, fused_batch_norm, fused_conv, jit = (
+        keras_case
+    )
     backend = keras.backend.backend()
     benchmark.group = f"{function}-{model}-b{batch_size}-{precision}"
     runner = KerasTrainStep(
         model,
         batch_size,
         precision,
-        jit_compile=bench_settings.jit_compile,
+        jit_compile=jit,
         fused_batch_norm=fused_batch_norm,
         fused_conv=fused_conv,
     )
@@ -108,9 +110,7 @@ def test_keras(benchmark, bench_settings, keras_case):
     record.update(
         implementation="keras",
         # A forced compile is its own row beside Keras's default.
-        variant=f"keras-{backend}"
-        + ("-jit" if bench_settings.jit_compile == "on" else "")
-        + keras_layers_suffix(fused_batch_norm, fused_conv),
+        variant=f"keras-{backend}" + keras_suffix(fused_batch_norm, fused_conv, jit),
         model=model,
         precision=precision,
         jit_compile=jit_compile_of(runner.model),

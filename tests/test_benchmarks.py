@@ -325,11 +325,17 @@ def test_cpu_profile_leaves_out_bf16_only_without_native_bf16(
     assert settings.fused_convs == (True, False)
     if native_bf16 is False:
         assert settings.precisions == ("float32",)
-        assert settings.native == ("eager", "channels_last")
+        assert settings.native == (
+            "eager",
+            "channels_last",
+            "compiled-eager",
+            "compiled-channels_last",
+        )
         assert "no native bf16" in settings.skipped
     else:
         assert settings.precisions == ("float32", "mixed")
         assert "channels_last-bf16" in settings.native
+        assert "compiled-eager-bf16" in settings.native
         assert settings.skipped == ""
     # Asked for by name, bf16 runs anyway.
     explicit = benchmark_options.settings_from(
@@ -337,3 +343,10 @@ def test_cpu_profile_leaves_out_bf16_only_without_native_bf16(
     )
     assert explicit.precisions == ("mixed",) and explicit.native == ("eager-bf16",)
     assert explicit.skipped == ""
+
+
+def test_jit_compile_both_times_keras_default_and_forced_compile_side_by_side():
+    settings = benchmark_options.settings_from(_Options(**{"--jit-compile": "both"}))
+    assert settings.jit_compiles == ("auto", "on")
+    assert benchmark_options.keras_suffix(True, True, "on") == "-jit"
+    assert benchmark_options.keras_suffix(False, True, "auto") == "-keras-bn"
