@@ -97,88 +97,63 @@ def _csv(value):
 
 def pytest_addoption(parser):
     group = parser.getgroup("keras-cifar-resnet benchmarks")
-    group.addoption(
-        "--quick",
-        action="store_true",
-        help="CPU profile: resnet18, batch 128, float32, 3 rounds.",
-    )
-    group.addoption(
-        "--tiny",
-        action="store_true",
-        help="CI profile: the test model, batch 8, one round.",
-    )
-    group.addoption(
-        "--models",
-        type=_csv,
-        default=None,
-        help="comma-separated: resnet18,resnet34,tiny.",
-    )
-    group.addoption(
-        "--batch-sizes",
-        type=_csv,
-        default=None,
-        help="comma-separated batch sizes, e.g. 128,512.",
-    )
-    group.addoption(
-        "--precisions",
-        type=_csv,
-        default=None,
-        help="comma-separated: float32,mixed (mixed = bf16).",
-    )
-    group.addoption(
-        "--rounds", type=int, default=None, help="timed rounds per configuration."
-    )
-    group.addoption(
-        "--steps-per-round",
-        type=int,
-        default=None,
-        help="steps per timed round (one synchronisation each).",
-    )
-    group.addoption(
-        "--warmup-rounds",
-        type=int,
-        default=None,
-        help="untimed rounds after the first (compiling) step.",
-    )
+    flag = dict(action="store_true")
+    csv = dict(type=_csv, default=None)
+    count = dict(type=int, default=None)
+    for name, kind, help in (
+        ("--quick", flag, "CPU profile: resnet18, batch 128, float32, 3 rounds."),
+        ("--tiny", flag, "CI profile: the test model, batch 8, one round."),
+        ("--models", csv, "comma-separated: resnet18,resnet34,tiny."),
+        ("--batch-sizes", csv, "comma-separated batch sizes, e.g. 128,512."),
+        ("--precisions", csv, "comma-separated: float32,mixed (mixed = bf16)."),
+        ("--rounds", count, "timed rounds per configuration."),
+        ("--steps-per-round", count, "steps per timed round (one sync each)."),
+        ("--warmup-rounds", count, "untimed rounds after the first step."),
+        ("--no-inference", flag, "skip the inference benchmarks."),
+    ):
+        group.addoption(name, help=help, **kind)
     group.addoption(
         "--native",
-        type=_csv,
-        default=None,
         nargs="?",
         const=("auto",),
         help="also time the native PyTorch reference; variants "
         f"from {sorted(NATIVE_VARIANTS)}, or 'auto' (GPU: "
-        f"{', '.join(GPU_NATIVE_VARIANTS)}; CPU: "
-        f"{', '.join(CPU_NATIVE_VARIANTS)}).",
+        f"{', '.join(GPU_NATIVE_VARIANTS)}; CPU: all).",
+        **csv,
     )
-    group.addoption(
-        "--no-inference", action="store_true", help="skip the inference benchmarks."
-    )
-    group.addoption(
-        "--jit-compile",
-        choices=sorted(JIT_COMPILES),
-        default="auto",
-        help="how the Keras step is compiled: 'auto' is Keras's choice (JAX: "
-        "jit; TensorFlow: XLA on GPU only; torch: eager); 'on' forces XLA on "
-        "TensorFlow and torch.compile on torch (rows '...-jit'); 'both' times "
-        "the two side by side. Default: auto.",
-    )
-    group.addoption(
-        "--batch-norm",
-        choices=sorted(BATCH_NORMS),
-        default="fused",
-        help="the Keras model's BatchNorm: 'fused' (the package's layer, on the "
-        "framework's fused kernel where it has one), 'keras' (Keras's own "
-        "layer; rows 'keras-<backend>-keras-bn') or 'both'. Default: fused.",
-    )
-    group.addoption(
-        "--conv",
-        choices=sorted(CONVS),
-        default="fused",
-        help="the Keras model's Conv2D: 'fused' (the package's layer, in the "
-        "tensors' own layout where the backend would copy them), 'keras' "
-        "(Keras's own layer; rows '...-keras-conv') or 'both'. Default: fused.",
-    )
+    for name, choices, default, help in (
+        (
+            "--jit-compile",
+            JIT_COMPILES,
+            "auto",
+            "how the Keras step is compiled: 'auto' is Keras's choice (JAX: "
+            "jit; TensorFlow: XLA on GPU only; torch: eager); 'on' forces XLA "
+            "on TensorFlow and torch.compile on torch (rows '...-jit'); 'both' "
+            "times the two side by side.",
+        ),
+        (
+            "--batch-norm",
+            BATCH_NORMS,
+            "fused",
+            "the Keras model's BatchNorm: 'fused' (the package's layer, on the "
+            "framework's fused kernel where it has one), 'keras' (Keras's own "
+            "layer; rows 'keras-<backend>-keras-bn') or 'both'.",
+        ),
+        (
+            "--conv",
+            CONVS,
+            "fused",
+            "the Keras model's Conv2D: 'fused' (the package's layer, in the "
+            "tensors' own layout where the backend would copy them), 'keras' "
+            "(Keras's own layer; rows '...-keras-conv') or 'both'.",
+        ),
+    ):
+        group.addoption(
+            name,
+            choices=sorted(choices),
+            default=default,
+            help=f"{help} Default: {default}.",
+        )
 
 
 def settings_from(config):

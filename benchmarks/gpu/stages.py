@@ -356,9 +356,8 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    parser = build_parser()
-    options = parser.parse_args(argv)
+def configure(options):
+    """Completes the parsed options: the GPU run's sizes, or the rehearsal's."""
     options.started_at = options.started_at or time.time()
     options.model, options.batch_size, options.rounds, options.steps = (
         "resnet18",
@@ -373,6 +372,12 @@ def main(argv=None):
         options.title = "GPU run, rehearsed on a CPU"
     elif options.stage_limit is None:
         options.stage_limit = 180
+    return options
+
+
+def main(argv=None):
+    parser = build_parser()
+    options = configure(parser.parse_args(argv))
     stages = STAGES
     if options.stages:
         names = options.stages.split(",")
