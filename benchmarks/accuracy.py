@@ -44,34 +44,15 @@ from keras_cifar_resnet.first_run import QUICK_RUN_FLAGS
 THRESHOLDS = (0.94, 0.95)
 ACCURACY_PROFILES = {
     "full": [],
-    "quick": [
-        "--max-train-examples",
-        "2048",
-        "--validation-size",
-        "1000",
-        "--epochs",
-        "2",
-        # The training command scales the recipe's 0.2 at batch 512 to 0.05.
-        "--batch-size",
-        "128",
-    ],
+    # The training command scales the recipe's 0.2 at batch 512 to 0.05.
+    "quick": "--max-train-examples 2048 --validation-size 1000 --epochs 2 "
+    "--batch-size 128".split(),
     # The README's first run, as the training command suggests it.
     "cpu": QUICK_RUN_FLAGS.split(),
     "gpu": [],
     # CI only: the test model on 64 random images, to keep this file working.
-    "tiny": [
-        "--model",
-        "tiny",
-        "--synthetic",
-        "--max-train-examples",
-        "64",
-        "--validation-size",
-        "32",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "32",
-    ],
+    "tiny": "--model tiny --synthetic --max-train-examples 64 --validation-size 32 "
+    "--epochs 1 --batch-size 32".split(),
 }
 PROFILE_NOTES = {
     "full": "default recipe, full length",

@@ -38,10 +38,6 @@ from keras_cifar_resnet.config import TrainConfig
 from keras_cifar_resnet.models import MODELS
 from keras_cifar_resnet.precision_support import accelerator_present
 
-# The network costs about 3.1 GFLOP per training image at 32x32 (forward and
-# backward); kept here to turn images/s into an achieved rate.
-TRAIN_GFLOP_PER_IMAGE = {"resnet18": 3.1}
-
 # The step is the default recipe's (keras_cifar_resnet.config.TrainConfig):
 # Nesterov SGD, coupled weight decay, label smoothing, crop+flip+cutout and
 # its BatchNorm momentum; the learning rate is held at the recipe's peak (a

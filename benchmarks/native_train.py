@@ -11,8 +11,8 @@ random draws keep torch's own semantics (`torch.optim.SGD`'s momentum
 buffer, `nn.BatchNorm2d`'s unbiased running variance, torch's generator).
 
 The images come from the package's numpy data code, so both trainers see the
-same split and the same batches in the same order: `load_cifar10`,
-`split_validation(seed)`, and `TrainingBatches` (each epoch's order a pure
+same split and the same batches in the same order: `prepare_data` (the
+seeded validation split) and `TrainingBatches` (each epoch's order a pure
 function of the seed and the epoch). Nothing that trains touches Keras.
 
 The run folder matches the training command's for the files that hold
@@ -53,17 +53,17 @@ from benchmarks.torch_reference import (  # noqa: E402
 )
 from keras_cifar_resnet.config import (  # noqa: E402
     INITIALIZERS,
+    UsageError,
     add_flags,
     config_from_flags,
     explicit_flags,
     warmup_steps,
 )
-from keras_cifar_resnet.data import load_cifar10  # noqa: E402
+from keras_cifar_resnet.data import DataError  # noqa: E402
 from keras_cifar_resnet.evaluation import metrics_from_logits  # noqa: E402
 from keras_cifar_resnet.input_pipeline import (  # noqa: E402
     TrainingBatches,
-    split_validation,
-    synthetic_cifar10,
+    prepare_data,
 )
 from keras_cifar_resnet.precision_support import accelerator_present  # noqa: E402
 from keras_cifar_resnet.run_folder import LOG_COLUMNS, write_json  # noqa: E402
@@ -153,21 +153,6 @@ def parse(argv=None):
     return args, config
 
 
-def load_data(config):
-    """(train, validation, test) as (uint8 NHWC, int64) pairs, as the command's."""
-    if config.synthetic:
-        count = (config.max_train_examples or 50_000) + config.validation_size
-        train, test = synthetic_cifar10(count, 1000, seed=config.seed)
-    else:
-        train, test = load_cifar10(config.data_dir)
-    train, validation = split_validation(
-        *train, config.validation_size, seed=config.seed
-    )
-    if config.max_train_examples is not None:
-        train = tuple(array[: config.max_train_examples] for array in train)
-    return train, validation, test
-
-
 def package_initial_model(config, initializer):
     """The package's untrained model, built as the training command builds it."""
     import random
@@ -214,15 +199,15 @@ def main(argv=None):
     generator.manual_seed(config.seed)
 
     try:
-        (x_train, y_train), (x_val, y_val), (x_test, y_test) = load_data(config)
-    except Exception as error:  # noqa: BLE001 - DataError and size problems
+        data = prepare_data(config)
+    except UsageError as error:
+        build_parser().error(str(error))
+    except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    if len(x_train) < config.batch_size:
-        build_parser().error(
-            f"--batch-size {config.batch_size} is larger than the {len(x_train)} "
-            "training images"
-        )
+    x_train, y_train = data.train_images, data.train_labels
+    x_val, y_val = data.val_images, data.val_labels
+    x_test, y_test = data.test_images, data.test_labels
     batches = TrainingBatches(x_train, y_train, config.batch_size, seed=config.seed)
     steps_per_epoch = batches.steps_per_epoch
     total_steps = config.epochs * steps_per_epoch
