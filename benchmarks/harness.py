@@ -74,23 +74,6 @@ def compile_model(model, jit_compile="auto"):
     return build.compile_model(model, config, steps_per_epoch=1)
 
 
-def native_step_kwargs():
-    """The same recipe for `torch_reference.NativeTorchStep`."""
-    return dict(
-        optimizer_kwargs=dict(
-            learning_rate=RECIPE.learning_rate,
-            momentum=RECIPE.momentum,
-            nesterov=True,
-            weight_decay=RECIPE.weight_decay,
-        ),
-        label_smoothing=RECIPE.label_smoothing,
-        crop_padding=RECIPE.crop_padding,
-        flip=RECIPE.flip,
-        cutout_size=RECIPE.cutout_size,
-        batch_norm_momentum=RECIPE.batch_norm_momentum,
-    )
-
-
 def jit_compile_of(model):
     """What Keras resolved `jit_compile="auto"` to for this model."""
     return bool(getattr(model, "jit_compile", False))

@@ -51,6 +51,9 @@ from benchmarks.torch_reference import (  # noqa: E402
     load_keras_weights,
     make_optimizer,
 )
+from benchmarks.torch_reference import (
+    augmentation as reference_augmentation,
+)
 from keras_cifar_resnet.config import (  # noqa: E402
     INITIALIZERS,
     UsageError,
@@ -225,22 +228,11 @@ def main(argv=None):
         keras_initialization(model)
     model = model.to(device)
     model.train()
-    optimizer = make_optimizer(
-        model,
-        learning_rate=learning_rate,
-        momentum=config.momentum,
-        nesterov=True,
-        weight_decay=config.weight_decay,
-    )
+    optimizer = make_optimizer(model, config)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: learning_rate_factor(step, total_steps, warmup)
     )
-    augmentation = dict(
-        crop_padding=config.crop_padding,
-        flip=config.flip,
-        cutout_size=config.cutout_size,
-        generator=generator,
-    )
+    augmentation = dict(reference_augmentation(config), generator=generator)
     settings = {name: getattr(config, name) for name in TRAIN_FLAGS} | {
         "init": args.init,
         "keras_initializer": args.keras_initializer,

@@ -22,13 +22,13 @@ import keras
 from benchmarks import torch_reference
 from benchmarks.conftest import NATIVE_VARIANTS, keras_suffix
 from benchmarks.harness import (
+    RECIPE,
     CPUUse,
     KerasTrainStep,
     PeakMemory,
     device_name,
     gpu_present,
     jit_compile_of,
-    native_step_kwargs,
     round_statistics,
     synthetic_batches,
     threading_settings,
@@ -134,7 +134,7 @@ def test_native_torch(benchmark, bench_settings, native_case):
         channels_last=memory_format == "channels_last",
         compile=compiled,
         batches=synthetic_batches(batch_size, 4),
-        **native_step_kwargs(),
+        config=RECIPE,
     )
     record = _measure(
         benchmark, runner, bench_settings, "native-torch", function, PeakMemory("torch")
