@@ -112,7 +112,7 @@ def benchmark(session, backend):
             profile = "cpu"
         else:
             profile = "gpu" if gpu else ("quick" if "--quick" in posargs else "full")
-        accuracy = ["benchmarks/accuracy.py", "--profile", profile]
+        accuracy = ["-m", "benchmarks.accuracy", "--profile", profile]
         session.run("python", *accuracy, "--output-dir", results, env=env)
         if profile == "cpu" and backend == "torch":
             accuracy.append("--native")
@@ -121,7 +121,7 @@ def benchmark(session, backend):
         " -- " + " ".join(session.posargs) if session.posargs else ""
     )
     session.run(
-        "python", "benchmarks/report.py", results, "--command", command, env=env
+        "python", "-m", "benchmarks.report", results, "--command", command, env=env
     )
 
 

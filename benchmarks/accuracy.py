@@ -25,7 +25,7 @@ Profiles:
            cosine schedule is fitted to it).
     tiny   CI only: the test model on 64 random images, one epoch.
 
-    python benchmarks/accuracy.py --profile quick --output-dir benchmark-results
+    python -m benchmarks.accuracy --profile quick --output-dir benchmark-results
 """
 
 from __future__ import annotations
@@ -39,45 +39,20 @@ import sys
 import time
 from pathlib import Path
 
+from keras_cifar_resnet.training.first_run import QUICK_RUN_FLAGS
+
 THRESHOLDS = (0.94, 0.95)
 ACCURACY_PROFILES = {
     "full": [],
-    "quick": [
-        "--max-train-examples",
-        "2048",
-        "--validation-size",
-        "1000",
-        "--epochs",
-        "2",
-        # The training command scales the recipe's 0.2 at batch 512 to 0.05.
-        "--batch-size",
-        "128",
-    ],
-    "cpu": [
-        "--width-multiplier",
-        "0.125",
-        "--epochs",
-        "6",
-        "--batch-size",
-        "256",
-        "--warmup-epochs",
-        "0.3",
-    ],
+    # The training command scales the recipe's 0.2 at batch 512 to 0.05.
+    "quick": "--max-train-examples 2048 --validation-size 1000 --epochs 2 "
+    "--batch-size 128".split(),
+    # The README's first run, as the training command suggests it.
+    "cpu": QUICK_RUN_FLAGS.split(),
     "gpu": [],
     # CI only: the test model on 64 random images, to keep this file working.
-    "tiny": [
-        "--model",
-        "tiny",
-        "--synthetic",
-        "--max-train-examples",
-        "64",
-        "--validation-size",
-        "32",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "32",
-    ],
+    "tiny": "--model tiny --synthetic --max-train-examples 64 --validation-size 32 "
+    "--epochs 1 --batch-size 32".split(),
 }
 PROFILE_NOTES = {
     "full": "default recipe, full length",
@@ -140,8 +115,8 @@ def accuracy_record(run_dir, *, backend, model, profile, device, wall_seconds, n
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python benchmarks/accuracy.py",
-        usage="python benchmarks/accuracy.py [options] [-- TRAIN_FLAGS...]",
+        prog="python -m benchmarks.accuracy",
+        usage="python -m benchmarks.accuracy [options] [-- TRAIN_FLAGS...]",
         description="Train with the default recipe on the current backend "
         "(KERAS_BACKEND), or in plain PyTorch with --native, and record test "
         "accuracy and time to 94%%/95%%. TRAIN_FLAGS after `--` go to the "
@@ -234,7 +209,7 @@ def main(argv=None):
         return _fail("--epochs is for the gpu profile only")
     model = "tiny" if args.profile == "tiny" else args.model
     if args.native:
-        trainer = [str(Path(__file__).resolve().with_name("native_train.py"))]
+        trainer = ["-m", "benchmarks.native_train"]
         precision = []
     else:
         trainer = ["-m", "keras_cifar_resnet.train", "--recipe", "default"]
@@ -269,8 +244,7 @@ def main(argv=None):
         # harness imports Keras; under --native the torch backend avoids
         # importing TensorFlow just to name the device.
         os.environ.setdefault("KERAS_BACKEND", "torch")
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from harness import device_name
+        from benchmarks.harness import device_name
 
         device = device_name("torch" if args.native else backend)
     record = accuracy_record(

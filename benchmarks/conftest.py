@@ -46,12 +46,16 @@ THROUGHPUT_PROFILES = {
     ),
 }
 # The native reference's variants: (memory format, precision, compiled).
+# `eager` names the NCHW layout; `compiled-` runs the same under torch.compile.
 NATIVE_VARIANTS = {
-    "eager": ("nchw", "float32", False),
-    "eager-bf16": ("nchw", "mixed", False),
-    "channels_last-bf16": ("channels_last", "mixed", False),
-    "compiled-channels_last-bf16": ("channels_last", "mixed", True),
-    "channels_last": ("channels_last", "float32", False),
+    f"{compiled}{layout}{bf16}": (
+        "nchw" if layout == "eager" else layout,
+        "mixed" if bf16 else "float32",
+        bool(compiled),
+    )
+    for compiled in ("", "compiled-")
+    for bf16 in ("", "-bf16")
+    for layout in ("eager", "channels_last")
 }
 GPU_NATIVE_VARIANTS = (
     "eager",
@@ -59,7 +63,10 @@ GPU_NATIVE_VARIANTS = (
     "channels_last-bf16",
     "compiled-channels_last-bf16",
 )
-CPU_NATIVE_VARIANTS = ("eager", "channels_last", "eager-bf16", "channels_last-bf16")
+# On a CPU, where each layout and torch.compile fare differently: all of them.
+CPU_NATIVE_VARIANTS = tuple(NATIVE_VARIANTS)
+# How the Keras step is compiled: Keras's choice, forced, or both side by side.
+JIT_COMPILES = {"auto": ("auto",), "on": ("on",), "both": ("auto", "on")}
 # The Keras model's BatchNorm (`ResNet(fused_batch_norm=...)`): the package's
 # fused layer, Keras's own, or both side by side.
 BATCH_NORMS = {"fused": (True,), "keras": (False,), "both": (True, False)}
@@ -77,7 +84,7 @@ class Settings:
     warmup: int
     native: tuple
     inference: bool
-    jit_compile: str = "auto"
+    jit_compiles: tuple = ("auto",)
     fused_batch_norms: tuple = (True,)
     fused_convs: tuple = (True,)
     # Why rows of the profile were left out ("" when none were).
@@ -90,87 +97,63 @@ def _csv(value):
 
 def pytest_addoption(parser):
     group = parser.getgroup("keras-cifar-resnet benchmarks")
-    group.addoption(
-        "--quick",
-        action="store_true",
-        help="CPU profile: resnet18, batch 128, float32, 3 rounds.",
-    )
-    group.addoption(
-        "--tiny",
-        action="store_true",
-        help="CI profile: the test model, batch 8, one round.",
-    )
-    group.addoption(
-        "--models",
-        type=_csv,
-        default=None,
-        help="comma-separated: resnet18,resnet34,tiny.",
-    )
-    group.addoption(
-        "--batch-sizes",
-        type=_csv,
-        default=None,
-        help="comma-separated batch sizes, e.g. 128,512.",
-    )
-    group.addoption(
-        "--precisions",
-        type=_csv,
-        default=None,
-        help="comma-separated: float32,mixed (mixed = bf16).",
-    )
-    group.addoption(
-        "--rounds", type=int, default=None, help="timed rounds per configuration."
-    )
-    group.addoption(
-        "--steps-per-round",
-        type=int,
-        default=None,
-        help="steps per timed round (one synchronisation each).",
-    )
-    group.addoption(
-        "--warmup-rounds",
-        type=int,
-        default=None,
-        help="untimed rounds after the first (compiling) step.",
-    )
+    flag = dict(action="store_true")
+    csv = dict(type=_csv, default=None)
+    count = dict(type=int, default=None)
+    for name, kind, help in (
+        ("--quick", flag, "CPU profile: resnet18, batch 128, float32, 3 rounds."),
+        ("--tiny", flag, "CI profile: the test model, batch 8, one round."),
+        ("--models", csv, "comma-separated: resnet18,resnet34,tiny."),
+        ("--batch-sizes", csv, "comma-separated batch sizes, e.g. 128,512."),
+        ("--precisions", csv, "comma-separated: float32,mixed (mixed = bf16)."),
+        ("--rounds", count, "timed rounds per configuration."),
+        ("--steps-per-round", count, "steps per timed round (one sync each)."),
+        ("--warmup-rounds", count, "untimed rounds after the first step."),
+        ("--no-inference", flag, "skip the inference benchmarks."),
+    ):
+        group.addoption(name, help=help, **kind)
     group.addoption(
         "--native",
-        type=_csv,
-        default=None,
         nargs="?",
         const=("auto",),
         help="also time the native PyTorch reference; variants "
         f"from {sorted(NATIVE_VARIANTS)}, or 'auto' (GPU: "
-        f"{', '.join(GPU_NATIVE_VARIANTS)}; CPU: "
-        f"{', '.join(CPU_NATIVE_VARIANTS)}).",
+        f"{', '.join(GPU_NATIVE_VARIANTS)}; CPU: all).",
+        **csv,
     )
-    group.addoption(
-        "--no-inference", action="store_true", help="skip the inference benchmarks."
-    )
-    group.addoption(
-        "--jit-compile",
-        choices=("auto", "on"),
-        default="auto",
-        help="how the Keras step is compiled: 'auto' is Keras's choice (JAX: "
-        "jit; TensorFlow: XLA on GPU only; torch: eager); 'on' forces XLA on "
-        "TensorFlow and torch.compile on torch. Default: auto.",
-    )
-    group.addoption(
-        "--batch-norm",
-        choices=sorted(BATCH_NORMS),
-        default="fused",
-        help="the Keras model's BatchNorm: 'fused' (the package's layer, on the "
-        "framework's fused kernel where it has one), 'keras' (Keras's own "
-        "layer; rows 'keras-<backend>-keras-bn') or 'both'. Default: fused.",
-    )
-    group.addoption(
-        "--conv",
-        choices=sorted(CONVS),
-        default="fused",
-        help="the Keras model's Conv2D: 'fused' (the package's layer, in the "
-        "tensors' own layout where the backend would copy them), 'keras' "
-        "(Keras's own layer; rows '...-keras-conv') or 'both'. Default: fused.",
-    )
+    for name, choices, default, help in (
+        (
+            "--jit-compile",
+            JIT_COMPILES,
+            "auto",
+            "how the Keras step is compiled: 'auto' is Keras's choice (JAX: "
+            "jit; TensorFlow: XLA on GPU only; torch: eager); 'on' forces XLA "
+            "on TensorFlow and torch.compile on torch (rows '...-jit'); 'both' "
+            "times the two side by side.",
+        ),
+        (
+            "--batch-norm",
+            BATCH_NORMS,
+            "fused",
+            "the Keras model's BatchNorm: 'fused' (the package's layer, on the "
+            "framework's fused kernel where it has one), 'keras' (Keras's own "
+            "layer; rows 'keras-<backend>-keras-bn') or 'both'.",
+        ),
+        (
+            "--conv",
+            CONVS,
+            "fused",
+            "the Keras model's Conv2D: 'fused' (the package's layer, in the "
+            "tensors' own layout where the backend would copy them), 'keras' "
+            "(Keras's own layer; rows '...-keras-conv') or 'both'.",
+        ),
+    ):
+        group.addoption(
+            name,
+            choices=sorted(choices),
+            default=default,
+            help=f"{help} Default: {default}.",
+        )
 
 
 def settings_from(config):
@@ -191,14 +174,13 @@ def settings_from(config):
             values[key] = config.getoption(option)
     if config.getoption("--batch-sizes") is not None:
         values["batch_sizes"] = tuple(int(b) for b in config.getoption("--batch-sizes"))
-    from harness import gpu_present
-
+    from benchmarks.harness import gpu_present
     from keras_cifar_resnet.training.precision_support import cpu_has_native
 
     native = config.getoption("--native") or ()
     skipped = ""
     if native == ("auto",):
-        native = GPU_NATIVE_VARIANTS if gpu_present() else CPU_NATIVE_VARIANTS
+        native = GPU_NATIVE_VARIANTS if gpu_present("torch") else CPU_NATIVE_VARIANTS
     bf16_skip = bf16_skip_reason(gpu_present(), cpu_has_native("mixed_bfloat16"))
     if bf16_skip:
         if config.getoption("--precisions") is None and "mixed" in values["precisions"]:
@@ -223,7 +205,7 @@ def settings_from(config):
     return Settings(
         native=tuple(native),
         inference=not config.getoption("--no-inference"),
-        jit_compile=config.getoption("--jit-compile"),
+        jit_compiles=JIT_COMPILES[config.getoption("--jit-compile")],
         fused_batch_norms=BATCH_NORMS[config.getoption("--batch-norm")],
         fused_convs=CONVS[config.getoption("--conv")],
         skipped=skipped,
@@ -265,18 +247,19 @@ def pytest_generate_tests(metafunc):
     functions = ("train", "inference") if settings.inference else ("train",)
     if "keras_case" in metafunc.fixturenames:
         cases = [
-            (*c, f, fused_batch_norm, fused_conv)
+            (*c, f, fused_batch_norm, fused_conv, jit)
             for f in functions
             for c in configs
             for fused_batch_norm in settings.fused_batch_norms
             for fused_conv in settings.fused_convs
+            for jit in settings.jit_compiles
         ]
         metafunc.parametrize(
             "keras_case",
             cases,
             ids=[
-                f"{f}-{m}-b{b}-{p}" + keras_layers_suffix(bn, conv)
-                for m, b, p, f, bn, conv in cases
+                f"{f}-{m}-b{b}-{p}" + keras_suffix(bn, conv, jit)
+                for m, b, p, f, bn, conv, jit in cases
             ],
         )
     if "native_case" in metafunc.fixturenames:
@@ -295,10 +278,12 @@ def pytest_generate_tests(metafunc):
         )
 
 
-def keras_layers_suffix(fused_batch_norm, fused_conv):
-    """What a row's name adds for each of Keras's own layers it uses."""
-    return ("" if fused_batch_norm else "-keras-bn") + (
-        "" if fused_conv else "-keras-conv"
+def keras_suffix(fused_batch_norm, fused_conv, jit_compile="auto"):
+    """What a row's name adds: a forced compile, and each Keras layer it uses."""
+    return (
+        ("-jit" if jit_compile == "on" else "")
+        + ("" if fused_batch_norm else "-keras-bn")
+        + ("" if fused_conv else "-keras-conv")
     )
 
 
@@ -319,7 +304,7 @@ def pytest_terminal_summary(terminalreporter, config):
     session = getattr(config, "_benchmarksession", None)
     if session is None or not session.benchmarks:
         return
-    from report import format_rows, rows_from_benchmarks
+    from benchmarks.report import format_rows, rows_from_benchmarks
 
     rows = rows_from_benchmarks(
         [b.as_dict(include_data=False) for b in session.benchmarks]

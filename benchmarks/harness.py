@@ -25,23 +25,17 @@ GPU, so the clock never stops while the device is still working.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import platform
 import resource
-import subprocess
 import time
 
 import keras
 import numpy as np
 
 from keras_cifar_resnet.config import TrainConfig
-from keras_cifar_resnet.models import MODELS
 from keras_cifar_resnet.training import build
-
-# The network costs about 3.1 GFLOP per training image at 32x32 (forward and
-# backward); kept here to turn images/s into an achieved rate.
-TRAIN_GFLOP_PER_IMAGE = {"resnet18": 3.1}
+from keras_cifar_resnet.training.precision_support import accelerator_present
 
 # The step is the default recipe's (keras_cifar_resnet.config.TrainConfig):
 # Nesterov SGD, coupled weight decay, label smoothing, crop+flip+cutout and
@@ -57,13 +51,9 @@ PRECISIONS = {"float32": "float32", "mixed": "mixed_bfloat16"}
 def build_model(model_name, **model_options):
     """The package's model by name: `resnet18`, `resnet34` or `tiny`.
 
-    `model_options` go to the model (for example `fused_batch_norm=False`).
+    `model_options` go to the model (for example `fused_batch_norm=False`);
+    `TrainConfig` rejects an unknown name.
     """
-    if model_name not in MODELS:
-        raise ValueError(
-            f"`model_name` must be one of {sorted(MODELS)}. "
-            f"Received: model_name={model_name!r}"
-        )
     return build.build_model(
         dataclasses.replace(RECIPE, model=model_name), **model_options
     )
@@ -77,23 +67,6 @@ def compile_model(model, jit_compile="auto"):
     """
     config = dataclasses.replace(RECIPE, jit_compile=jit_compile)
     return build.compile_model(model, config, steps_per_epoch=1)
-
-
-def native_step_kwargs():
-    """The same recipe for `torch_reference.NativeTorchStep`."""
-    return dict(
-        optimizer_kwargs=dict(
-            learning_rate=RECIPE.learning_rate,
-            momentum=RECIPE.momentum,
-            nesterov=True,
-            weight_decay=RECIPE.weight_decay,
-        ),
-        label_smoothing=RECIPE.label_smoothing,
-        crop_padding=RECIPE.crop_padding,
-        flip=RECIPE.flip,
-        cutout_size=RECIPE.cutout_size,
-        batch_norm_momentum=RECIPE.batch_norm_momentum,
-    )
 
 
 def jit_compile_of(model):
@@ -142,7 +115,7 @@ class PeakMemory:
         self.kind = None
 
     def reset(self):
-        if self.backend == "torch" and _torch_cuda():
+        if self.backend == "torch" and gpu_present("torch"):
             import torch
 
             torch.cuda.reset_peak_memory_stats()
@@ -175,12 +148,6 @@ class PeakMemory:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _torch_cuda():
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def _jax_gpu():
     import jax
 
@@ -199,7 +166,7 @@ def synchronize(backend, outputs):
         import jax
 
         jax.block_until_ready(outputs)
-    elif backend == "torch" and _torch_cuda():
+    elif backend == "torch" and gpu_present("torch"):
         import torch
 
         torch.cuda.synchronize()
@@ -369,11 +336,10 @@ def threading_settings(backend):
 
 def device_name(backend):
     """The accelerator's name, or the CPU model and core count."""
-    if backend in ("torch", "native-torch"):
+    if backend in ("torch", "native-torch") and gpu_present("torch"):
         import torch
 
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_name(0)
+        return torch.cuda.get_device_name(0)
     if backend == "jax":
         gpu = _jax_gpu()
         if gpu is not None:
@@ -401,16 +367,14 @@ def cpu_name():
     return f"{model} ({os.cpu_count()} cores)"
 
 
-@functools.lru_cache(maxsize=1)
-def gpu_present():
-    """True when `nvidia-smi -L` lists a GPU (the rule the nox session uses)."""
-    try:
-        result = subprocess.run(
-            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20
-        )
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return result.returncode == 0 and "GPU" in result.stdout
+def gpu_present(framework=None):
+    """Whether `framework` (default: Keras's backend) sees a GPU.
+
+    Every benchmark asks this one question, through
+    `precision_support.accelerator_present`, which the training command uses.
+    """
+    framework = framework or keras.backend.backend()
+    return accelerator_present("torch" if framework == "native-torch" else framework)
 
 
 def versions(backend):

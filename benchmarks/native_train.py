@@ -11,8 +11,8 @@ random draws keep torch's own semantics (`torch.optim.SGD`'s momentum
 buffer, `nn.BatchNorm2d`'s unbiased running variance, torch's generator).
 
 The images come from the package's numpy data code, so both trainers see the
-same split and the same batches in the same order: `load_cifar10`,
-`split_validation(seed)`, and `TrainingBatches` (each epoch's order a pure
+same split and the same batches in the same order: `prepare_data` (the
+seeded validation split) and `TrainingBatches` (each epoch's order a pure
 function of the seed and the epoch). Nothing that trains touches Keras.
 
 The run folder matches the training command's for the files that hold
@@ -21,7 +21,7 @@ figures: `config.json`, `log.csv` (same columns), `best.pt` or `final.pt`
 `--validation-size 0`) and `summary.json` (same keys; test accuracy with and
 without flip TTA through `keras_cifar_resnet.reporting.evaluation.metrics_from_logits`).
 
-    python benchmarks/native_train.py --width-multiplier 0.25 --epochs 10 \\
+    python -m benchmarks.native_train --width-multiplier 0.25 --epochs 10 \\
         --batch-size 256 --output-dir runs/native
 """
 
@@ -44,34 +44,34 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from torch_reference import (  # noqa: E402
+from benchmarks.torch_reference import (  # noqa: E402
     TorchResNet,
     augment,
     keras_initialization,
     load_keras_weights,
     make_optimizer,
 )
-
-from keras_cifar_resnet.config import INITIALIZERS, RECIPES  # noqa: E402
-from keras_cifar_resnet.data.cifar10 import load_cifar10  # noqa: E402
+from benchmarks.torch_reference import (
+    augmentation as reference_augmentation,
+)
+from keras_cifar_resnet.config import (  # noqa: E402
+    INITIALIZERS,
+    UsageError,
+    add_flags,
+    config_from_flags,
+    explicit_flags,
+    warmup_steps,
+)
+from keras_cifar_resnet.data.cifar10 import DataError  # noqa: E402
 from keras_cifar_resnet.data.input_pipeline import (  # noqa: E402
     TrainingBatches,
-    split_validation,
-    synthetic_cifar10,
+    prepare_data,
 )
 from keras_cifar_resnet.reporting.evaluation import metrics_from_logits  # noqa: E402
+from keras_cifar_resnet.training.precision_support import accelerator_present  # noqa: E402
 from keras_cifar_resnet.training.run_folder import LOG_COLUMNS, write_json  # noqa: E402
 
-RECIPE = RECIPES["default"]
 EVALUATION_BATCH = 500
-
-
-def warmup_steps(epochs, steps_per_epoch, warmup_epochs):
-    """The training command's warm-up length: capped at half the run."""
-    total = epochs * steps_per_epoch
-    return min(round(warmup_epochs * steps_per_epoch), total // 2)
 
 
 def learning_rate_factor(step, total_steps, warmup):
@@ -87,73 +87,37 @@ def learning_rate_factor(step, total_steps, warmup):
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+# The training command's flags that mean the same here (their help included).
+TRAIN_FLAGS = (
+    "model",
+    "width_multiplier",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "warmup_epochs",
+    "max_train_examples",
+    "validation_size",
+    "data_dir",
+    "synthetic",
+    "seed",
+    "output_dir",
+)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python benchmarks/native_train.py",
+        prog="python -m benchmarks.native_train",
         description=(
             "Train the package's ResNet with the default recipe in plain "
             "PyTorch (no Keras), on the same data split and batch order as "
             "`python -m keras_cifar_resnet.train`, and write the same "
-            "log.csv and summary.json."
+            "log.csv and summary.json. The flags below mean what the "
+            "training command's do, defaults from the default recipe; a "
+            "--batch-size without --learning-rate scales the recipe's rate "
+            "linearly, as the training command does."
         ),
     )
-    parser.add_argument(
-        "--model",
-        choices=("resnet18", "resnet34", "tiny"),
-        default="resnet18",
-        help="Network, as train's --model. Default: resnet18.",
-    )
-    parser.add_argument(
-        "--width-multiplier",
-        type=float,
-        default=1.0,
-        metavar="W",
-        help="Scales every layer's filters, as train's. Default: 1.0.",
-    )
-    parser.add_argument(
-        "--epochs", type=int, default=RECIPE.epochs, help="Default: the recipe's."
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=RECIPE.batch_size,
-        help="Images per step. Default: the recipe's.",
-    )
-    parser.add_argument(
-        "--learning-rate",
-        type=float,
-        default=None,
-        help="Peak learning rate. Default: the recipe's, scaled linearly from "
-        "its batch size to --batch-size (as the training command does).",
-    )
-    parser.add_argument(
-        "--warmup-epochs",
-        type=float,
-        default=RECIPE.warmup_epochs,
-        help="Epochs of linear warm-up (capped at half the run). Default: the "
-        "recipe's.",
-    )
-    parser.add_argument(
-        "--max-train-examples",
-        type=int,
-        default=None,
-        metavar="N",
-        help="Train on the first N training images (after the split).",
-    )
-    parser.add_argument(
-        "--validation-size",
-        type=int,
-        default=5000,
-        help="Training images held out to choose the model; 0 keeps the final "
-        "one. Default: 5000.",
-    )
-    parser.add_argument("--data-dir", default=None, metavar="DIR", help="CIFAR-10.")
-    parser.add_argument(
-        "--synthetic",
-        action="store_true",
-        help="Random images instead of CIFAR-10 (tests only).",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="Default: 0.")
+    add_flags(parser, TRAIN_FLAGS)
     parser.add_argument(
         "--init",
         choices=("torch", "keras"),
@@ -170,60 +134,37 @@ def build_parser():
         "with the same --seed and this --initializer (the package's model, "
         "built and copied over); overrides --init.",
     )
-    parser.add_argument(
-        "--output-dir", required=True, metavar="DIR", help="Where the run writes."
-    )
     return parser
 
 
-def _check(args, parser):
-    problems = []
-    for name in ("epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            problems.append(f"--{name.replace('_', '-')} must be >= 1")
-    if not (math.isfinite(args.width_multiplier) and args.width_multiplier > 0):
-        problems.append("--width-multiplier must be a finite number > 0")
-    if args.learning_rate is not None and not args.learning_rate > 0:
-        problems.append("--learning-rate must be > 0")
-    if not (math.isfinite(args.warmup_epochs) and args.warmup_epochs >= 0):
-        problems.append("--warmup-epochs must be a number >= 0")
-    if args.validation_size < 0 or args.seed < 0:
-        problems.append("--validation-size and --seed must be >= 0")
-    if args.max_train_examples is not None and args.max_train_examples < 1:
-        problems.append("--max-train-examples must be >= 1")
-    if (Path(args.output_dir) / "summary.json").exists():
-        problems.append(f"--output-dir {args.output_dir} already holds a run")
-    if problems:
-        parser.error("; ".join(problems))
+def parse(argv=None):
+    """(args, config): the command line, and the recipe with its flags applied.
+
+    The training command's own rules resolve and check the config, so the
+    two cannot drift apart; an invalid value exits with status 2.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_flags(explicit_flags(args))
+    except ValueError as error:
+        parser.error(str(error))
+    if config.output_dir is None:
+        parser.error("--output-dir is required")
+    if (Path(config.output_dir) / "summary.json").exists():
+        parser.error(f"--output-dir {config.output_dir} already holds a run")
+    return args, config
 
 
-def load_data(args):
-    """(train, validation, test) as (uint8 NHWC, int64) pairs, as the command's."""
-    if args.synthetic:
-        count = (args.max_train_examples or 50_000) + args.validation_size
-        train, test = synthetic_cifar10(count, 1000, seed=args.seed)
-    else:
-        train, test = load_cifar10(args.data_dir)
-    train, validation = split_validation(*train, args.validation_size, seed=args.seed)
-    if args.max_train_examples is not None:
-        train = tuple(array[: args.max_train_examples] for array in train)
-    return train, validation, test
-
-
-def package_initial_model(args):
+def package_initial_model(config, initializer):
     """The package's untrained model, built as the training command builds it."""
     import random
 
     from keras_cifar_resnet.training.build import build_model
 
-    config = dataclasses.replace(
-        RECIPE,
-        model=args.model,
-        width_multiplier=args.width_multiplier,
-        initializer=args.keras_initializer,
-    )
+    config = dataclasses.replace(config, initializer=initializer)
     # As the training loop does: the model draws its seed from `random`.
-    random.seed(args.seed)
+    random.seed(config.seed)
     return build_model(config)
 
 
@@ -238,77 +179,65 @@ def predict(model, images, device):
     return np.concatenate(outputs)
 
 
-def smoothed_cross_entropy(logits, labels):
+def smoothed_cross_entropy(logits, labels, label_smoothing):
     """The training loss on numpy logits: val_loss, as the command reports it."""
     with torch.no_grad():
         return float(
             F.cross_entropy(
                 torch.from_numpy(logits),
                 torch.from_numpy(labels),
-                label_smoothing=RECIPE.label_smoothing,
+                label_smoothing=label_smoothing,
             )
         )
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _check(args, parser)
-    learning_rate = args.learning_rate or (
-        RECIPE.learning_rate * args.batch_size / RECIPE.batch_size
-    )
-    output_dir = Path(args.output_dir)
+    args, config = parse(argv)
+    learning_rate = config.learning_rate
+    output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(args.seed)
+    device = torch.device("cuda" if accelerator_present("torch") else "cpu")
+    torch.manual_seed(config.seed)
     generator = torch.Generator(device=device)
-    generator.manual_seed(args.seed)
+    generator.manual_seed(config.seed)
 
     try:
-        (x_train, y_train), (x_val, y_val), (x_test, y_test) = load_data(args)
-    except Exception as error:  # noqa: BLE001 - DataError and size problems
+        data = prepare_data(config)
+    except UsageError as error:
+        build_parser().error(str(error))
+    except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    if len(x_train) < args.batch_size:
-        parser.error(
-            f"--batch-size {args.batch_size} is larger than the {len(x_train)} "
-            "training images"
-        )
-    batches = TrainingBatches(x_train, y_train, args.batch_size, seed=args.seed)
+    x_train, y_train = data.train_images, data.train_labels
+    x_val, y_val = data.val_images, data.val_labels
+    x_test, y_test = data.test_images, data.test_labels
+    batches = TrainingBatches(x_train, y_train, config.batch_size, seed=config.seed)
     steps_per_epoch = batches.steps_per_epoch
-    total_steps = args.epochs * steps_per_epoch
-    warmup = warmup_steps(args.epochs, steps_per_epoch, args.warmup_epochs)
+    total_steps = config.epochs * steps_per_epoch
+    warmup = warmup_steps(config, steps_per_epoch)
 
     model = TorchResNet(
-        args.model,
-        batch_norm_momentum=RECIPE.batch_norm_momentum,
-        width_multiplier=args.width_multiplier,
+        config.model,
+        batch_norm_momentum=config.batch_norm_momentum,
+        width_multiplier=config.width_multiplier,
     )
     if args.keras_initializer:
-        load_keras_weights(model, package_initial_model(args))
+        initial = package_initial_model(config, args.keras_initializer)
+        load_keras_weights(model, initial)
     elif args.init == "keras":
         keras_initialization(model)
     model = model.to(device)
     model.train()
-    optimizer = make_optimizer(
-        model,
-        learning_rate=learning_rate,
-        momentum=RECIPE.momentum,
-        nesterov=True,
-        weight_decay=RECIPE.weight_decay,
-    )
+    optimizer = make_optimizer(model, config)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: learning_rate_factor(step, total_steps, warmup)
     )
-    augmentation = dict(
-        crop_padding=RECIPE.crop_padding,
-        flip=RECIPE.flip,
-        cutout_size=RECIPE.cutout_size,
-        generator=generator,
-    )
-    settings = {
-        key: value for key, value in vars(args).items() if key != "learning_rate"
-    } | {"learning_rate": learning_rate, "recipe": "default"}
+    augmentation = dict(reference_augmentation(config), generator=generator)
+    settings = {name: getattr(config, name) for name in TRAIN_FLAGS} | {
+        "init": args.init,
+        "keras_initializer": args.keras_initializer,
+        "recipe": "default",
+    }
     write_json(
         output_dir / "config.json",
         {
@@ -321,9 +250,9 @@ def main(argv=None):
     )
     parameters = sum(p.numel() for p in model.parameters())
     print(
-        f"native PyTorch: {args.model} at width {args.width_multiplier:g} "
+        f"native PyTorch: {config.model} at width {config.width_multiplier:g} "
         f"({parameters:,} parameters), {len(x_train):,} training images, "
-        f"{len(x_val):,} validation, {len(x_test):,} test; {args.epochs} epochs of "
+        f"{len(x_val):,} validation, {len(x_test):,} test; {config.epochs} epochs of "
         f"{steps_per_epoch} steps; peak learning rate {learning_rate:g}; writing to "
         f"{output_dir}",
         flush=True,
@@ -334,7 +263,7 @@ def main(argv=None):
     with open(output_dir / "log.csv", "w", newline="") as log_file:
         log = csv.DictWriter(log_file, LOG_COLUMNS)
         log.writeheader()
-        for epoch in range(args.epochs):
+        for epoch in range(config.epochs):
             started = time.perf_counter()
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device)
@@ -344,7 +273,7 @@ def main(argv=None):
                 labels = torch.from_numpy(labels).to(device)
                 logits = model(augment(images, **augmentation))
                 loss = F.cross_entropy(
-                    logits, labels, label_smoothing=RECIPE.label_smoothing
+                    logits, labels, label_smoothing=config.label_smoothing
                 )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -358,7 +287,7 @@ def main(argv=None):
             row = {
                 "epoch": epoch,
                 "loss": float(loss_sum) / steps_per_epoch,
-                "accuracy": float(correct) / (steps_per_epoch * args.batch_size),
+                "accuracy": float(correct) / (steps_per_epoch * config.batch_size),
                 # The rate the next step will use, as the command logs it.
                 "learning_rate": learning_rate
                 * learning_rate_factor(
@@ -369,7 +298,9 @@ def main(argv=None):
             marker = ""
             if len(x_val):
                 val_logits = predict(model, x_val, device)
-                row["val_loss"] = smoothed_cross_entropy(val_logits, y_val)
+                row["val_loss"] = smoothed_cross_entropy(
+                    val_logits, y_val, config.label_smoothing
+                )
                 row["val_accuracy"] = float((val_logits.argmax(1) == y_val).mean())
                 if best_accuracy is None or row["val_accuracy"] > best_accuracy:
                     best_epoch, best_accuracy = epoch + 1, row["val_accuracy"]
@@ -378,7 +309,7 @@ def main(argv=None):
             log.writerow({k: v if k == "epoch" else f"{v:.6g}" for k, v in row.items()})
             log_file.flush()
             print(
-                f"\repoch {epoch + 1}/{args.epochs}  loss {row['loss']:.4f}  "
+                f"\repoch {epoch + 1}/{config.epochs}  loss {row['loss']:.4f}  "
                 f"accuracy {row['accuracy']:.4f}"
                 + (
                     f"  val_accuracy {row['val_accuracy']:.4f}"
@@ -396,11 +327,11 @@ def main(argv=None):
     report = metrics_from_logits(logits, flipped, y_test)
     summary = {
         "model_file": model_file,
-        "selected_epoch": best_epoch or args.epochs,
+        "selected_epoch": best_epoch or config.epochs,
         "validation_accuracy": best_accuracy,
-        "epochs": args.epochs,
+        "epochs": config.epochs,
         "train_images": len(x_train),
-        "synthetic": args.synthetic,
+        "synthetic": config.synthetic,
         "train_seconds": round(train_seconds, 1),
         "backend": "native-torch",
         "test": report,

@@ -6,7 +6,7 @@ so each writes its own pytest-benchmark JSON; the accuracy runs write
 writes `table.md` (markdown) and `chart.png` (training images/s), printing
 the table too.
 
-    python benchmarks/report.py benchmark-results [--output-dir DIR]
+    python -m benchmarks.report benchmark-results [--output-dir DIR]
 
 Ratios are to native PyTorch eager at the same model, batch and precision
 (float32: NCHW float32; mixed: NCHW bf16 autocast), from the same run; a
@@ -122,21 +122,11 @@ def format_rows(rows, accuracy=None):
         if not chosen:
             continue
         lines += [f"**{title}**", ""]
-        header = [
-            "implementation",
-            "model",
-            "batch",
-            "precision",
-            "images/s",
-            "ms/step (median, IQR)",
-            "x native eager",
-            "x own fp32",
-            "first call (s)",
-            "peak memory (MiB)",
-            "cores busy",
-            "images/CPU-s",
-            "load",
-        ]
+        header = (
+            "implementation|model|batch|precision|images/s|ms/step (median, IQR)|"
+            "x native eager|x own fp32|first call (s)|peak memory (MiB)|cores busy|"
+            "images/CPU-s|load"
+        ).split("|")
         if function == "train":
             header.append("test accuracy")
         lines.append("| " + " | ".join(header) + " |")
@@ -324,7 +314,7 @@ def chart(rows, path):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python benchmarks/report.py",
+        prog="python -m benchmarks.report",
         description="Merge benchmark JSON files (pytest-benchmark output and "
         "accuracy-*.json) into a markdown table and a PNG chart.",
     )

@@ -18,21 +18,22 @@ import os
 import time
 
 import keras
-from conftest import NATIVE_VARIANTS, keras_layers_suffix
-from harness import (
+
+from benchmarks import torch_reference
+from benchmarks.conftest import NATIVE_VARIANTS, keras_suffix
+from benchmarks.harness import (
+    RECIPE,
     CPUUse,
     KerasTrainStep,
     PeakMemory,
     device_name,
     gpu_present,
     jit_compile_of,
-    native_step_kwargs,
     round_statistics,
     synthetic_batches,
     threading_settings,
     versions,
 )
-
 from keras_cifar_resnet.training.precision_support import cpu_has_native
 
 
@@ -70,7 +71,7 @@ def _measure(benchmark, runner, settings, backend, function, memory):
         "device": device_name(backend),
         # A CPU figure means little without it (emulated bf16 is slow).
         "cpu_native_bf16": None
-        if gpu_present()
+        if gpu_present(backend)
         else cpu_has_native("mixed_bfloat16"),
         "versions": versions(framework),
         "threading": threading_settings(framework),
@@ -90,14 +91,16 @@ def _measure(benchmark, runner, settings, backend, function, memory):
 
 def test_keras(benchmark, bench_settings, keras_case):
     """The package's model and compiled step on the current backend."""
-    model, batch_size, precision, function, fused_batch_norm, fused_conv = keras_case
+    model, batch_size, precision, function, fused_batch_norm, fused_conv, jit = (
+        keras_case
+    )
     backend = keras.backend.backend()
     benchmark.group = f"{function}-{model}-b{batch_size}-{precision}"
     runner = KerasTrainStep(
         model,
         batch_size,
         precision,
-        jit_compile=bench_settings.jit_compile,
+        jit_compile=jit,
         fused_batch_norm=fused_batch_norm,
         fused_conv=fused_conv,
     )
@@ -107,9 +110,7 @@ def test_keras(benchmark, bench_settings, keras_case):
     record.update(
         implementation="keras",
         # A forced compile is its own row beside Keras's default.
-        variant=f"keras-{backend}"
-        + ("-jit" if bench_settings.jit_compile == "on" else "")
-        + keras_layers_suffix(fused_batch_norm, fused_conv),
+        variant=f"keras-{backend}" + keras_suffix(fused_batch_norm, fused_conv, jit),
         model=model,
         precision=precision,
         jit_compile=jit_compile_of(runner.model),
@@ -123,8 +124,6 @@ def test_keras(benchmark, bench_settings, keras_case):
 
 def test_native_torch(benchmark, bench_settings, native_case):
     """The same network and step in plain PyTorch, the anchor of the ratios."""
-    import torch_reference
-
     variant, model, batch_size, function = native_case
     memory_format, precision, compiled = NATIVE_VARIANTS[variant]
     benchmark.group = f"{function}-{model}-b{batch_size}-{precision}"
@@ -135,7 +134,7 @@ def test_native_torch(benchmark, bench_settings, native_case):
         channels_last=memory_format == "channels_last",
         compile=compiled,
         batches=synthetic_batches(batch_size, 4),
-        **native_step_kwargs(),
+        config=RECIPE,
     )
     record = _measure(
         benchmark, runner, bench_settings, "native-torch", function, PeakMemory("torch")

@@ -31,16 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from keras_cifar_resnet.models import ARCHITECTURES
+from keras_cifar_resnet.training.precision_support import accelerator_present
+
 BATCH_NORM_EPSILON = 1e-3
 
-STAGES = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3), "tiny": (1, 1)}
-FILTERS = {
-    "resnet18": (64, 128, 256, 512),
-    "resnet34": (64, 128, 256, 512),
-    "tiny": (8, 16),
-}
-STRIDES = {"resnet18": (1, 2, 2, 2), "resnet34": (1, 2, 2, 2), "tiny": (1, 2)}
-STEM_FILTERS = {"resnet18": 64, "resnet34": 64, "tiny": 8}
+
 
 
 def same_padding(size, kernel, stride):
@@ -115,13 +111,11 @@ class TorchResNet(nn.Module):
         def scaled(filters):
             return max(1, round(filters * width_multiplier))
 
-        stem = scaled(STEM_FILTERS[model_name])
+        stem = scaled(ARCHITECTURES[model_name]["stem_filters"])
         self.stem_conv = nn.Conv2d(3, stem, 3)  # valid padding
         self.stem_bn = batch_norm(stem, batch_norm_momentum)
         blocks, channels = [], stem
-        for num_blocks, filters, stride in zip(
-            STAGES[model_name], FILTERS[model_name], STRIDES[model_name], strict=True
-        ):
+        for num_blocks, filters, stride in ARCHITECTURES[model_name]["stages"]:
             for index in range(num_blocks):
                 blocks.append(
                     BasicBlock(
@@ -222,8 +216,20 @@ def augment(images, crop_padding=4, flip=True, cutout_size=0, generator=None):
     return images
 
 
-def make_optimizer(module, learning_rate, momentum, nesterov, weight_decay):
-    """SGD with decay on conv/dense weights only, as the package's L2 term."""
+def augmentation(config):
+    """`augment`'s arguments for a `TrainConfig`'s crop, flip and cutout."""
+    return dict(
+        crop_padding=config.crop_padding,
+        flip=config.flip,
+        cutout_size=config.cutout_size,
+    )
+
+
+def make_optimizer(module, config, learning_rate=None):
+    """The config's Nesterov SGD, decay on conv/dense weights only (the L2 term).
+
+    `learning_rate` defaults to the config's.
+    """
     decayed = [
         p for n, p in module.named_parameters() if n.endswith("weight") and p.dim() > 1
     ]
@@ -234,12 +240,12 @@ def make_optimizer(module, learning_rate, momentum, nesterov, weight_decay):
     ]
     return torch.optim.SGD(
         [
-            {"params": decayed, "weight_decay": weight_decay},
+            {"params": decayed, "weight_decay": config.weight_decay},
             {"params": plain, "weight_decay": 0.0},
         ],
-        lr=learning_rate,
-        momentum=momentum,
-        nesterov=nesterov,
+        lr=config.learning_rate if learning_rate is None else learning_rate,
+        momentum=config.momentum,
+        nesterov=True,
     )
 
 
@@ -252,42 +258,27 @@ class NativeTorchStep:
         precision: str, `float32` or `mixed` (bf16 autocast).
         channels_last: bool, `torch.channels_last` memory format.
         compile: bool, `torch.compile` the step.
-        optimizer_kwargs: dict for `make_optimizer`.
         batches: list of numpy (images, labels) to rotate.
-        label_smoothing: float. Defaults to 0.
-        crop_padding, flip, cutout_size: the augmentation, as `augment`.
-        batch_norm_momentum: float, Keras's convention. Defaults to 0.99.
+        config: `keras_cifar_resnet.config.TrainConfig`, the recipe: its
+            optimizer, learning rate, label smoothing, augmentation and
+            BatchNorm momentum.
     """
 
     def __init__(
-        self,
-        model_name,
-        batch_size,
-        precision,
-        channels_last,
-        compile,
-        optimizer_kwargs,
-        batches,
-        label_smoothing=0.0,
-        crop_padding=4,
-        flip=True,
-        cutout_size=0,
-        batch_norm_momentum=0.99,
+        self, model_name, batch_size, precision, channels_last, compile, batches, config
     ):
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = torch.device("cuda" if accelerator_present("torch") else "cpu")
         self.batch_size = batch_size
         self.model = TorchResNet(
-            model_name, batch_norm_momentum=batch_norm_momentum
+            model_name, batch_norm_momentum=config.batch_norm_momentum
         ).to(self.device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.model.train()
-        self.optimizer = make_optimizer(self.model, **optimizer_kwargs)
+        self.optimizer = make_optimizer(self.model, config)
         self.autocast = precision == "mixed"
-        self.label_smoothing = label_smoothing
-        self.augment_kwargs = dict(
-            crop_padding=crop_padding, flip=flip, cutout_size=cutout_size
-        )
+        self.label_smoothing = config.label_smoothing
+        self.augment_kwargs = augmentation(config)
         self.batches = [
             (
                 torch.from_numpy(x).to(self.device),

@@ -8,13 +8,13 @@ test model, batch 8, one round); the report is built from what they wrote.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from benchmarks import accuracy, report
+from benchmarks import conftest as benchmark_options
 from keras_cifar_resnet.training.run_folder import LOG_COLUMNS
 from tests.backend_subprocess import (
     current_backend,
@@ -23,17 +23,7 @@ from tests.backend_subprocess import (
     run_under_backend,
 )
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-report = _load("report")
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _record(variant, images_per_second, precision="float32", function="train"):
@@ -118,14 +108,12 @@ def test_native_reference_is_the_keras_network():
     run_only_in_session("torch", "plain PyTorch beside Keras")
     run_under_backend(
         current_backend(),
-        f"""
-        import sys
-        sys.path.insert(0, {str(BENCHMARKS)!r})
+        """
         import numpy as np
         import torch
         import keras
+        from benchmarks import torch_reference
         from keras_cifar_resnet import ResNet18
-        import torch_reference
 
         keras_model = ResNet18(batch_norm_momentum=0.9)
         module = torch_reference.TorchResNet("resnet18", batch_norm_momentum=0.9)
@@ -162,6 +150,7 @@ def test_native_reference_is_the_keras_network():
             assert counts == ResNet18(width_multiplier=width).count_params(), width
         print("ok")
         """,
+        cwd=REPO,
     )
 
 
@@ -175,7 +164,7 @@ def test_tiny_benchmark_run_and_report(tmp_path):
         [
             "-m",
             "pytest",
-            str(BENCHMARKS / "test_step_throughput.py"),
+            "benchmarks/test_step_throughput.py",
             "-p",
             "no:cacheprovider",
             "-q",
@@ -186,7 +175,7 @@ def test_tiny_benchmark_run_and_report(tmp_path):
             "both",
             f"--benchmark-json={output}",
         ],
-        cwd=BENCHMARKS.parent,
+        cwd=REPO,
         timeout=600,
     )
 
@@ -219,9 +208,6 @@ def test_tiny_benchmark_run_and_report(tmp_path):
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-accuracy = _load("accuracy")
-
-
 def test_seconds_to_reach_sums_epochs_until_the_first_epoch_at_threshold():
     log = [
         {"seconds": "10", "val_accuracy": "0.90"},
@@ -244,13 +230,14 @@ def test_accuracy_run_records_what_the_training_command_wrote(tmp_path):
     run_command_under_backend(
         backend,
         [
-            str(BENCHMARKS / "accuracy.py"),
+            "-m",
+            "benchmarks.accuracy",
             "--profile",
             "tiny",
             "--output-dir",
             str(tmp_path),
         ],
-        cwd=BENCHMARKS.parent,
+        cwd=REPO,
         timeout=600,
     )
     record = json.loads((tmp_path / f"accuracy-{backend}.json").read_text())
@@ -273,7 +260,8 @@ def test_native_accuracy_run_writes_the_same_records(tmp_path):
     run_command_under_backend(
         current_backend(),
         [
-            str(BENCHMARKS / "accuracy.py"),
+            "-m",
+            "benchmarks.accuracy",
             "--native",
             "--profile",
             "tiny",
@@ -283,7 +271,7 @@ def test_native_accuracy_run_writes_the_same_records(tmp_path):
             "--epochs",
             "2",
         ],
-        cwd=BENCHMARKS.parent,
+        cwd=REPO,
         timeout=600,
     )
     record = json.loads((tmp_path / "accuracy-native-torch.json").read_text())
@@ -328,33 +316,37 @@ class _Options:
 def test_cpu_profile_leaves_out_bf16_only_without_native_bf16(
     monkeypatch, native_bf16
 ):
+    from benchmarks import harness
     from keras_cifar_resnet.training import precision_support
 
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    # Registered before running: dataclasses look their module up by name.
-    spec = importlib.util.spec_from_file_location(
-        "benchmarks_conftest", BENCHMARKS / "conftest.py"
-    )
-    conftest = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, conftest)
-    spec.loader.exec_module(conftest)
-    import harness
-
-    monkeypatch.setattr(harness, "gpu_present", lambda: False)
+    monkeypatch.setattr(harness, "gpu_present", lambda framework=None: False)
     monkeypatch.setattr(precision_support, "cpu_has_native", lambda p: native_bf16)
-    settings = conftest.settings_from(_Options())
+    settings = benchmark_options.settings_from(_Options())
     assert settings.fused_convs == (True, False)
     if native_bf16 is False:
         assert settings.precisions == ("float32",)
-        assert settings.native == ("eager", "channels_last")
+        assert settings.native == (
+            "eager",
+            "channels_last",
+            "compiled-eager",
+            "compiled-channels_last",
+        )
         assert "no native bf16" in settings.skipped
     else:
         assert settings.precisions == ("float32", "mixed")
         assert "channels_last-bf16" in settings.native
+        assert "compiled-eager-bf16" in settings.native
         assert settings.skipped == ""
     # Asked for by name, bf16 runs anyway.
-    explicit = conftest.settings_from(
+    explicit = benchmark_options.settings_from(
         _Options(**{"--precisions": ("mixed",), "--native": ("eager-bf16",)})
     )
     assert explicit.precisions == ("mixed",) and explicit.native == ("eager-bf16",)
     assert explicit.skipped == ""
+
+
+def test_jit_compile_both_times_keras_default_and_forced_compile_side_by_side():
+    settings = benchmark_options.settings_from(_Options(**{"--jit-compile": "both"}))
+    assert settings.jit_compiles == ("auto", "on")
+    assert benchmark_options.keras_suffix(True, True, "on") == "-jit"
+    assert benchmark_options.keras_suffix(False, True, "auto") == "-keras-bn"

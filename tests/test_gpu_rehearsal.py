@@ -3,13 +3,13 @@
 The stage runner is checked with stand-in stages (small Python commands):
 results after every stage, a failure reported, the budget and --max-files
 kept. Then `prepare.sh --rehearse` and `run.sh --rehearse` run end to end on
-a CPU, as a user would on a GPU machine, with the current backend's
-throughput stage only, in the torch test session.
+a CPU, as a user would on a GPU machine: each test session rehearses its
+share of the stages (`REHEARSED_IN`), so that over the three sessions every
+stage runs once with the settings it uses on a GPU.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -18,22 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.gpu import stages
 from tests.backend_subprocess import current_backend
 
 REPO = Path(__file__).resolve().parent.parent
 GPU = REPO / "benchmarks" / "gpu"
-
-
-def _load_stages():
-    # Registered before running: dataclasses look their module up by name.
-    spec = importlib.util.spec_from_file_location("gpu_stages", GPU / "stages.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-stages = _load_stages()
 
 
 def test_throughput_comes_first_then_accuracy():
@@ -129,19 +118,75 @@ def test_the_output_folder_takes_at_most_max_files(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["results.json", "table.md"]
 
 
+# Which test session rehearses which stages: every stage once over the three
+# sessions (every framework is installed in each), the time spread evenly.
+# The compiled torch steps take longest on a CPU; the TensorFlow session,
+# which has no stage of its own, rehearses them.
+REHEARSED_IN = {
+    "jax": ("keras-jax", "keras-jax-float32", "accuracy-jax"),
+    "torch": (
+        "keras-torch",
+        "keras-torch-keras-bn",
+        "keras-torch-keras-conv",
+        "native-torch",
+        "accuracy-torch",
+    ),
+    "tensorflow": ("native-torch-compiled", "keras-torch-compiled"),
+}
+
+
+def test_every_stage_is_rehearsed_in_exactly_one_test_session():
+    rehearsed = [name for names in REHEARSED_IN.values() for name in names]
+    assert sorted(rehearsed) == sorted(stage.name for stage in stages.STAGES)
+
+
+def _settings(argv):
+    """What a command keeps from the GPU run in a rehearsal: all but its size."""
+    sizes = {
+        "--models", "--batch-sizes", "--rounds", "--steps-per-round", "--model",
+        "--epochs", "--output-dir", "--max-train-examples", "--validation-size",
+        "--batch-size",
+    }  # fmt: skip
+    kept, skip = [], False
+    for arg in map(str, argv):
+        if skip or arg.startswith("--benchmark-json") or arg == "--synthetic":
+            skip = False
+            continue
+        if arg in sizes:
+            skip = True
+            continue
+        kept.append(arg)
+    return kept
+
+
+@pytest.mark.parametrize("stage", stages.STAGES, ids=lambda stage: stage.name)
+def test_a_rehearsal_keeps_each_stages_precision_compile_and_layers(stage, tmp_path):
+    gpu = stages.build_parser().parse_args(
+        ["--budget", "1", "--out", "o", "--work", "w"]
+    )
+    stages.configure(gpu)
+    rehearsal = stages.build_parser().parse_args(
+        ["--budget", "1", "--out", "o", "--work", "w", "--rehearse"]
+    )
+    stages.configure(rehearsal)
+    figures = tmp_path / "figures.json"
+    assert _settings(stage.argv(rehearsal, figures)) == _settings(
+        stage.argv(gpu, figures)
+    )
+
+
+@pytest.mark.slow
 def test_the_rehearsal_runs_from_prepare_to_table(tmp_path):
-    """prepare.sh --rehearse in parts, then run.sh --rehearse, one backend."""
-    backend = current_backend()
-    if backend != "torch":
-        # Every stage runs the same way; torch's starts the fastest.
-        pytest.skip("the rehearsal runs in the torch test session")
+    """prepare.sh --rehearse in parts, then run.sh --rehearse with this test
+    session's stages (REHEARSED_IN), each with its GPU settings."""
+    names = REHEARSED_IN[current_backend()]
     bundle, out = tmp_path / "bundle", tmp_path / "out"
     prepare = ["bash", GPU / "prepare.sh", "--rehearse", "--bundle", bundle]
     subprocess.run([*prepare, "--part-size", "1"], check=True, cwd=tmp_path)
     assert not bundle.exists() and Path(f"{bundle}.SHA256SUMS").is_file()
     command = ["bash", GPU / "run.sh", "--rehearse", "--bundle", bundle]
-    command += ["--budget", "300", "--out", out, "--max-files", "3"]
-    command += ["--stages", f"keras-{backend}"]
+    command += ["--budget", "1200", "--out", out, "--max-files", "3"]
+    command += ["--stages", ",".join(names)]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == [
@@ -149,7 +194,12 @@ def test_the_rehearsal_runs_from_prepare_to_table(tmp_path):
         "run.log",
         "table.md",
     ]
-    table = (out / "table.md").read_text()
-    assert f"keras-{backend}" in table and "| ok |" in table
     record = json.loads((out / "results.json").read_text())
-    assert record["stages"][0]["figures"]["benchmarks"]
+    outcomes = {o["stage"]: o for o in record["stages"]}
+    assert sorted(outcomes) == sorted(names)
+    for name, outcome in outcomes.items():
+        assert outcome["status"] == "ok", (name, outcome)
+        figures = outcome["figures"]
+        assert figures.get("benchmarks") or figures.get("test_accuracy") is not None
+    table = (out / "table.md").read_text()
+    assert all(f"| {name} |" in table for name in names)

@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import keras
 import pytest
 
-from keras_cifar_resnet.config import TrainConfig
+from keras_cifar_resnet.config import RECIPES, TrainConfig, warmup_steps
 from keras_cifar_resnet.training.build import learning_rate_schedule
-
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 pytest.importorskip("torch", reason="the native trainer needs PyTorch")
 
 
 def _native_train():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "native_train", BENCHMARKS / "native_train.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return module
+    from benchmarks import native_train
+
+    return native_train
 
 
 @pytest.mark.parametrize(
@@ -38,7 +25,7 @@ def test_the_schedule_is_the_training_commands(epochs, warmup_epochs, steps_per_
     config = TrainConfig(epochs=epochs, warmup_epochs=warmup_epochs)
     schedule = learning_rate_schedule(config, steps_per_epoch)
     total = epochs * steps_per_epoch
-    warmup = native.warmup_steps(epochs, steps_per_epoch, warmup_epochs)
+    warmup = warmup_steps(config, steps_per_epoch)
     for step in range(0, total + 1, max(1, total // 40)):
         expected = float(keras.ops.convert_to_numpy(schedule(step)))
         factor = native.learning_rate_factor(step, total, warmup)
@@ -53,3 +40,15 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, capsys):
         native.main(["--width-multiplier", "0", "--output-dir", str(tmp_path)])
     assert exit_.value.code == 2
     assert "--width-multiplier must be a finite number > 0" in capsys.readouterr().err
+
+
+def test_flags_and_learning_rate_scaling_are_the_training_commands(tmp_path):
+    native = _native_train()
+    _, config = native.parse(["--batch-size", "128", "--output-dir", str(tmp_path)])
+    recipe = RECIPES["default"]
+    assert config.learning_rate == recipe.learning_rate * 128 / recipe.batch_size
+    assert config.epochs == recipe.epochs and config.validation_size == 5000
+    _, explicit = native.parse(
+        ["--batch-size", "128", "--learning-rate", "0.3", "--output-dir", "x"]
+    )
+    assert explicit.learning_rate == 0.3

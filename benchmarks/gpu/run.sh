@@ -73,12 +73,13 @@ fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/gpu-run.XXXXXX")
 mkdir -p "$out"
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} KERAS_HOME=$work/keras-home
+# `-m` puts the repository root (here) on the path of every stage.
+export KERAS_HOME=$work/keras-home
 {
   echo "run.sh: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -n)"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null \
     || echo "run.sh: no GPU listed by nvidia-smi"
-  "$PYTHON" benchmarks/gpu/stages.py --budget "$budget" --out "$out" --work "$work" \
+  "$PYTHON" -m benchmarks.gpu.stages --budget "$budget" --out "$out" --work "$work" \
     --started-at "$started" "${options[@]}"
 } 2>&1 | tee "$work/run.log"
 status=${PIPESTATUS[0]}

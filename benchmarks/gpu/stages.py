@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import importlib.util
 import json
 import os
 import shutil
@@ -71,9 +70,9 @@ def throughput(precision, *, select="test_keras", extra=()):
 
 
 def accuracy(options, figures):
-    """The command of an accuracy stage (benchmarks/accuracy.py, the recipe)."""
+    """The command of an accuracy stage (benchmarks.accuracy, the recipe)."""
     return [
-        sys.executable, "benchmarks/accuracy.py", "--profile", "full",
+        sys.executable, "-m", "benchmarks.accuracy", "--profile", "full",
         "--model", options.model, "--mixed-precision", "mixed_bfloat16",
         "--output-dir", str(figures.parent), "--",
         "--epochs", str(options.epochs), *options.train_flags,
@@ -140,15 +139,6 @@ REHEARSAL = {
 
 def say(message):
     print(f"run.sh: {message}", flush=True)
-
-
-def _report_module():
-    spec = importlib.util.spec_from_file_location(
-        "report", REPO / "benchmarks" / "report.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class Run:
@@ -297,7 +287,8 @@ class Run:
     def write_results(self, *, chart=False):
         """table.md, results.json and the log in the output folder, now."""
         try:
-            report = _report_module()
+            from benchmarks import report
+
             rows, accuracy_rows = report.load([self.figures])
             lines = [f"# {self.options.title}", ""]
             lines += report.format_rows(rows, accuracy_rows)
@@ -342,7 +333,7 @@ class Run:
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python benchmarks/gpu/stages.py",
+        prog="python -m benchmarks.gpu.stages",
         description="Run the GPU stages within a budget (run.sh calls this).",
     )
     parser.add_argument("--budget", type=float, required=True, metavar="SECONDS")
@@ -368,9 +359,8 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    parser = build_parser()
-    options = parser.parse_args(argv)
+def configure(options):
+    """Completes the parsed options: the GPU run's sizes, or the rehearsal's."""
     options.started_at = options.started_at or time.time()
     options.model, options.batch_size, options.rounds, options.steps = (
         "resnet18",
@@ -385,6 +375,12 @@ def main(argv=None):
         options.title = "GPU run, rehearsed on a CPU"
     elif options.stage_limit is None:
         options.stage_limit = 180
+    return options
+
+
+def main(argv=None):
+    parser = build_parser()
+    options = configure(parser.parse_args(argv))
     stages = STAGES
     if options.stages:
         names = options.stages.split(",")

@@ -5,6 +5,7 @@ the command line from its fields. Both are importable from here.
 """
 
 from keras_cifar_resnet.config.flags import (
+    add_flags,
     build_parser,
     explicit_flags,
     flag_fields,
@@ -28,9 +29,12 @@ from keras_cifar_resnet.config.train_config import (
     config_from_flags,
     flag_name,
     saved_config,
+    warmup_steps,
 )
 
 __all__ = [
+    "add_flags",
+    "warmup_steps",
     "DISTRIBUTE",
     "INITIALIZERS",
     "JIT_COMPILE",

@@ -58,27 +58,15 @@ class _Parser(argparse.ArgumentParser):
 _TYPES = {"int": int, "float": float, "str": str, "int | None": int, "str | None": str}
 
 
-def build_parser(prog=None):
-    """The command-line parser, one flag per `TrainConfig` field, plus `--resume`.
+def add_flags(parser, names=None):
+    """Adds the flags of the `TrainConfig` fields `names` (default: all).
 
-    Every flag defaults to None, so that `resolve_config` can tell the flags
-    given on the command line (which override the recipe) from the rest.
+    Every flag defaults to None, so that `explicit_flags` can tell the flags
+    given on the command line from the rest.
     """
-    # Here, not at the top: `messages` reads checkpoints, which read this module.
-    from keras_cifar_resnet.messages import PROGRAMS
-
-    parser = _Parser(
-        prog=prog or PROGRAMS["train"],
-        description=(
-            "Train a ResNet on CIFAR-10 with a Keras backend: KERAS_BACKEND "
-            "(jax, tensorflow or torch) if set, else the one keras.json names "
-            "if installed, else the first installed of tensorflow, jax, torch; "
-            "the start line says which. The run writes "
-            "its config, a per-epoch CSV log, a checkpoint per epoch, the best "
-            "model, a test-set summary and a plot of the curves to --output-dir."
-        ),
-    )
     for field in flag_fields():
+        if names is not None and field.name not in names:
+            continue
         flag = flag_name(field.name)
         if field.type == "bool":
             parser.add_argument(
@@ -99,6 +87,29 @@ def build_parser(prog=None):
             metavar=field.metadata["metavar"],
             help=_help(field),
         )
+
+
+def build_parser(prog=None):
+    """The command-line parser, one flag per `TrainConfig` field, plus `--resume`.
+
+    Every flag defaults to None, so that `resolve_config` can tell the flags
+    given on the command line (which override the recipe) from the rest.
+    """
+    # Here, not at the top: `messages` reads checkpoints, which read this module.
+    from keras_cifar_resnet.messages import PROGRAMS
+
+    parser = _Parser(
+        prog=prog or PROGRAMS["train"],
+        description=(
+            "Train a ResNet on CIFAR-10 with a Keras backend: KERAS_BACKEND "
+            "(jax, tensorflow or torch) if set, else the one keras.json names "
+            "if installed, else the first installed of tensorflow, jax, torch; "
+            "the start line says which. The run writes "
+            "its config, a per-epoch CSV log, a checkpoint per epoch, the best "
+            "model, a test-set summary and a plot of the curves to --output-dir."
+        ),
+    )
+    add_flags(parser)
     parser.add_argument(
         "--resume",
         metavar="DIR",

@@ -369,6 +369,12 @@ def flag_name(field):
     return "--" + field.replace("_", "-")
 
 
+def warmup_steps(config, steps_per_epoch):
+    """The warm-up's length in steps: `warmup_epochs`, capped at half the run."""
+    total_steps = config.epochs * steps_per_epoch
+    return min(round(config.warmup_epochs * steps_per_epoch), total_steps // 2)
+
+
 def config_from_flags(flags):
     """The config for explicit `flags`: the recipe's values, then the flags.
 

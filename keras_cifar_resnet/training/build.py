@@ -21,7 +21,7 @@ import dataclasses
 import keras
 from keras import ops
 
-from keras_cifar_resnet.config import TrainConfig, config_from_flags
+from keras_cifar_resnet.config import TrainConfig, config_from_flags, warmup_steps
 from keras_cifar_resnet.data.augment import Augmentation
 from keras_cifar_resnet.models import MODELS
 
@@ -78,15 +78,15 @@ def learning_rate_schedule(config, steps_per_epoch):
     if config.schedule == "constant":
         return config.learning_rate
     total_steps = config.epochs * steps_per_epoch
-    warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps // 2)
-    if not warmup_steps:
+    warmup = warmup_steps(config, steps_per_epoch)
+    if not warmup:
         return keras.optimizers.schedules.CosineDecay(config.learning_rate, total_steps)
     # Keras's warm-up is initial + (target - initial) * s / w.
     return WarmupCosineDecay(
-        config.learning_rate / (warmup_steps + 1),
-        total_steps - warmup_steps,
+        config.learning_rate / (warmup + 1),
+        total_steps - warmup,
         warmup_target=config.learning_rate,
-        warmup_steps=warmup_steps,
+        warmup_steps=warmup,
     )
 
 

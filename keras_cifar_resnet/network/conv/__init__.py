@@ -21,7 +21,7 @@ from keras import layers
 
 # Backend -> module with `channels_last_conv2d`; a backend absent here runs
 # Keras's own layer. Whole ResNet18 steps on the CPU against Keras's layer:
-# benchmarks/results/cpu-2core-amd-epyc-2026-12-01-fused-conv.md.
+# benchmarks/results/cpu-2core-amd-epyc-2026-12-02-fused-conv-quiet.md.
 FUSED_KERNEL_MODULES = {"torch": "keras_cifar_resnet.network.conv.torch"}
 
 
