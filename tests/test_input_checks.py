@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from keras_cifar_resnet.data.cifar10 import input_checks
+from keras_cifar_resnet.data import input_checks
 from keras_cifar_resnet.data.input_checks import InputError
 
 
