@@ -32,6 +32,7 @@ from keras_cifar_resnet.model_files import (
     load_model,
     resolve_model_path,
 )
+from keras_cifar_resnet.output_paths import clobber_problem
 from keras_cifar_resnet.run_folder import RUN_MODEL_FILES, unwritable_reason, write_json
 
 # --- Command line -----------------------------------------------------------
@@ -226,16 +227,27 @@ def main(argv=None):
         return 128 + signal.SIGINT
 
 
-def output_problem(output_path, given):
+def output_problem(output_path, given, model_path=None):
     """Why the report cannot be written to `output_path`, or None (no work done).
+
+    The JSON and the pictures beside it must each be a new or a regular
+    file, not the model read nor a file of a training run
+    (`output_paths.clobber_problem`).
 
     Args:
         output_path: Path, where the JSON goes.
         given: bool, whether the user named it with `--output`.
+        model_path: Path or None, the model being evaluated. Defaults to None.
     """
     where = f"--output {output_path}" if given else f"{output_path}"
     if output_path.is_dir():
         return f"{where} is a folder; name the JSON file to write"
+    inputs = () if model_path is None else (model_path,)
+    for path in (output_path, *picture_paths(output_path)):
+        clobbered = clobber_problem(path, inputs=inputs)
+        if clobbered is not None:
+            named = where if path == output_path else f"{where}: {path}"
+            return f"{named} {clobbered}; choose another --output"
     reason = unwritable_reason(output_path.parent)
     if reason is None:
         return None
@@ -247,7 +259,7 @@ def _run(args):
     # Where the results go is checked first, before minutes of evaluation.
     model_path = resolve_model_path(args.model)
     output_path = Path(args.output or default_output_path(model_path, args.model))
-    problem = output_problem(output_path, args.output is not None)
+    problem = output_problem(output_path, args.output is not None, model_path)
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 2

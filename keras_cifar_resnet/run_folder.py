@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime
+import errno
 import fcntl
 import importlib.metadata
 import json
@@ -137,6 +138,11 @@ def write_atomically(path, write, *, keep_previous=None):
 
 
 def _write_atomically(path, write, keep_previous):
+    # Renamed over a regular file only: never a folder, device or pipe.
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise WriteError(
+            errno.EEXIST, f"cannot write {path}: it exists and is not a regular file"
+        )
     temporary = path.with_name(f".{os.getpid()}.{path.name}")
     try:
         write(temporary)

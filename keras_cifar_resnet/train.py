@@ -34,6 +34,7 @@ from keras_cifar_resnet.config import (
     flag_name,
     saved_config,
 )
+from keras_cifar_resnet.output_paths import foreign_run_files
 from keras_cifar_resnet.run_folder import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
@@ -165,6 +166,9 @@ def config_for_arguments(args):
     if config.output_dir is None:
         config = dataclasses.replace(config, output_dir=_default_output_dir(config))
     _check_writable("--output-dir", config.output_dir)
+    foreign = foreign_run_files(config.output_dir)
+    if foreign:
+        raise UsageError(messages.foreign_files(config.output_dir, foreign))
     folder = RunFolder(config.output_dir)
     if folder.holds_run() and folder.holds_checkpoint():
         raise UsageError(messages.already_holds_a_run(config.output_dir))
