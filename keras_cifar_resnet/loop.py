@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import signal
 import sys
 
 import keras
@@ -39,6 +40,7 @@ from keras_cifar_resnet.callbacks import (
     StopOnNonFiniteLoss,
 )
 from keras_cifar_resnet.checkpoints import load_checkpoint, run_settings
+from keras_cifar_resnet.closed_output import closed_stdout_guard
 from keras_cifar_resnet.data import data_source
 from keras_cifar_resnet.distribute import LostProcessError, setup_distribution
 from keras_cifar_resnet.evaluation import evaluate_model, progress_verbosity
@@ -98,7 +100,9 @@ def train(config, *, resume=False, callbacks=(), checkpoint=None):
         # One run per folder: a second process is refused before any work.
         with hold_run_folder(
             config.output_dir, distribution.is_chief
-        ), dtype_policy(policy), StopSignals() as signals:
+        ), dtype_policy(policy), StopSignals() as signals, closed_stdout_guard(
+            lambda: signals.stop(signal.SIGPIPE)  # as `| head` closes the pipe
+        ):
             check_training_memory(config, device_description()["tensor_device"])
             try:
                 return _train_and_evaluate(

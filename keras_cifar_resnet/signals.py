@@ -63,6 +63,10 @@ class StopSignals:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
+    def stop(self, signum):
+        """Acts as if `signum` had arrived (a closed standard output: SIGPIPE)."""
+        self._handle(signum, None)
+
     def _handle(self, signum, frame):
         name = signal.Signals(signum).name
         if self._saving and self._held is None:
