@@ -44,7 +44,8 @@ def compile_for_training(
         The model, compiled; `fit` it with `batch_size`.
 
     Raises:
-        ValueError: an unknown recipe or setting, or a value out of range.
+        ValueError: not a `ResNet`, an unknown recipe or setting, or a value
+            out of range.
 
     Example:
 
@@ -54,6 +55,9 @@ def compile_for_training(
     """
     from keras_cifar_resnet.build import compile_model
     from keras_cifar_resnet.config import TrainConfig, config_from_flags
+    from keras_cifar_resnet.input_checks import check_model
+
+    check_model(model)
 
     known = {field.name for field in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(settings) - known)
