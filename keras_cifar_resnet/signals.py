@@ -23,6 +23,15 @@ class RunStopped(BaseException):
         self.signum = signum
 
 
+def _say(line):
+    """Prints `line` on a line of its own in one write.
+
+    A second signal can stop the run between two writes; `print` writes the
+    text and its newline separately, and the next line would join this one.
+    """
+    print(f"\n{line}\n", end="", flush=True)
+
+
 class StopSignals:
     """SIGINT and SIGTERM for the whole run, from setup to the last file.
 
@@ -33,7 +42,8 @@ class StopSignals:
     while a file is being written (`saving()`): the signal is held until the
     write is done, so the checkpoint a first signal asked for is always
     completed. A third signal during a write stops at once; the atomic write
-    leaves the old file then.
+    leaves the old file then. Once the run stops at once, further signals
+    are ignored while it unwinds, so its one line is never cut short.
 
     Example:
 
@@ -50,6 +60,7 @@ class StopSignals:
         self.in_epochs = False
         self._saving = 0
         self._held = None
+        self._stopping = False
         self._previous = {}
 
     def __enter__(self):
@@ -68,22 +79,21 @@ class StopSignals:
         self._handle(signum, None)
 
     def _handle(self, signum, frame):
+        if self._stopping:
+            return  # stopping at once already: the unwinding must not break
         name = signal.Signals(signum).name
         if self._saving and self._held is None:
             self._held = signum
-            print(
-                f"\n{name}: stopping once the file being saved is written",
-                flush=True,
-            )
+            _say(f"{name}: stopping once the file being saved is written")
             return
         if self.in_epochs and self.signum is None:
             self.signum = signum
-            print(
-                f"\n{name}: stopping after this step and saving a checkpoint "
-                "(send it again to stop at once)",
-                flush=True,
+            _say(
+                f"{name}: stopping after this step and saving a checkpoint "
+                "(send it again to stop at once)"
             )
             return
+        self._stopping = True
         raise RunStopped(signum)
 
     @contextlib.contextmanager
@@ -96,4 +106,5 @@ class StopSignals:
             self._saving -= 1
         if not self._saving and self._held is not None:
             signum, self._held = self._held, None
+            self._stopping = True
             raise RunStopped(signum)

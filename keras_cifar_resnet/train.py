@@ -35,6 +35,7 @@ from keras_cifar_resnet.config import (
     saved_config,
 )
 from keras_cifar_resnet.output_paths import foreign_run_files
+from keras_cifar_resnet.process_exit import end_process
 from keras_cifar_resnet.run_folder import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
@@ -183,7 +184,13 @@ def config_for_arguments(args):
 
 
 def main(argv=None):
-    """The `keras-cifar-resnet-train` command; returns the exit status."""
+    """The `keras-cifar-resnet-train` command; returns the exit status.
+
+    Args:
+        argv: list of str, or None for the process's own command line; then a
+            run stopped by a signal ends the process at once
+            (`process_exit.end_process`) instead of returning.
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -217,7 +224,12 @@ def main(argv=None):
             flush=True,
         )
         resume = False
-    return _train(config, resume, checkpoint, parser.prog)
+    status = _train(config, resume, checkpoint, parser.prog)
+    if argv is None and status > 128:
+        # The process's own command, stopped by a signal: nothing is left to
+        # do, and the frameworks' teardown may crash mid-compilation.
+        end_process(status)
+    return status
 
 
 def _train(config, resume, checkpoint, prog):
