@@ -10,7 +10,8 @@ so `--help` and usage errors need no backend.
 Exit status: 0 done; 1 failed (missing or damaged data or checkpoint,
 non-finite loss, a failed write, a backend not installed); 2 bad command
 line, output folder or KERAS_BACKEND; 128 + signal number when stopped by
-SIGINT (130) or SIGTERM (143). Each prints one line saying how to continue.
+SIGINT (130), SIGTERM (143) or a closed standard output (SIGPIPE, 141). Each
+prints one line saying how to continue.
 """
 
 from __future__ import annotations

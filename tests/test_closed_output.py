@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_cifar_resnet import evaluate, train
+from keras_cifar_resnet import evaluate, predict, train
 from keras_cifar_resnet.checkpoints import read_checkpoint_state
 from keras_cifar_resnet.closed_output import closed_stdout_guard
 from keras_cifar_resnet.models import TinyResNet
@@ -91,6 +91,27 @@ def test_evaluate_writes_its_files_when_its_reader_is_gone(
     assert evaluate.main(argv) == 0
     assert output.is_file()
     assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_predict_finishes_quietly_when_its_reader_is_gone(
+    tmp_path, monkeypatch, capsys
+):
+    from PIL import Image
+
+    model_path = tmp_path / "tiny.keras"
+    TinyResNet().save(model_path)
+    rng = np.random.default_rng(0)
+    images = []
+    for index in range(3):
+        images.append(tmp_path / f"{index}.png")
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), np.uint8)).save(images[-1])
+    reader = ClosingReader(0)  # gone before the results are printed
+    monkeypatch.setattr(sys, "stdout", reader)
+    assert predict.main([str(model_path), *map(str, images)]) == 0
+    assert reader.text == ""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Broken pipe" not in err and "1. " not in err
 
 
 @pytest.mark.slow
