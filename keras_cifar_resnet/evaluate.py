@@ -21,9 +21,11 @@ import numpy as np
 
 from keras_cifar_resnet import messages
 from keras_cifar_resnet.backend_choice import BackendError, choose_backend
+from keras_cifar_resnet.closed_output import closed_stdout_guard
 from keras_cifar_resnet.compilation_cache import enable_compilation_cache
 from keras_cifar_resnet.config import TrainConfig, positive_int
 from keras_cifar_resnet.data.cifar10 import DataError, load_cifar10
+from keras_cifar_resnet.output_paths import clobber_problem
 
 # Re-exported: `evaluate_model` is public API here since the first release.
 from keras_cifar_resnet.reporting.evaluation import (
@@ -221,7 +223,10 @@ def main(argv=None):
     """Run the command; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        return _run(args)
+        # A reader that stops early (`| head`) is no failure: the rest of
+        # the output is dropped, the files are still written.
+        with closed_stdout_guard(rest_to_stderr=False):
+            return _run(args)
     except (ModelFileError, BackendError) as error:
         print(messages.failure_line(error), file=sys.stderr)
         return messages.exit_status(error)
@@ -231,16 +236,27 @@ def main(argv=None):
         return messages.exit_status(interrupt)
 
 
-def output_problem(output_path, given):
+def output_problem(output_path, given, model_path=None):
     """Why the report cannot be written to `output_path`, or None (no work done).
+
+    The JSON and the pictures beside it must each be a new or a regular
+    file, not the model read nor a file of a training run
+    (`output_paths.clobber_problem`).
 
     Args:
         output_path: Path, where the JSON goes.
         given: bool, whether the user named it with `--output`.
+        model_path: Path or None, the model being evaluated. Defaults to None.
     """
     where = f"--output {output_path}" if given else f"{output_path}"
     if output_path.is_dir():
         return f"{where} is a folder; name the JSON file to write"
+    inputs = () if model_path is None else (model_path,)
+    for path in (output_path, *picture_paths(output_path)):
+        clobbered = clobber_problem(path, inputs=inputs)
+        if clobbered is not None:
+            named = where if path == output_path else f"{where}: {path}"
+            return f"{named} {clobbered}; choose another --output"
     reason = unwritable_reason(output_path.parent)
     if reason is None:
         return None
@@ -252,7 +268,7 @@ def _run(args):
     # Where the results go is checked first, before minutes of evaluation.
     model_path = resolve_model_path(args.model)
     output_path = Path(args.output or default_output_path(model_path, args.model))
-    problem = output_problem(output_path, args.output is not None)
+    problem = output_problem(output_path, args.output is not None, model_path)
     if problem is not None:
         print(messages.failure_line(problem), file=sys.stderr)
         return messages.EXIT_USAGE

@@ -303,6 +303,15 @@ def already_holds_a_run(output_dir):
     )
 
 
+def foreign_files(output_dir, names):
+    """A folder that is not a run's holds files a new run would replace."""
+    return (
+        f"--output-dir {output_dir} is not a run folder (no config.json) but "
+        f"holds {', '.join(names)}, which a run would write over; move them or "
+        "choose another folder"
+    )
+
+
 def run_complete(folder):
     """`--resume` of a run whose summary is written: nothing left to do."""
     return (

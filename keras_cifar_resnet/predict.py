@@ -24,6 +24,7 @@ import numpy as np
 
 from keras_cifar_resnet import messages
 from keras_cifar_resnet.backend_choice import BackendError, choose_backend
+from keras_cifar_resnet.closed_output import closed_stdout_guard
 from keras_cifar_resnet.compilation_cache import enable_compilation_cache
 from keras_cifar_resnet.config import positive_int
 from keras_cifar_resnet.reporting.evaluation import (
@@ -303,7 +304,10 @@ def main(argv=None):
     """Run the command; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        return _run(args)
+        # A reader that stops early (`| head`) is no failure: the rest of
+        # the output is dropped, the files are still written.
+        with closed_stdout_guard(rest_to_stderr=False):
+            return _run(args)
     except KeyboardInterrupt as interrupt:
         # Ctrl-C: nothing is written, so nothing is lost.
         print(messages.stopped_before_writing(), file=sys.stderr)

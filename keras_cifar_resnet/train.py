@@ -10,7 +10,8 @@ so `--help` and usage errors need no backend.
 Exit status: 0 done; 1 failed (missing or damaged data or checkpoint,
 non-finite loss, a failed write, a backend not installed); 2 bad command
 line, output folder or KERAS_BACKEND; 128 + signal number when stopped by
-SIGINT (130) or SIGTERM (143). Each prints one line saying how to continue.
+SIGINT (130), SIGTERM (143) or a closed standard output (SIGPIPE, 141). Each
+prints one line saying how to continue.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from keras_cifar_resnet.config import (
     flag_name,
     saved_config,
 )
+from keras_cifar_resnet.output_paths import foreign_run_files
+from keras_cifar_resnet.process_exit import end_process
 from keras_cifar_resnet.training.checkpoints import (
     CheckpointError,
     read_checkpoint_state,
@@ -163,6 +166,9 @@ def config_for_arguments(args):
     if config.output_dir is None:
         config = dataclasses.replace(config, output_dir=_default_output_dir(config))
     _check_writable("--output-dir", config.output_dir)
+    foreign = foreign_run_files(config.output_dir)
+    if foreign:
+        raise UsageError(messages.foreign_files(config.output_dir, foreign))
     folder = RunFolder(config.output_dir)
     if folder.holds_run() and folder.holds_checkpoint():
         raise UsageError(messages.already_holds_a_run(config.output_dir))
@@ -173,7 +179,13 @@ def config_for_arguments(args):
 
 
 def main(argv=None):
-    """The `keras-cifar-resnet-train` command; returns the exit status."""
+    """The `keras-cifar-resnet-train` command; returns the exit status.
+
+    Args:
+        argv: list of str, or None for the process's own command line; then a
+            run stopped by a signal ends the process at once
+            (`process_exit.end_process`) instead of returning.
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -201,7 +213,12 @@ def main(argv=None):
     if resume and checkpoint is None:
         print(messages.starting_again(config.output_dir), flush=True)
         resume = False
-    return _train(config, resume, checkpoint, parser.prog)
+    status = _train(config, resume, checkpoint, parser.prog)
+    if argv is None and status > 128:
+        # The process's own command, stopped by a signal: nothing is left to
+        # do, and the frameworks' teardown may crash mid-compilation.
+        end_process(status)
+    return status
 
 
 def _train(config, resume, checkpoint, prog):

@@ -633,3 +633,38 @@ def test_a_training_set_of_one_class_warns(monkeypatch, capsys):
     error = capsys.readouterr().err
     assert error.count("\n") == 1
     assert error.startswith("warning: every one of the 32 training labels is class 3")
+
+
+@pytest.mark.parametrize("version", ["binary", "python"])
+def test_a_batch_file_larger_than_cifar10s_is_refused_before_it_is_read(
+    tmp_path, version, monkeypatch
+):
+    folder = _write_folder(tmp_path, version, _fake_batches())
+    test_file = folder / ("test_batch.bin" if version == "binary" else "test_batch")
+    with open(test_file, "r+b") as file:
+        file.truncate(100 * 10**9)  # sparse: 100 GB that take no disk
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("a batch file was read before the sizes were checked")
+
+    monkeypatch.setattr(type(test_file), "read_bytes", no_reading)
+    with pytest.raises(DataError) as caught:
+        load_cifar10(folder, download=False)
+    limit = f"{data.MAX_BATCH_BYTES[version]:,}"
+    assert str(caught.value).startswith(
+        f"{test_file}: 100,000,000,000 bytes, more than a CIFAR-10 batch file "
+        f"holds ({limit}"
+    )
+    assert str(caught.value).endswith("); not CIFAR-10")
+
+
+def test_an_archive_member_larger_than_cifar10s_is_refused_before_it_is_read(
+    tmp_path,
+):
+    info = tarfile.TarInfo(f"{data.BINARY_FOLDER}/data_batch_1.bin")
+    info.size = data.MAX_BATCH_BYTES["binary"] + 3073
+    archive = tmp_path / "cifar.tar"
+    # Only the header: the member's bytes are never reached.
+    archive.write_bytes(info.tobuf(format=tarfile.GNU_FORMAT) + b"\0" * 1024)
+    with pytest.raises(DataError, match=r"data_batch_1.bin: 30,733,073 bytes, more"):
+        load_cifar10(archive, download=False)

@@ -81,3 +81,29 @@ def test_the_train_command_refuses_width_64_in_one_line_before_building(
     assert status == 2
     assert error.count("\n") == 1 and "needs at least" in error
     assert not (folder / "config.json").exists()
+
+
+@pytest.mark.parametrize(
+    "setting, flag",
+    [
+        ({"crop_padding": 1_000_000}, "--crop-padding 1,000,000"),
+        ({"validation_size": 1_000_000_000, "synthetic": True}, "--validation-size"),
+        ({"eval_batch_size": 100_000_000}, "--eval-batch-size 100,000,000"),
+    ],
+)
+def test_every_setting_that_scales_memory_is_counted_and_named(meminfo, setting, flag):
+    config = TrainConfig(model="tiny", **setting)
+    with pytest.raises(ResourceError) as caught:
+        check_training_memory(config, "cpu", meminfo)
+    message = str(caught.value)
+    assert message.startswith(
+        f"training tiny at width multiplier 1 with batch 512 and {flag}"
+    ), message
+    assert message.endswith("more than the 16 GB this machine has available")
+    check_training_memory(TrainConfig(model="tiny"), "cpu", meminfo)
+
+
+def test_synthetic_data_is_counted_on_an_accelerator_too(meminfo):
+    config = TrainConfig(model="tiny", synthetic=True, validation_size=10**9)
+    with pytest.raises(ResourceError, match="--validation-size 1,000,000,000"):
+        check_training_memory(config, "cuda:0", meminfo)

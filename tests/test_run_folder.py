@@ -183,6 +183,55 @@ def test_a_killed_holder_leaves_no_lock(tmp_path):
         pass
 
 
+def test_deleting_or_replacing_files_in_a_held_folder_admits_no_second_process(
+    tmp_path,
+):
+    folder = tmp_path / "run"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from keras_cifar_resnet.training.run_folder import hold_run_folder\n"
+            "with hold_run_folder(sys.argv[1]):\n"
+            "    print('held', flush=True); time.sleep(60)\n",
+            str(folder),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        assert list(folder.iterdir()) == []  # no file there to delete
+        os.mkfifo(folder / ".lock")  # what once hung the command
+        (folder / "odd").mkdir()
+        for _ in range(2):
+            with pytest.raises(RunFolderBusy, match="holds a lock on the folder"):
+                run_folder.refuse_if_busy(folder)
+            with pytest.raises(RunFolderBusy):
+                with run_folder.hold_run_folder(folder):
+                    pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with run_folder.hold_run_folder(folder):
+        pass
+
+
+def test_a_dangling_link_as_the_output_folder_is_one_line(tmp_path, capsys):
+    from keras_cifar_resnet.train import main
+
+    link = tmp_path / "run"
+    link.symlink_to(tmp_path / "gone")
+    argv = ["--synthetic", "--model", "tiny", "--output-dir", str(link)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"keras-cifar-resnet-train: error: --output-dir {link}: {link} is a link "
+        f"to {tmp_path / 'gone'}, which is missing\n"
+    )
+
+
 @pytest.mark.parametrize("holds", ["nothing yet", "a checkpoint"])
 def test_the_train_command_refuses_a_folder_in_use_in_one_line(tmp_path, capsys, holds):
     from keras_cifar_resnet.train import main
@@ -204,7 +253,7 @@ def test_the_train_command_refuses_a_folder_in_use_in_one_line(tmp_path, capsys,
             err = capsys.readouterr().err
             assert err.count("\n") == 1, err
             assert err.endswith(
-                f"{folder} is in use by another training process (it holds .lock); "
-                "wait for it to end or choose another folder\n"
+                f"{folder} is in use by another training process (it holds a lock "
+                "on the folder); wait for it to end or choose another folder\n"
             )
     assert not (folder / "log.csv").exists()

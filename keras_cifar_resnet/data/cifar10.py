@@ -28,6 +28,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from keras_cifar_resnet.data.files import (  # noqa: F401 -- part of this API
+    _IMAGE_BYTES,
+    _RECORD_BYTES,
     NUM_CLASSES,
     TEST_FILE,
     TRAIN_FILES,
@@ -72,6 +74,14 @@ _KERAS_ARCHIVE = "cifar-10-batches-py-target_archive"
 _KERAS_FOLDER = "cifar-10-batches-py-target"
 
 DEFAULT_DOWNLOAD_TIMEOUT = 20.0
+# The most bytes a CIFAR-10 batch file holds, checked before it is read: the
+# binary version's 10,000 records exactly; a python-version pickle holds the
+# same pixels, at most twice over (protocol 2 spells bytes as latin-1 text),
+# and its labels and names.
+MAX_BATCH_BYTES = {
+    "binary": 10_000 * _RECORD_BYTES,
+    "python": 2 * 10_000 * _IMAGE_BYTES + 2**20,
+}
 
 
 # ---------------------------------------------------------- folders, archives
@@ -82,15 +92,30 @@ def _batch_file_names(version):
     return {name: name + suffix for name in (*TRAIN_FILES, TEST_FILE)}
 
 
+def _check_size(size, version, where):
+    """Refuses a batch file larger than CIFAR-10's before it is read."""
+    limit = MAX_BATCH_BYTES[version]
+    if size > limit:
+        exactly = " (10,000 records of 3,073 bytes)" if version == "binary" else ""
+        raise DataError(
+            f"{where}: {size:,} bytes, more than a CIFAR-10 batch file holds "
+            f"({limit:,}{exactly}); not CIFAR-10"
+        )
+
+
 def _load_folder(folder, version):
     parse = parse_binary_batch if version == "binary" else parse_python_batch
     batches = {}
-    for name, file_name in _batch_file_names(version).items():
+    # Every file is there and of a size CIFAR-10 can have before any is read.
+    for file_name in _batch_file_names(version).values():
         path = folder / file_name
         if not path.is_file():
             raise DataError(
                 f"{path}: missing; the CIFAR-10 folder {folder} is incomplete"
             )
+        _check_size(path.stat().st_size, version, path)
+    for name, file_name in _batch_file_names(version).items():
+        path = folder / file_name
         try:
             raw = path.read_bytes()
         except OSError as err:
@@ -135,6 +160,8 @@ def _read_archive(archive):
                         BINARY_FOLDER,
                     )
                 ):
+                    version = "python" if path.parts[0] == PYTHON_FOLDER else "binary"
+                    _check_size(member.size, version, f"{archive}:{member.name}")
                     members[member.name] = tar.extractfile(member).read()
     except DataError:
         raise

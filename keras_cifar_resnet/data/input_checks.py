@@ -44,6 +44,11 @@ def check_batch(image_shape, label_shape, expected_image_shape, num_classes):
             f"images must be a batch of shape (N, {height}, {width}, {channels}); "
             f"Received: images.shape={image_shape}"
         )
+    if image_shape[0] == 0:
+        raise InputError(
+            f"images hold no image; give at least one. Received: "
+            f"images.shape={image_shape}"
+        )
     if image_shape[1:] != expected and image_shape[1:] == (channels, height, width):
         raise InputError(
             f"images are channels-first {image_shape}, the model takes "
@@ -102,21 +107,84 @@ _warned_about_scale = False
 
 
 def check_pixel_range(images):
-    """Warns once per process when float `images` (numpy) look scaled to [0, 1].
+    """Raises `InputError` unless `images` (numpy) are finite raw 0-255 pixels.
 
-    The model scales raw 0-255 pixels itself; images already in [0, 1] reach
-    it as nearly black and train badly without any error.
+    NaN or infinite pixels would train into NaN weights, and values outside
+    0-255 are not pixels the model scales correctly. Float images inside
+    [0, 1] look already scaled: a warning, once per process, since the
+    model scales raw pixels itself and such images train badly without any
+    error.
     """
     global _warned_about_scale
     images = np.asarray(images)
-    if _warned_about_scale or images.size == 0:
+    if images.size == 0:
+        return  # refused by `check_batch`, which knows the shape
+    if images.dtype.kind not in "biuf":
+        raise InputError(
+            f"images must hold numbers (raw 0-255 pixels); Received: images of "
+            f"dtype {images.dtype}"
+        )
+    low, high = float(np.min(images)), float(np.max(images))
+    if not (np.isfinite(low) and np.isfinite(high)):
+        bad = int(images.size - np.count_nonzero(np.isfinite(images)))
+        raise InputError(
+            f"images hold {bad:,} NaN or infinite pixel values; the model takes "
+            "raw 0-255 pixels"
+        )
+    if low < 0 or high > 255:
+        raise InputError(
+            f"pixel values must be raw 0-255; Received: images from {low:g} to "
+            f"{high:g}"
+        )
+    if _warned_about_scale:
         return
-    if np.issubdtype(images.dtype, np.floating) and float(np.max(images)) <= 1.0:
+    if images.dtype.kind == "f" and high <= 1.0:
         _warned_about_scale = True
         warnings.warn(
-            "images look scaled to [0, 1] (largest pixel "
-            f"{float(np.max(images)):.3g}); the model takes raw 0-255 pixels "
-            "and scales them itself: pass the unscaled images (e.g. images * 255)",
+            f"images look scaled to [0, 1] (largest pixel {high:.3g}); the "
+            "model takes raw 0-255 pixels and scales them itself: pass the "
+            "unscaled images (e.g. images * 255)",
             UserWarning,
             stacklevel=3,
         )
+
+
+def check_model(model, *, argument="model"):
+    """Raises `InputError` unless `model` is this package's `ResNet`."""
+    from keras_cifar_resnet.models import ResNet
+
+    if not isinstance(model, ResNet):
+        raise InputError(
+            f"`{argument}` must be a keras_cifar_resnet ResNet (e.g. ResNet18(), or "
+            f"one loaded with keras.saving.load_model); Received: "
+            f"{argument}={_short_repr(model)}"
+        )
+
+
+def check_evaluation_data(model, images, labels):
+    """Raises `InputError` unless `model` can be evaluated on `images`, `labels`.
+
+    Args:
+        model: a Keras model returning logits.
+        images: array, (N, H, W, C) raw pixels.
+        labels: array, (N,) or (N, 1) integer class ids of the model's classes.
+    """
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise InputError(
+            f"`model` must be a Keras model; Received: model={_short_repr(model)}"
+        )
+    images, labels = np.asarray(images), np.asarray(labels)
+    expected = tuple(model.input_shape[1:])
+    if None in expected or len(expected) != 3:
+        expected = tuple(images.shape[1:]) if images.ndim == 4 else (32, 32, 3)
+    num_classes = int(model.output_shape[-1])
+    check_batch(images.shape, labels.shape, expected, num_classes)
+    check_label_values(labels, num_classes)
+    check_pixel_range(images)
+
+
+def _short_repr(value):
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."

@@ -33,6 +33,10 @@ TRAINING_VALUES_PER_PARAMETER = 4
 # Values per activation when training: the output kept for the backward pass
 # and its gradient.
 TRAINING_VALUES_PER_ACTIVATION = 2
+# CIFAR-10: 50,000 training and 10,000 test images of 32x32x3 bytes.
+CIFAR10_TRAIN_IMAGES = 50_000
+CIFAR10_TEST_IMAGES = 10_000
+CIFAR10_IMAGE_BYTES = 32 * 32 * 3
 
 
 class ResourceError(UsageError):
@@ -174,11 +178,50 @@ def check_memory(needed, what, meminfo=MEMINFO):
         )
 
 
+def data_bytes(config):
+    """The CIFAR-10 arrays a run holds in memory: uint8 pixels, int64 labels.
+
+    Real data is always 60,000 images; synthetic data grows with
+    `--validation-size` (the held-out images are made on top of the
+    training ones).
+    """
+    if config.synthetic:
+        kept = config.max_train_examples or (
+            CIFAR10_TRAIN_IMAGES - config.validation_size
+        )
+        images = max(kept, 1) + config.validation_size + CIFAR10_TEST_IMAGES
+    else:
+        images = CIFAR10_TRAIN_IMAGES + CIFAR10_TEST_IMAGES
+    return images * (CIFAR10_IMAGE_BYTES + 8)
+
+
+def augmentation_bytes(model_config, config):
+    """The padded copy of a batch that the random crop cuts from (float32)."""
+    if not config.crop_padding:
+        return 0
+    height, width, channels = (int(n) for n in model_config["input_shape"])
+    pad = 2 * int(config.crop_padding)
+    # The padded batch and the crop's gather over it.
+    return 2 * BYTES_PER_VALUE * config.batch_size * (height + pad) * (width + pad) * (
+        channels
+    )
+
+
+def evaluation_bytes(model_config, eval_batch_size):
+    """The final test evaluation, with the training state still held."""
+    parameters, _, largest = resnet_size(model_config)
+    values = TRAINING_VALUES_PER_PARAMETER * parameters
+    return BYTES_PER_VALUE * (values + 2 * eval_batch_size * largest)
+
+
 def check_training_memory(config, device="cpu", meminfo=MEMINFO):
     """Refuses a training run whose estimated memory exceeds what is available.
 
-    Checked before the data is read or the model built. Only where the
-    tensors live in the machine's memory (`device` names a CPU): an
+    Checked before the data is read or the model built. Counts every
+    setting that scales memory: the model and batch, `--crop-padding`,
+    `--eval-batch-size` and the data (`--validation-size` for synthetic
+    data). The data lives in the machine's memory on every device; the
+    rest only where the tensors do too (`device` names a CPU): an
     accelerator's own memory is not in `/proc/meminfo`.
 
     Args:
@@ -188,14 +231,30 @@ def check_training_memory(config, device="cpu", meminfo=MEMINFO):
         meminfo: see `check_memory`.
 
     Raises:
-        ResourceError: one line with the estimate and the memory available.
+        ResourceError: one line with the estimate and the memory available,
+            naming the setting that needs the most when it is not the model.
     """
-    if "cpu" not in str(device).lower():
-        return
     model = named_model_config(config.model, width_multiplier=config.width_multiplier)
-    check_memory(
-        training_bytes(model, config.batch_size),
+    what = (
         f"training {config.model} at width multiplier {config.width_multiplier:g} "
-        f"with batch {config.batch_size}",
-        meminfo,
+        f"with batch {config.batch_size}"
     )
+    data = data_bytes(config)
+    # Real data is a fixed size: only synthetic data grows with a setting.
+    extras = [(data, f"--validation-size {config.validation_size:,}")]
+    extras = extras if config.synthetic else []
+    if "cpu" in str(device).lower():
+        training = training_bytes(model, config.batch_size)
+        crop = augmentation_bytes(model, config)
+        evaluation = evaluation_bytes(model, config.eval_batch_size)
+        extras += [
+            (crop, f"--crop-padding {config.crop_padding:,}"),
+            (evaluation, f"--eval-batch-size {config.eval_batch_size:,}"),
+        ]
+        needed = data + max(training + crop, evaluation)
+    else:
+        training, needed = 0, data
+    largest, setting = max(extras, default=(0, ""))
+    if largest > training:
+        what += f" and {setting}"
+    check_memory(needed, what, meminfo)

@@ -16,6 +16,7 @@ import sys
 import numpy as np
 
 from keras_cifar_resnet.data.cifar10 import CLASS_NAMES
+from keras_cifar_resnet.data.input_checks import check_evaluation_data
 
 
 def predict_logits(model, images, batch_size=500, verbose=0):
@@ -190,6 +191,8 @@ def evaluate_model(
     >>> report = evaluate_model(model, x_test, y_test)
     >>> report["accuracy"], report["tta_accuracy"]
     """
+    # One line for data the model cannot take, before any backend sees it.
+    check_evaluation_data(model, images, labels)
     # Two passes, each with its own bar when verbose: say which is which.
     _announce("pass 1 of 2, the images as given", verbose)
     logits = predict_logits(model, images, batch_size, verbose)

@@ -40,6 +40,11 @@ from keras_cifar_resnet.network.resources import (
     inference_bytes,
     resnet_size,
 )
+from keras_cifar_resnet.reporting.model_limits import (
+    check_structure,
+    check_weight_layout,
+    check_zip_member,
+)
 from keras_cifar_resnet.training.run_folder import RUN_MODEL_FILES
 
 CONFIG_MEMBER = "config.json"
@@ -161,8 +166,16 @@ def resolve_model_path(path):
 
 
 def _class_key(entry):
-    """The `ALLOWED_CLASSES` key of a serialized object: its registered name."""
-    return entry.get("registered_name") or entry.get("class_name")
+    """The `ALLOWED_CLASSES` key of a serialized object, or None if it is split.
+
+    Keras finds a class by `registered_name` but handles some `class_name`s
+    itself (`__numpy__`, `function`...): both must name the same allowed
+    class.
+    """
+    key = entry.get("registered_name") or entry.get("class_name")
+    if not isinstance(key, str) or entry.get("class_name") != key.split(">")[-1]:
+        return None
+    return key
 
 
 def _describe(entry, name):
@@ -218,6 +231,7 @@ def check_declared_size(config, path, input_shape, num_classes):
     Returns:
         int, the parameters it declares.
     """
+    check_structure(config, path)
     raw_shape = config.get("input_shape", CIFAR10_INPUT_SHAPE)
     if not (
         isinstance(raw_shape, list | tuple)
@@ -276,6 +290,7 @@ def _check_members(archive, path):
         if name not in names:
             raise ModelFileError(f"{path}: the archive has no {name}")
     for info in archive.infolist():
+        check_zip_member(info, path)
         if info.filename not in (*MEMBER_LIMITS, WEIGHTS_MEMBER):
             raise ModelFileError(
                 f"{path}: unexpected member {info.filename!r} (a model file of "
@@ -302,8 +317,12 @@ def _read_weights(archive, path, parameters):
     return archive.read(WEIGHTS_MEMBER)
 
 
-def check_weights(weights, path):
-    """Every array in the HDF5 weights is floating-point and finite."""
+def check_weights(weights, path, parameters=None):
+    """Every array in the HDF5 weights is floating-point and finite.
+
+    With `parameters`, the datasets are first bounded by their metadata
+    (`model_limits.check_weight_layout`), before any value is read.
+    """
     import h5py
 
     problems = []
@@ -317,6 +336,8 @@ def check_weights(weights, path):
             problems.append(f"weight {name!r} holds NaN or infinite values")
 
     with h5py.File(io.BytesIO(weights), "r") as file:
+        if parameters is not None:
+            check_weight_layout(file, path, parameters)
         file.visititems(visit)
     if problems:
         raise ModelFileError(f"{path}: {problems[0]}")
@@ -368,7 +389,7 @@ def check_model_file(
             f"{path}: its {CONFIG_MEMBER} is not valid JSON ({type(error).__name__})"
         ) from None
     try:
-        check_weights(weights, path)
+        check_weights(weights, path, parameters)
     except ModelFileError:
         raise
     except Exception as error:  # noqa: BLE001 - h5py's many errors: the file's

@@ -23,6 +23,7 @@ from keras import ops
 
 from keras_cifar_resnet.config import TrainConfig, config_from_flags, warmup_steps
 from keras_cifar_resnet.data.augment import Augmentation
+from keras_cifar_resnet.data.input_checks import check_model
 from keras_cifar_resnet.models import MODELS
 
 
@@ -163,7 +164,8 @@ def compile_for_training(
         The model, compiled; `fit` it with `batch_size`.
 
     Raises:
-        ValueError: an unknown recipe or setting, or a value out of range.
+        ValueError: not a `ResNet`, an unknown recipe or setting, or a value
+            out of range.
 
     Example:
 
@@ -171,6 +173,7 @@ def compile_for_training(
     ...                              batch_size=512)
     >>> model.fit(images, labels, batch_size=512, epochs=30)
     """
+    check_model(model)
     known = {field.name for field in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(settings) - known)
     if unknown:

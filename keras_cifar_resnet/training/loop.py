@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import random
+import signal
 import sys
 
 import keras
 
 from keras_cifar_resnet import messages
 from keras_cifar_resnet.backend_choice import choose_backend
+from keras_cifar_resnet.closed_output import closed_stdout_guard
 from keras_cifar_resnet.data.cifar10 import data_source
 from keras_cifar_resnet.data.input_pipeline import (
     SkipBatches,
@@ -104,6 +106,8 @@ def train(config, *, resume=False, callbacks=(), checkpoint=None):
             hold_run_folder(config.output_dir, distribution.is_chief),
             dtype_policy(policy),
             StopSignals() as signals,
+            # A closed standard output (`| head`) stops the run as a signal.
+            closed_stdout_guard(lambda: signals.stop(signal.SIGPIPE)),
         ):
             check_training_memory(config, device_description()["tensor_device"])
             try:

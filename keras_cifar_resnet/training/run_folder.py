@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime
+import errno
 import fcntl
 import importlib.metadata
 import json
@@ -48,8 +49,8 @@ BEST_NAME = "best.keras"
 FINAL_NAME = "final.keras"
 SUMMARY_NAME = "summary.json"
 CURVES_NAME = "curves.png"
-# Held (flock) by the training process for the whole run; the kernel
-# releases it when the process ends, however it ends.
+# Not written any more: the run's folder itself is locked
+# (`hold_run_folder`). A folder from an earlier version may hold one.
 LOCK_NAME = ".lock"
 # What a run's folder may hold for inference, in order of preference: the
 # model chosen on validation, then the model at the end of training.
@@ -94,6 +95,8 @@ def unwritable_reason(folder):
     folder = Path(folder)
     existing = folder
     while not existing.exists() and existing.parent != existing:
+        if os.path.islink(existing):
+            return f"{existing} is a link to {os.readlink(existing)}, which is missing"
         existing = existing.parent
     if not existing.is_dir():
         return f"{existing} is a file, not a folder"
@@ -137,6 +140,11 @@ def write_atomically(path, write, *, keep_previous=None):
 
 
 def _write_atomically(path, write, keep_previous):
+    # Renamed over a regular file only: never a folder, device or pipe.
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise WriteError(
+            errno.EEXIST, f"cannot write {path}: it exists and is not a regular file"
+        )
     temporary = path.with_name(f".{os.getpid()}.{path.name}")
     try:
         write(temporary)
@@ -239,8 +247,10 @@ class RunFolderBusy(UsageError):
 def hold_run_folder(path, held=True):
     """Holds the run folder `path` for one process at a time, for the block.
 
-    An exclusive `flock` on `path/.lock`, taken without waiting: the lock
-    belongs to the open file, so a killed process cannot leave it behind.
+    An exclusive `flock` on the folder itself (an open descriptor of it),
+    taken without waiting. The kernel holds the lock, not a file in the
+    folder: deleting or replacing any file there admits no second process,
+    and a killed process cannot leave the lock behind.
 
     Args:
         path: str or Path, the run's folder (created if missing).
@@ -249,25 +259,21 @@ def hold_run_folder(path, held=True):
 
     Raises:
         RunFolderBusy: another process holds the folder.
-        WriteError: the folder or its lock file cannot be created.
+        WriteError: the folder cannot be created or opened.
     """
     if not held:
         yield
         return
     path = Path(path)
-    lock_path = path / LOCK_NAME
-    created = not path.exists()
-    file = _lock(path, lock_path)
+    created = not os.path.lexists(path)
+    descriptor = _lock(path)
     try:
         yield
     finally:
-        # Removed while still held, so the folder holds only the run's files;
-        # a process that opened it meanwhile sees it gone (`_lock`).
-        lock_path.unlink(missing_ok=True)
         if created:  # a run stopped before writing leaves no empty folder
             with contextlib.suppress(OSError):
                 path.rmdir()
-        file.close()
+        os.close(descriptor)
 
 
 def refuse_if_busy(path):
@@ -277,47 +283,39 @@ def refuse_if_busy(path):
     run to resume, a run to replace) do not come first; creates nothing.
     The run itself still takes the lock (`hold_run_folder`).
     """
-    lock_path = Path(path) / LOCK_NAME
     try:
-        file = open(lock_path, "rb")  # noqa: SIM115 - closed below
+        descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
-        return  # no lock file: nobody holds the folder
-    with file:
-        try:
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise _busy(path, lock_path) from None
+        return  # no folder there yet: nobody holds it
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _busy(path) from None
+    finally:
+        os.close(descriptor)
 
 
-def _busy(path, lock_path):
+def _busy(path):
     return RunFolderBusy(
-        f"{path} is in use by another training process (it holds "
-        f"{lock_path.name}); wait for it to end or choose another folder"
+        f"{path} is in use by another training process (it holds a lock on "
+        "the folder); wait for it to end or choose another folder"
     )
 
 
-def _lock(path, lock_path):
-    """The open lock file, locked: retried if its holder removed it meanwhile."""
-    while True:
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            file = open(lock_path, "a+")  # noqa: SIM115 - the caller closes it
-        except OSError as error:
-            reason = error.strerror or str(error)
-            raise WriteError(
-                error.errno, f"cannot create {lock_path}: {reason}"
-            ) from error
-        try:
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            file.close()
-            raise _busy(path, lock_path) from None
-        try:
-            if os.stat(lock_path).st_ino == os.fstat(file.fileno()).st_ino:
-                return file
-        except FileNotFoundError:
-            pass
-        file.close()
+def _lock(path):
+    """An open descriptor of the folder `path` (created if missing), locked."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise WriteError(error.errno, f"cannot create {path}: {reason}") from error
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise _busy(path) from None
+    return descriptor
 
 
 def _format_number(value):

@@ -25,6 +25,15 @@ class RunStopped(BaseException):
         self.signum = signum
 
 
+def _say(line):
+    """Prints `line` on a line of its own in one write.
+
+    A second signal can stop the run between two writes; `print` writes the
+    text and its newline separately, and the next line would join this one.
+    """
+    print(f"{line}\n", end="", flush=True)
+
+
 class StopSignals:
     """SIGINT and SIGTERM for the whole run, from setup to the last file.
 
@@ -35,7 +44,8 @@ class StopSignals:
     while a file is being written (`saving()`): the signal is held until the
     write is done, so the checkpoint a first signal asked for is always
     completed. A third signal during a write stops at once; the atomic write
-    leaves the old file then.
+    leaves the old file then. Once the run stops at once, further signals
+    are ignored while it unwinds, so its one line is never cut short.
 
     Example:
 
@@ -52,6 +62,7 @@ class StopSignals:
         self.in_epochs = False
         self._saving = 0
         self._held = None
+        self._stopping = False
         self._previous = {}
 
     def __enter__(self):
@@ -65,15 +76,22 @@ class StopSignals:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
+    def stop(self, signum):
+        """Acts as if `signum` had arrived (a closed standard output: SIGPIPE)."""
+        self._handle(signum, None)
+
     def _handle(self, signum, frame):
+        if self._stopping:
+            return  # stopping at once already: the unwinding must not break
         if self._saving and self._held is None:
             self._held = signum
-            print(messages.stopping_after_save(signum), flush=True)
+            _say(messages.stopping_after_save(signum))
             return
         if self.in_epochs and self.signum is None:
             self.signum = signum
-            print(messages.stopping_after_step(signum), flush=True)
+            _say(messages.stopping_after_step(signum))
             return
+        self._stopping = True
         raise RunStopped(signum)
 
     @contextlib.contextmanager
@@ -86,4 +104,5 @@ class StopSignals:
             self._saving -= 1
         if not self._saving and self._held is not None:
             signum, self._held = self._held, None
+            self._stopping = True
             raise RunStopped(signum)

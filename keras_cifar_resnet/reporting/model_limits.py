@@ -1,0 +1,161 @@
+"""The bounds a `.keras` file must keep before any of it is inflated or built.
+
+What a model file declares must also be what it costs: its zip members
+are stored by a method this package reads and unencrypted; its ResNet
+config has sensible structural fields (no stride of 0, no float that
+overflows); its HDF5 weights are exactly the values that config declares,
+float arrays stored plainly (no compression filter that inflates a few KB
+into gigabytes, no external file that a read would wait on). Each check
+raises `ModelFileError` with one line naming the member, field or dataset.
+`model_files.check_model_file` runs them in that order. Keras-free.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+
+# Methods `zipfile` inflates; anything else is not a file Keras wrote.
+ZIP_METHODS = {
+    zipfile.ZIP_STORED: "stored",
+    zipfile.ZIP_DEFLATED: "deflate",
+    zipfile.ZIP_BZIP2: "bzip2",
+    zipfile.ZIP_LZMA: "lzma",
+}
+# The ResNet fields that shape the network: each a positive int (a list of
+# one per stage for the `stackwise_` ones).
+STAGE_FIELDS = ("stackwise_num_blocks", "stackwise_num_filters", "stackwise_strides")
+INT_FIELDS = ("stem_filters",)
+
+
+def _error(message):
+    from keras_cifar_resnet.reporting.model_files import ModelFileError
+
+    return ModelFileError(message)
+
+
+def check_zip_member(info, path):
+    """Refuses a zip member that is encrypted or stored by an unknown method."""
+    if info.flag_bits & 0x1:
+        raise _error(
+            f"{path}: member {info.filename!r} is encrypted; a model file of this "
+            "package is not"
+        )
+    if info.compress_type not in ZIP_METHODS:
+        raise _error(
+            f"{path}: member {info.filename!r} uses compression method "
+            f"{info.compress_type}, not one of "
+            f"{', '.join(ZIP_METHODS.values())}"
+        )
+
+
+def _positive_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def check_structure(config, path):
+    """Refuses structural fields of a ResNet config that would break its size.
+
+    Missing fields take `ResNet`'s defaults (checked there).
+
+    Args:
+        config: dict, the ResNet's constructor arguments from `config.json`.
+        path: Path, for the messages.
+    """
+    if not isinstance(config, dict):
+        raise _error(f"{path}: its ResNet config is a {type(config).__name__}")
+    stages = None
+    for field in STAGE_FIELDS:
+        if field not in config:
+            continue
+        value = config[field]
+        if not isinstance(value, list | tuple) or not value:
+            raise _error(
+                f"{path}: its config's {field} is {value!r}, not a list of "
+                "positive ints"
+            )
+        for index, item in enumerate(value):
+            if not _positive_int(item):
+                raise _error(
+                    f"{path}: its config's {field}[{index}] is {item!r}, not a "
+                    "positive int"
+                )
+        if stages is not None and len(value) != stages:
+            raise _error(
+                f"{path}: its config's {field} has {len(value)} entries for "
+                f"{stages} stages"
+            )
+        stages = len(value)
+    for field in INT_FIELDS:
+        if field in config and not _positive_int(config[field]):
+            raise _error(
+                f"{path}: its config's {field} is {config[field]!r}, not a "
+                "positive int"
+            )
+    if "num_classes" in config and not (
+        _positive_int(config["num_classes"]) and config["num_classes"] >= 2
+    ):
+        raise _error(
+            f"{path}: its config's num_classes is {config['num_classes']!r}, not "
+            "an int >= 2"
+        )
+    if "width_multiplier" in config:
+        value = config["width_multiplier"]
+        if not (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and value > 0
+        ):
+            raise _error(
+                f"{path}: its config's width_multiplier is {value!r}, not a "
+                "finite number > 0"
+            )
+
+
+def check_weight_layout(file, path, parameters):
+    """Refuses HDF5 weights that are not exactly `parameters` plain float values.
+
+    Looks at each dataset's metadata only, before any value is read: its
+    dtype (float, 8 bytes at most), its layout (contiguous, chunked or
+    compact; not virtual), no filters (compression, shuffle...) and no
+    external storage. The values of all datasets together must number the
+    parameters the config declares, so nothing extra rides along.
+
+    Args:
+        file: an open `h5py.File`.
+        path: Path, the model file, for the messages.
+        parameters: int, the values the config declares.
+    """
+    import h5py
+
+    plain_layouts = (h5py.h5d.CONTIGUOUS, h5py.h5d.CHUNKED, h5py.h5d.COMPACT)
+    datasets = []
+    file.visititems(
+        lambda name, item: datasets.append((name, item))
+        if isinstance(item, h5py.Dataset)
+        else None
+    )
+    total = 0
+    for name, dataset in datasets:
+        where = f"{path}: weight {name!r}"
+        plist = dataset.id.get_create_plist()
+        if plist.get_external_count():
+            raise _error(f"{where} is stored in an external file")
+        if plist.get_layout() not in plain_layouts:
+            raise _error(f"{where} is a virtual dataset, not stored in the file")
+        if plist.get_nfilters():
+            raise _error(
+                f"{where} is stored through a filter (compression); a model "
+                "file of this package stores its weights plainly"
+            )
+        if dataset.dtype.kind != "f" or dataset.dtype.itemsize > 8:
+            raise _error(f"{where} is {dataset.dtype}, not floating-point")
+        total += dataset.size
+        if total > parameters:
+            break
+    if total != parameters:
+        raise _error(
+            f"{path}: its weights hold {total:,}{'+' if total > parameters else ''} "
+            f"values; the config declares {parameters:,} parameters"
+        )
