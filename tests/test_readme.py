@@ -69,6 +69,8 @@ def _examples():
 
 
 @pytest.mark.slow
+# Keras's warning for an argument the example passes in vain.
+@pytest.mark.filterwarnings("error:`shuffle=True` was passed")
 @pytest.mark.parametrize("code", _examples())
 def test_python_examples_run(code, tmp_path, monkeypatch):
     for framework in ("torch", "tensorflow"):
