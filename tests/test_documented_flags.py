@@ -9,6 +9,7 @@ the parser's, and words ("all", "the Keras cache") stand for no value
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -148,3 +149,18 @@ def test_help_texts_point_at_the_pages_and_widths_the_docs_use():
     assert "docs/multi-device.md" in helps["train", "--distribute"]
     quick_width = re.search(r"--width-multiplier (\S+)", QUICK_RUN_FLAGS).group(1)
     assert f"{quick_width} gives" in helps["train", "--width-multiplier"]
+
+
+def _benchmark_parser(name):
+    path = ROOT / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_parser
+
+
+@pytest.mark.parametrize("command", [*PARSERS, "benchmarks/accuracy.py"])
+def test_help_shows_percent_signs_once(command):
+    # argparse expands %% in help strings, not in a description or epilog.
+    build = PARSERS.get(command) or _benchmark_parser("accuracy")
+    assert "%%" not in build().format_help(), command
