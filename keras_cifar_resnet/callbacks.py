@@ -192,7 +192,7 @@ class EpochRecords(keras.callbacks.Callback):
             keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
         )
         self.position.epoch, self.position.step = epoch + 1, 0
-        row = {"epoch": epoch}
+        row = {"epoch": epoch + 1}  # from 1, as the epoch line and the plots
         row |= {key: logs.get(key) for key in ("loss", "accuracy")}
         if len(self.data.val_images):
             row |= {key: logs[key] for key in ("val_loss", "val_accuracy")}

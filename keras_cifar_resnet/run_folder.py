@@ -403,9 +403,14 @@ class RunFolder:
         self._write_log([*self.read_log(), cells])
 
     def truncate_log(self, epochs_done):
-        """Keeps the first `epochs_done` epochs' rows (a resume redoes the rest)."""
+        """Keeps the first `epochs_done` epochs' rows (a resume redoes the rest).
+
+        The rows are renumbered from 1: logs written before epochs were
+        numbered like the console count them from 0.
+        """
+        rows = self.read_log()[:epochs_done]
         self._write_log(
-            [row for row in self.read_log() if int(row["epoch"]) < epochs_done]
+            [row | {"epoch": str(number)} for number, row in enumerate(rows, 1)]
         )
 
     def save_model(self, model, name):
