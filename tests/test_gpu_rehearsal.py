@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import time
@@ -153,3 +154,27 @@ def test_the_rehearsal_runs_from_prepare_to_table(tmp_path):
     assert f"keras-{backend}" in table and "| ok |" in table
     record = json.loads((out / "results.json").read_text())
     assert record["stages"][0]["figures"]["benchmarks"]
+
+
+def test_a_python_without_keras_is_named_with_how_to_choose_another(tmp_path):
+    # A new environment without Keras (and without pip to install it).
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", tmp_path / "bare"], check=True
+    )
+    python = tmp_path / "bare" / "bin" / "python"
+    bundle = tmp_path / "bundle"
+    (bundle / "wheels").mkdir(parents=True)
+    (bundle / "requirements.txt").write_text("keras\n")
+    command = ["bash", GPU / "run.sh", "--bundle", bundle]
+    command += ["--budget", "60", "--out", tmp_path / "out"]
+    done = subprocess.run(
+        command,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHON=str(python)),
+    )
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"run.sh: {python} (Python 3.") and "lacks Keras" in line
+    assert "PYTHON=/path/to/python" in line
