@@ -405,8 +405,8 @@ class RunFolder:
     def truncate_log(self, epochs_done):
         """Keeps the first `epochs_done` epochs' rows (a resume redoes the rest).
 
-        The rows are renumbered from 1: logs written before epochs were
-        numbered like the console count them from 0.
+        The rows are renumbered from 1, as the console counts epochs: logs
+        written by earlier versions of the package count from 0.
         """
         rows = self.read_log()[:epochs_done]
         self._write_log(
