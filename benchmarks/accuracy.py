@@ -119,7 +119,7 @@ def build_parser():
         usage="python -m benchmarks.accuracy [options] [-- TRAIN_FLAGS...]",
         description="Train with the default recipe on the current backend "
         "(KERAS_BACKEND), or in plain PyTorch with --native, and record test "
-        "accuracy and time to 94%%/95%%. TRAIN_FLAGS after `--` go to the "
+        "accuracy and time to 94%/95%. TRAIN_FLAGS after `--` go to the "
         "trainer after the profile's own flags, so they override them (e.g. "
         "`-- --max-train-examples 512`).",
     )

@@ -7,6 +7,10 @@ TensorFlow. Without TensorFlow installed, or with a misspelt
 one place that makes the choice, runs first (the package's `__init__` calls
 `choose_backend`): an explicit choice is kept, else the first installed
 framework of `BACKENDS` is picked; what it finds is reported in one line.
+In a Keras home without `keras.json` it writes one naming the backend
+chosen, before Keras writes its own naming TensorFlow, so that a later
+`import keras` before the package finds an installed backend; a `keras.json`
+that names a framework not installed gets a one-line warning with the fix.
 
     KERAS_BACKEND=jax python -m keras_cifar_resnet.train ...   # explicit
     python -m keras_cifar_resnet.train ...    # keras.json, else the first installed
@@ -68,9 +72,11 @@ def _installed(module):
 
 def keras_config_path():
     """Keras's `keras.json`: in `$KERAS_HOME`, else `~/.keras` (Keras's rule)."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(
-        os.path.expanduser("~"), ".keras"
-    )
+    home = os.environ.get("KERAS_HOME")
+    if not home:
+        base = os.path.expanduser("~")
+        # Keras's own fallback for a home folder it cannot write to.
+        home = os.path.join(base if os.access(base, os.W_OK) else "/tmp", ".keras")
     return Path(home) / "keras.json"
 
 
@@ -148,13 +154,53 @@ def choose_backend():
         return _chosen
     if "keras" in sys.modules:
         backend = sys.modules["keras"].backend.backend()
+        _warn_about_keras_config(backend)
         _chosen = BackendChoice(backend, "Keras was already imported")
         return _chosen
     choice = _pick()
     # Keras gives the variable precedence over keras.json.
     os.environ[ENV_VAR] = choice.name
+    _write_keras_config(choice.name)
+    _warn_about_keras_config(choice.name)
     _chosen = choice
     return choice
+
+
+def _write_keras_config(backend):
+    """Writes Keras's default `keras.json` naming `backend`, if there is none.
+
+    Keras writes the file on its first import naming TensorFlow, whatever
+    `KERAS_BACKEND` says; with TensorFlow not installed every later script
+    that imports `keras` before this package would fail.
+    """
+    path = keras_config_path()
+    config = {
+        "floatx": "float32",
+        "epsilon": 1e-07,
+        "backend": backend,
+        "image_data_format": "channels_last",
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # "x": a file another process wrote meanwhile is kept.
+        with open(path, "x") as file:
+            file.write(json.dumps(config, indent=4))
+    except OSError:
+        pass  # exists, or not writable: Keras has the same rule
+
+
+def _warn_about_keras_config(backend):
+    """One line on stderr when `keras.json` names a framework not installed."""
+    configured = _configured_backend()
+    if configured is None or configured == backend or _installed(configured):
+        return
+    print(
+        f"keras-cifar-resnet: warning: {keras_config_path()} names backend "
+        f"{configured!r}, which is not installed, so `import keras` before this "
+        f'package fails; set "backend" there to "{backend}" (or delete the file '
+        f"and import keras_cifar_resnet once)",
+        file=sys.stderr,
+    )
 
 
 def choose_backend_if_possible():

@@ -20,15 +20,17 @@ from keras_cifar_resnet import backend_choice
 from keras_cifar_resnet.backend_choice import BackendError
 
 
-def _python(code, tmp_path, *, hide=(), backend=None):
+def _python(code, tmp_path, *, hide=(), backend=None, configured="tensorflow"):
     """Runs `code` in a fresh process with `hide` missing; (status, out, err).
 
-    KERAS_HOME is a fresh folder whose keras.json names TensorFlow, as the
-    file Keras writes on its first import does.
+    KERAS_HOME is a folder whose keras.json names `configured` (TensorFlow by
+    default, as the file Keras writes on its first import does); None leaves
+    the folder as it is, a new one without keras.json.
     """
     home = tmp_path / "keras-home"
     home.mkdir(exist_ok=True)
-    (home / "keras.json").write_text(json.dumps({"backend": "tensorflow"}))
+    if configured is not None:
+        (home / "keras.json").write_text(json.dumps({"backend": configured}))
     env = dict(os.environ, KERAS_HOME=str(home), PYTHONWARNINGS="ignore")
     env.pop("KERAS_BACKEND", None)
     if backend is not None:
@@ -125,3 +127,70 @@ def test_the_choice_keeps_an_explicit_one_and_names_what_is_installed(monkeypatc
     with pytest.raises(BackendError, match="no Keras backend is installed") as error:
         backend_choice._pick()
     assert not error.value.usage
+
+
+KERAS_FIRST = """
+    import keras
+
+    from keras_cifar_resnet.backend_choice import choose_backend
+
+    print(keras.backend.backend(), choose_backend().name)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", [None, "jax"])
+def test_a_new_keras_home_names_the_chosen_backend_so_keras_can_come_first(
+    tmp_path, backend
+):
+    # A [jax]-only install: Keras alone would write keras.json naming TensorFlow.
+    hide = ("tensorflow", "torch")
+    status, _, err = _python(
+        "import keras_cifar_resnet, keras",
+        tmp_path,
+        hide=hide,
+        backend=backend,
+        configured=None,
+    )
+    assert status == 0, err[-2000:]
+    config = json.loads((tmp_path / "keras-home" / "keras.json").read_text())
+    assert config["backend"] == "jax"
+    assert config["image_data_format"] == "channels_last"
+    status, out, err = _python(KERAS_FIRST, tmp_path, hide=hide, configured=None)
+    assert status == 0, err[-2000:]
+    assert out.split() == ["jax", "jax"] and not err.strip(), err
+
+
+def test_keras_json_naming_a_missing_framework_is_one_warning_line(tmp_path):
+    code = "import keras_cifar_resnet"
+    status, out, err = _python(code, tmp_path, hide=("tensorflow", "torch"))
+    assert status == 0, err[-2000:]
+    path = tmp_path / "keras-home" / "keras.json"
+    assert err.strip() == (
+        f"keras-cifar-resnet: warning: {path} names backend 'tensorflow', which "
+        "is not installed, so `import keras` before this package fails; set "
+        '"backend" there to "jax" (or delete the file and import '
+        "keras_cifar_resnet once)"
+    )
+    assert json.loads(path.read_text()) == {"backend": "tensorflow"}  # left as is
+    # With an installed framework named, nothing is said.
+    status, out, err = _python(
+        code, tmp_path, hide=("tensorflow", "torch"), configured="jax"
+    )
+    assert status == 0 and not err.strip(), err
+
+
+def test_an_existing_keras_json_is_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    (tmp_path / "keras.json").write_text('{"backend": "torch", "floatx": "float16"}')
+    backend_choice._write_keras_config("jax")
+    assert json.loads((tmp_path / "keras.json").read_text())["floatx"] == "float16"
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "new" / "home"))
+    backend_choice._write_keras_config("jax")
+    written = json.loads((tmp_path / "new" / "home" / "keras.json").read_text())
+    assert written == {
+        "floatx": "float32",
+        "epsilon": 1e-07,
+        "backend": "jax",
+        "image_data_format": "channels_last",
+    }

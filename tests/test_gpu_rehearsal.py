@@ -11,6 +11,7 @@ stage runs once with the settings it uses on a GPU.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -203,3 +204,27 @@ def test_the_rehearsal_runs_from_prepare_to_table(tmp_path):
         assert figures.get("benchmarks") or figures.get("test_accuracy") is not None
     table = (out / "table.md").read_text()
     assert all(f"| {name} |" in table for name in names)
+
+
+def test_a_python_without_keras_is_named_with_how_to_choose_another(tmp_path):
+    # A new environment without Keras (and without pip to install it).
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", tmp_path / "bare"], check=True
+    )
+    python = tmp_path / "bare" / "bin" / "python"
+    bundle = tmp_path / "bundle"
+    (bundle / "wheels").mkdir(parents=True)
+    (bundle / "requirements.txt").write_text("keras\n")
+    command = ["bash", GPU / "run.sh", "--bundle", bundle]
+    command += ["--budget", "60", "--out", tmp_path / "out"]
+    done = subprocess.run(
+        command,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHON=str(python)),
+    )
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"run.sh: {python} (Python 3.") and "lacks Keras" in line
+    assert "PYTHON=/path/to/python" in line

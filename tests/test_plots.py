@@ -129,3 +129,11 @@ def test_missing_matplotlib_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(plots.PlotsUnavailableError, match=r"\[plots\]"):
         plots.plot_training_curves(log, tmp_path / "curves.png")
     assert not (tmp_path / "curves.png").exists()
+
+
+@pytest.mark.parametrize("first", [0, 1])
+def test_epochs_are_counted_from_1_in_old_and_new_logs(tmp_path, first):
+    log = tmp_path / "log.csv"
+    log.write_text(f"epoch,loss\n{first},2.0\n{first + 1},1.5\n")
+    columns = plots.read_training_log(log)
+    assert list(plots.epoch_numbers(columns, 2)) == [1, 2]

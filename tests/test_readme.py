@@ -69,6 +69,8 @@ def _examples():
 
 
 @pytest.mark.slow
+# Keras's warning for an argument the example passes in vain.
+@pytest.mark.filterwarnings("error:`shuffle=True` was passed")
 @pytest.mark.parametrize("code", _examples())
 def test_python_examples_run(code, tmp_path, monkeypatch):
     for framework in ("torch", "tensorflow"):
@@ -76,3 +78,45 @@ def test_python_examples_run(code, tmp_path, monkeypatch):
             pytest.importorskip(framework)
     monkeypatch.chdir(tmp_path)  # the examples write model files
     exec(compile(code, "<example>", "exec"), {"__name__": "__example__"})
+
+
+def _extras():
+    """pyproject.toml's extras: {name: [requirement, ...]}."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11+")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return project["optional-dependencies"]
+
+
+def _named_extras(text):
+    """Extras the text names: `[a,b]` in install lines and in inline code."""
+    lines = [
+        line
+        for block in FENCE.findall(text)
+        for line in block[1].splitlines()
+        if "install" in line
+    ]
+    found = re.findall(r"\[([a-z][\w,-]*)\]", "\n".join(lines))
+    found += re.findall(r"`\[([a-z][\w,-]*)\]`", re.sub(FENCE, "", text))
+    return {name for group in found for name in group.split(",")}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_install_commands_name_extras_that_exist(page):
+    named = _named_extras(page.read_text())
+    assert named <= set(_extras()), (
+        f"{page.name}: no such extra {named - set(_extras())}"
+    )
+
+
+def test_the_cpu_install_keeps_pytorchs_cpu_build():
+    readme = (ROOT / "README.md").read_text()
+    cpu = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
+    assert cpu in readme and {"torch", "jax", "tensorflow"} <= _named_extras(readme)
+    # The package's install after it must keep that build: [torch] has to
+    # accept the CPU wheel's version, a local version like 2.13.0+cpu.
+    after = readme[readme.index(cpu) :].split("```")[0]
+    assert re.search(r'pip install -e "\.\[torch[,\]]', after), after
+    from packaging.requirements import Requirement
+
+    (torch,) = [Requirement(text) for text in _extras()["torch"]]
+    assert torch.name == "torch" and torch.specifier.contains("2.13.0+cpu")

@@ -61,19 +61,19 @@ def test_a_run_folder_keeps_its_records(tmp_path):
     folder.start({"config": {"epochs": 2}})
     assert folder.holds_run()
     assert folder.log_path.read_text().strip() == ",".join(LOG_COLUMNS)
-    for epoch in range(3):
+    for epoch in range(1, 4):
         folder.append_log_row(
             {"epoch": epoch, "loss": 1 / 3, "accuracy": None, "seconds": 2.0}
         )
     rows = folder.read_log()
-    assert [row["epoch"] for row in rows] == ["0", "1", "2"]
+    assert [row["epoch"] for row in rows] == ["1", "2", "3"]
     assert (rows[0]["loss"], rows[0]["accuracy"], rows[0]["seconds"]) == (
         "0.333333",
         "",
         "2",
     )
     folder.truncate_log(1)
-    assert [row["epoch"] for row in folder.read_log()] == ["0"]
+    assert [row["epoch"] for row in folder.read_log()] == ["1"]
     folder.record_resume({"epoch": 1})
     folder.record_resume({"epoch": 2})
     record = folder.saved_record()
@@ -257,3 +257,15 @@ def test_the_train_command_refuses_a_folder_in_use_in_one_line(tmp_path, capsys,
                 "on the folder); wait for it to end or choose another folder\n"
             )
     assert not (folder / "log.csv").exists()
+
+
+def test_a_resumed_log_counting_from_0_is_renumbered_from_1(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    folder.start({"config": {"epochs": 3}})
+    for epoch in range(3):  # a log written when epochs were counted from 0
+        folder.append_log_row({"epoch": epoch, "loss": 1.0})
+    folder.truncate_log(2)
+    assert [(row["epoch"], row["loss"]) for row in folder.read_log()] == [
+        ("1", "1"),
+        ("2", "1"),
+    ]

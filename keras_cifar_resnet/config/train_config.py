@@ -78,8 +78,9 @@ class TrainConfig:
     width_multiplier: float = _field(
         1.0,
         "Scales the filters of every layer (rounded, at least 1), keeping the "
-        "depth: 0.25 gives ResNet18 with 16/16/32/64/128 filters, about 1/16 "
-        "of the compute, which trains on full CIFAR-10 on a CPU.",
+        "depth: 0.125 gives ResNet18 with 8/8/16/32/64 filters, about 1/64 of "
+        "the compute, which trains on full CIFAR-10 on a CPU in minutes (the "
+        "README's first run).",
         metavar="W",
     )
     recipe: str = _field(
@@ -181,7 +182,7 @@ class TrainConfig:
     )
     data_dir: str | None = _field(
         None,
-        "Folder holding CIFAR-10 (see the README). Default: the data module's "
+        "Folder holding CIFAR-10 (see docs/data.md). Default: the data module's "
         "default location.",
         metavar="DIR",
     )
@@ -214,7 +215,7 @@ class TrainConfig:
         "KERAS_DISTRIBUTION_* set), TensorFlow MirroredStrategy "
         "(MultiWorkerMirroredStrategy under TF_CONFIG), torch "
         "DistributedDataParallel with one process per device under torchrun. "
-        "The learning rate needs no change. See the README.",
+        "The learning rate needs no change. See docs/multi-device.md.",
         choices=DISTRIBUTE,
     )
 

@@ -83,6 +83,16 @@ def read_training_log(log_csv_path):
     return columns
 
 
+def epoch_numbers(columns, num_rows):
+    """The log's epochs counted from 1, as the console counts them.
+
+    Keras's CSVLogger, and run logs written by earlier versions of this
+    package, count from 0; a run's log now counts from 1.
+    """
+    epochs = columns.get("epoch", np.arange(num_rows, dtype=np.float64))
+    return epochs + 1 if num_rows and epochs[0] == 0 else epochs
+
+
 def plot_training_curves(log_csv_path, output_path):
     """Loss and accuracy per epoch, training and validation, as one PNG.
 
@@ -101,8 +111,7 @@ def plot_training_curves(log_csv_path, output_path):
     """
     columns = read_training_log(log_csv_path)
     num_rows = len(next(iter(columns.values())))
-    # Keras's CSVLogger counts epochs from 0; people count from 1.
-    epochs = columns.get("epoch", np.arange(num_rows, dtype=np.float64)) + 1
+    epochs = epoch_numbers(columns, num_rows)
     figure = _new_figure(figsize=(10, 4))
     axes = figure.subplots(1, 2)
     for ax, metric, title in (

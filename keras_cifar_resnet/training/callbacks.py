@@ -233,7 +233,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         logs["learning_rate"] = float(
             keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
         )
-        row = {"epoch": epoch}
+        row = {"epoch": epoch + 1}  # from 1, as the epoch line and the plots
         row |= {key: logs.get(key) for key in ("loss", "accuracy")}
         if "val_loss" in logs:
             row |= {key: logs[key] for key in ("val_loss", "val_accuracy")}

@@ -401,9 +401,14 @@ class RunFolder:
         self._write_log([*self.read_log(), cells])
 
     def truncate_log(self, epochs_done):
-        """Keeps the first `epochs_done` epochs' rows (a resume redoes the rest)."""
+        """Keeps the first `epochs_done` epochs' rows (a resume redoes the rest).
+
+        The rows are renumbered from 1, as the console counts epochs: logs
+        written by earlier versions of the package count from 0.
+        """
+        rows = self.read_log()[:epochs_done]
         self._write_log(
-            [row for row in self.read_log() if int(row["epoch"]) < epochs_done]
+            [row | {"epoch": str(number)} for number, row in enumerate(rows, 1)]
         )
 
     def save_model(self, model, name):
