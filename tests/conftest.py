@@ -31,3 +31,17 @@ def real_data_dir():
             pytest.fail(f"{reason} (CI must unpack it; see .ci/run)")
         pytest.skip(reason)
     return path
+
+
+@pytest.fixture
+def policy(request):
+    """Keras's global dtype policy set to the test's parameter, then restored.
+
+    Use with `@pytest.mark.parametrize("policy", [...], indirect=True)`.
+    """
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(request.param)
+    yield request.param
+    keras.config.set_dtype_policy(previous)

@@ -38,14 +38,6 @@ TOLERANCES = {
 }
 
 
-@pytest.fixture
-def policy(request):
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(request.param)
-    yield request.param
-    keras.config.set_dtype_policy(previous)
-
-
 def _pair(shape, momentum=0.9, seed=0):
     """Keras's layer and the fused one, built with equal, non-trivial weights."""
     rng = np.random.default_rng(seed)

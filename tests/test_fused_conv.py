@@ -46,14 +46,6 @@ CASES = [
 TOLERANCES = {"float32": 1e-5, "mixed_bfloat16": 2e-2}
 
 
-@pytest.fixture
-def policy(request):
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(request.param)
-    yield request.param
-    keras.config.set_dtype_policy(previous)
-
-
 def _pair(shape, filters, kernel_size, strides, padding, use_bias=True, seed=0):
     """Keras's layer and the package's, built with equal random weights."""
     arguments = dict(

@@ -49,14 +49,6 @@ def _compiled_graphs():
     return counters["stats"]["unique_graphs"]
 
 
-@pytest.fixture
-def policy(request):
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(request.param)
-    yield request.param
-    keras.config.set_dtype_policy(previous)
-
-
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"], indirect=True)
 def test_compiled_steps_give_eager_losses_and_compile_once_per_shape(policy):
     import torch
