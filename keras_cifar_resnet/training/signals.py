@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 
 from keras_cifar_resnet import messages
@@ -64,17 +65,31 @@ class StopSignals:
         self._held = None
         self._stopping = False
         self._previous = {}
+        self._previous_unraisable_hook = None
 
     def __enter__(self):
         # Signal handlers can only be installed from the main thread.
         if threading.current_thread() is threading.main_thread():
             for signum in self.SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handle)
+        self._previous_unraisable_hook = sys.unraisablehook
+        sys.unraisablehook = self._unraisable
         return self
 
     def __exit__(self, *exc_info):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+        sys.unraisablehook = self._previous_unraisable_hook
+
+    def _unraisable(self, unraisable):
+        # A signal handled inside code that cannot raise (a garbage
+        # collector's callback, a finaliser) has its `RunStopped` swallowed
+        # there, with an "Exception ignored" traceback: the run stops after
+        # this step instead, with a checkpoint, and prints nothing more.
+        if isinstance(unraisable.exc_value, RunStopped):
+            self.signum = self.signum or unraisable.exc_value.signum
+            return
+        self._previous_unraisable_hook(unraisable)
 
     def stop(self, signum):
         """Acts as if `signum` had arrived (a closed standard output: SIGPIPE)."""
