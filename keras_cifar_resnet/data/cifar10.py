@@ -28,15 +28,16 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from keras_cifar_resnet.data.files import (  # noqa: F401 -- part of this API
-    _IMAGE_BYTES,
-    _RECORD_BYTES,
+    MAX_BATCH_BYTES,
     NUM_CLASSES,
     TEST_FILE,
     TRAIN_FILES,
     DataError,
     assemble,
+    check_size,
     parse_binary_batch,
     parse_python_batch,
+    unsafe_member_reason,
 )
 
 CLASS_NAMES = (
@@ -74,33 +75,12 @@ _KERAS_ARCHIVE = "cifar-10-batches-py-target_archive"
 _KERAS_FOLDER = "cifar-10-batches-py-target"
 
 DEFAULT_DOWNLOAD_TIMEOUT = 20.0
-# The most bytes a CIFAR-10 batch file holds, checked before it is read: the
-# binary version's 10,000 records exactly; a python-version pickle holds the
-# same pixels, at most twice over (protocol 2 spells bytes as latin-1 text),
-# and its labels and names.
-MAX_BATCH_BYTES = {
-    "binary": 10_000 * _RECORD_BYTES,
-    "python": 2 * 10_000 * _IMAGE_BYTES + 2**20,
-}
-
-
 # ---------------------------------------------------------- folders, archives
 
 
 def _batch_file_names(version):
     suffix = ".bin" if version == "binary" else ""
     return {name: name + suffix for name in (*TRAIN_FILES, TEST_FILE)}
-
-
-def _check_size(size, version, where):
-    """Refuses a batch file larger than CIFAR-10's before it is read."""
-    limit = MAX_BATCH_BYTES[version]
-    if size > limit:
-        exactly = " (10,000 records of 3,073 bytes)" if version == "binary" else ""
-        raise DataError(
-            f"{where}: {size:,} bytes, more than a CIFAR-10 batch file holds "
-            f"({limit:,}{exactly}); not CIFAR-10"
-        )
 
 
 def _load_folder(folder, version):
@@ -113,7 +93,7 @@ def _load_folder(folder, version):
             raise DataError(
                 f"{path}: missing; the CIFAR-10 folder {folder} is incomplete"
             )
-        _check_size(path.stat().st_size, version, path)
+        check_size(path.stat().st_size, version, path)
     for name, file_name in _batch_file_names(version).items():
         path = folder / file_name
         try:
@@ -122,18 +102,6 @@ def _load_folder(folder, version):
             raise DataError(f"{path}: cannot be read ({err.strerror})") from None
         batches[name] = parse(raw, path)
     return assemble(batches, folder)
-
-
-def _unsafe_member_reason(member):
-    """Why an archive member could write or point outside the archive, or None."""
-    path = PurePosixPath(member.name)
-    if path.is_absolute() or ".." in path.parts:
-        return f"its path {member.name!r} leaves the extraction folder"
-    if member.issym() or member.islnk():
-        return f"{member.name!r} is a link (to {member.linkname!r})"
-    if not (member.isfile() or member.isdir()):
-        return f"{member.name!r} is a device or other special file"
-    return None
 
 
 def _read_archive(archive):
@@ -147,7 +115,7 @@ def _read_archive(archive):
     try:
         with tarfile.open(archive, mode="r|*") as tar:
             for member in tar:
-                reason = _unsafe_member_reason(member)
+                reason = unsafe_member_reason(member)
                 if reason:
                     raise DataError(f"{archive}: refused unsafe archive: {reason}")
                 path = PurePosixPath(member.name)
@@ -161,7 +129,7 @@ def _read_archive(archive):
                     )
                 ):
                     version = "python" if path.parts[0] == PYTHON_FOLDER else "binary"
-                    _check_size(member.size, version, f"{archive}:{member.name}")
+                    check_size(member.size, version, f"{archive}:{member.name}")
                     members[member.name] = tar.extractfile(member).read()
     except DataError:
         raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import pickle
+from pathlib import PurePosixPath
 
 import numpy as np
 
@@ -191,3 +192,36 @@ def assemble(batches, where):
     y_train = np.concatenate([batches[name][1] for name in TRAIN_FILES])
     x_test, y_test = batches[TEST_FILE]
     return (x_train, y_train), (x_test, y_test)
+
+
+# The most bytes a CIFAR-10 batch file holds, checked before it is read: the
+# binary version's 10,000 records exactly; a python-version pickle holds the
+# same pixels, at most twice over (protocol 2 spells bytes as latin-1 text),
+# and its labels and names.
+MAX_BATCH_BYTES = {
+    "binary": 10_000 * _RECORD_BYTES,
+    "python": 2 * 10_000 * _IMAGE_BYTES + 2**20,
+}
+
+
+def check_size(size, version, where):
+    """Refuses a batch file larger than CIFAR-10's before it is read."""
+    limit = MAX_BATCH_BYTES[version]
+    if size > limit:
+        exactly = " (10,000 records of 3,073 bytes)" if version == "binary" else ""
+        raise DataError(
+            f"{where}: {size:,} bytes, more than a CIFAR-10 batch file holds "
+            f"({limit:,}{exactly}); not CIFAR-10"
+        )
+
+
+def unsafe_member_reason(member):
+    """Why an archive member could write or point outside the archive, or None."""
+    path = PurePosixPath(member.name)
+    if path.is_absolute() or ".." in path.parts:
+        return f"its path {member.name!r} leaves the extraction folder"
+    if member.issym() or member.islnk():
+        return f"{member.name!r} is a link (to {member.linkname!r})"
+    if not (member.isfile() or member.isdir()):
+        return f"{member.name!r} is a device or other special file"
+    return None
