@@ -29,12 +29,12 @@ import keras
 import numpy as np
 import pytest
 
+from keras_cifar_resnet.data.input_pipeline import ProcessShard
 from keras_cifar_resnet.training.distribute import (
     LOST_PROCESS_TIMEOUT_SECONDS,
     MODES,
     Distribution,
     DistributionError,
-    ProcessShard,
     SingleDevice,
     setup_distribution,
 )

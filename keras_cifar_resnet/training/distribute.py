@@ -55,6 +55,7 @@ import os
 import keras
 
 from keras_cifar_resnet.config import DISTRIBUTE as MODES
+from keras_cifar_resnet.data.input_pipeline import ProcessShard
 
 # How long a data-parallel process waits on one that stopped answering (its
 # heartbeats, its collectives) before it stops too, in seconds.
@@ -201,47 +202,6 @@ class Distribution:
 
 class SingleDevice(Distribution):
     """One process on one device: `--distribute none`."""
-
-
-class ProcessShard(keras.utils.PyDataset):
-    """Slice `index` of `count` of every batch of `batches`: one process's part.
-
-    Process `i` gets images `[i * b, (i + 1) * b)` of each global batch, with
-    `b = global batch / count`, so together the processes see exactly the
-    global batch a single device would.
-
-    Args:
-        batches: a PyDataset yielding `(images, labels)` global batches.
-        index: int, this process.
-        count: int, the processes sharing each batch.
-    """
-
-    def __init__(self, batches, index, count):
-        super().__init__(workers=1, use_multiprocessing=False)
-        self.batches = batches
-        self.index = index
-        self.count = count
-
-    @property
-    def num_batches(self):
-        return self.batches.num_batches
-
-    def on_epoch_begin(self):
-        self.batches.on_epoch_begin()
-
-    def on_epoch_end(self):
-        self.batches.on_epoch_end()
-
-    def __getitem__(self, position):
-        images, labels = self.batches[position]
-        size, remainder = divmod(len(images), self.count)
-        if remainder:
-            raise DistributionError(
-                f"a batch of {len(images)} images does not split over {self.count} "
-                "processes"
-            )
-        part = slice(self.index * size, (self.index + 1) * size)
-        return images[part], labels[part]
 
 
 class JAXDataParallel(Distribution):

@@ -45,7 +45,7 @@ class TorchTrainStep(TrainStepBase):
 
     def _first_global_index(self, images):
         # Under DDP rank r feeds images [r * n, (r + 1) * n) of each global
-        # batch (distribute.ProcessShard); its augmentation draws are
+        # batch (input_pipeline.ProcessShard); its augmentation draws are
         # numbered from there, as one device would number them.
         if self.distributed_module is None:
             return 0
