@@ -5,7 +5,7 @@ Python ignores SIGPIPE, so a write to a pipe whose reader has gone raises
 epoch line). `closed_stdout_guard` turns that into a call the command
 chooses: the training command stops as it does on a signal (a checkpoint,
 the resume line on stderr, the exit status of SIGPIPE); evaluation and
-prediction carry on and write their files. Keras-free.
+prediction go on and write their files. Keras-free.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def closed_stdout_guard(on_close=None, *, rest_to_stderr=True):
     Args:
         on_close: callable taking nothing, or None: called once, from the
             write that found the pipe closed (it may raise to stop the
-            command there). Defaults to None (carry on).
+            command there). Defaults to None (go on).
         rest_to_stderr: bool, whether what is printed after the pipe closed
             goes to stderr (the line that says how to continue) or is
             dropped (the rest of a report written to a file anyway).
