@@ -20,7 +20,9 @@ import pytest
 from keras_cifar_resnet.data import cifar10 as data
 from keras_cifar_resnet.data.cifar10 import CLASS_NAMES, DataError, load_cifar10
 from keras_cifar_resnet.data.input_pipeline import (
+    SkipBatches,
     TrainingBatches,
+    fit_input,
     split_validation,
     synthetic_cifar10,
 )
@@ -515,6 +517,28 @@ def test_misuse_by_fit_is_an_error():
     batches.on_epoch_begin()
     assert batches.locate(0) == (3, 0)
     batches[0]
+
+
+@pytest.mark.parametrize("skip", [0, 3])
+def test_fit_reads_the_same_batches_on_every_backend(skip):
+    """`fit_input` (tf.data under TensorFlow) yields exactly the batches, across
+    an epoch's end and after a resume's skipped steps, and then ends."""
+    images, labels = _numbered(50)
+    batches = TrainingBatches(images, labels, batch_size=8, seed=4, start_epoch=2)
+    source = SkipBatches(batches, skip) if skip else batches
+    steps = 2 * batches.steps_per_epoch - skip
+    fed = fit_input(source, steps)
+    if keras.backend.backend() == "tensorflow":
+        read = [(x.numpy(), y.numpy()) for x, y in fed]
+    else:
+        assert fed is source
+        read = [fed[i] for i in range(steps)]
+    assert len(read) == steps
+    for i, (x, y) in enumerate(read):
+        expected_x, expected_y = batches[skip + i]
+        np.testing.assert_array_equal(x, expected_x)
+        np.testing.assert_array_equal(y, expected_y)
+        assert x.dtype == np.uint8 and y.dtype == np.int64
 
 
 _FIT_CHILD = """

@@ -55,7 +55,7 @@ import os
 import keras
 
 from keras_cifar_resnet.config import DISTRIBUTE as MODES
-from keras_cifar_resnet.data.input_pipeline import ProcessShard
+from keras_cifar_resnet.data.input_pipeline import ProcessShard, fit_input
 
 # How long a data-parallel process waits on one that stopped answering (its
 # heartbeats, its collectives) before it stops too, in seconds.
@@ -159,6 +159,16 @@ class Distribution:
         if self.process_count == 1:
             return batches
         return ProcessShard(batches, self.process_index, self.process_count)
+
+    def fit_input(self, batches, steps):
+        """What this process's `fit` reads of its first `steps` batches.
+
+        A single process hands the batches to the backend's own input
+        pipeline (`input_pipeline.fit_input`); several feed their shards.
+        """
+        if self.process_count == 1:
+            return fit_input(batches, steps)
+        return self.shard_batches(batches)
 
     def lost_process(self, error):
         """What `error` says about a lost process (one line), or None.

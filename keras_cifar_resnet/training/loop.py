@@ -226,7 +226,10 @@ def _train_and_evaluate(
             with clock.running():
                 model.fit(
                     # Each process feeds its part of every global batch.
-                    distribution.shard_batches(epoch_batches),
+                    distribution.fit_input(
+                        epoch_batches,
+                        (end_epoch - first_epoch) * steps_per_epoch - skipped,
+                    ),
                     epochs=end_epoch,
                     initial_epoch=first_epoch,
                     steps_per_epoch=steps_per_epoch - skipped,
