@@ -15,6 +15,19 @@ BACKENDS = ("jax", "tensorflow", "torch")
 # The test session that runs the checks which compare every backend themselves
 # (each session would repeat the same subprocesses).
 CROSS_BACKEND_SESSION = "jax"
+# The smallest training run: the tiny model, 64 synthetic images, 4 steps an
+# epoch, no validation.
+TINY_RUN = [
+    "--synthetic",
+    "--model",
+    "tiny",
+    "--max-train-examples",
+    "64",
+    "--batch-size",
+    "16",
+    "--validation-size",
+    "0",
+]
 
 
 def current_backend():

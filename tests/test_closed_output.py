@@ -16,19 +16,9 @@ from keras_cifar_resnet import evaluate, predict, train
 from keras_cifar_resnet.closed_output import closed_stdout_guard
 from keras_cifar_resnet.models import TinyResNet
 from keras_cifar_resnet.training.checkpoints import read_checkpoint_state
+from tests.backend_subprocess import TINY_RUN
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "--synthetic",
-    "--model",
-    "tiny",
-    "--max-train-examples",
-    "64",
-    "--batch-size",
-    "16",
-    "--validation-size",
-    "0",
-]
 
 
 class ClosingReader(io.TextIOBase):
@@ -63,7 +53,7 @@ def test_the_guard_calls_once_and_sends_the_rest_where_asked(monkeypatch, capsys
 def test_train_stops_on_a_closed_stdout_as_on_a_signal(tmp_path, monkeypatch, capsys):
     folder = tmp_path / "run"
     monkeypatch.setattr(sys, "stdout", ClosingReader(1))  # the start line only
-    argv = [*TINY, "--epochs", "3", "--output-dir", str(folder)]
+    argv = [*TINY_RUN, "--epochs", "3", "--output-dir", str(folder)]
     assert train.main(argv) == 128 + signal.SIGPIPE
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -118,7 +108,7 @@ def test_predict_finishes_quietly_when_its_reader_is_gone(
 def test_train_piped_into_head_stops_with_a_checkpoint(tmp_path):
     folder = tmp_path / "run"
     process = subprocess.Popen(
-        [sys.executable, "-m", "keras_cifar_resnet.train", *TINY]
+        [sys.executable, "-m", "keras_cifar_resnet.train", *TINY_RUN]
         + ["--epochs", "50", "--output-dir", str(folder)],
         cwd=ROOT,
         env=dict(os.environ, PYTHONUNBUFFERED="1"),

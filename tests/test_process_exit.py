@@ -23,25 +23,13 @@ from keras_cifar_resnet.training.checkpoints import (
     CheckpointError,
     read_checkpoint_state,
 )
-from tests.backend_subprocess import current_backend, run_only_in_session
+from tests.backend_subprocess import TINY_RUN, current_backend, run_only_in_session
 
 ROOT = Path(__file__).resolve().parents[1]
 # Seconds between the two signals: at once, during compilation, after it.
 OFFSETS = (0.0, 0.1, 0.3, 0.6, 1.0)
 REPEATS = 4  # 20 pairs under JAX
-TINY = [
-    "--synthetic",
-    "--model",
-    "tiny",
-    "--max-train-examples",
-    "64",
-    "--batch-size",
-    "16",
-    "--validation-size",
-    "0",
-    "--epochs",
-    "2",
-]
+TINY = [*TINY_RUN, "--epochs", "2"]
 
 
 def _signal_pair(backend, offset, folder):
