@@ -59,6 +59,19 @@ def test_the_first_run_is_the_quick_run_the_training_command_suggests():
     assert f"python -m keras_cifar_resnet.train {QUICK_RUN_FLAGS}" in readme
 
 
+def test_the_first_run_figures_are_the_measured_ones():
+    """The README's first-run table, a row per backend, is its results file's."""
+    section = (ROOT / "README.md").read_text().split("## First run\n", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    backends = {row.split("|")[1].strip().split(" ")[0] for row in rows[2:]}
+    assert backends == {"TensorFlow", "torch", "JAX"}, rows
+    sources = re.findall(r"\]\((benchmarks/results/[^)#]+\.md)\)", section)
+    assert sources, "the first run's figures name no results file"
+    measured = (ROOT / sources[0]).read_text()
+    assert "\n".join(rows) in measured, f"{sources[0]} holds other figures"
+
+
 def _examples():
     for page in EXAMPLE_PAGES:
         text = page.read_text()
