@@ -27,6 +27,15 @@ def channels_last_conv2d(inputs, kernel, bias, *, strides, padding):
         The (batch, out_height, out_width, filters) output, NHWC-contiguous.
     """
     (top, bottom), (left, right) = padding
+    if tuple(kernel.shape[:2]) == (1, 1) and strides != (1, 1) and not any(
+        (top, bottom, left, right)
+    ):
+        # A strided 1x1 convolution reads every stride-th pixel: take those
+        # first and convolve unstrided. torch 2.13's oneDNN gives a wrong
+        # kernel gradient from the first backward of a strided 1x1
+        # convolution over channels_last input on CPUs without AVX-512.
+        inputs = inputs[:, :: strides[0], :: strides[1], :].contiguous()
+        strides = (1, 1)
     if top != bottom or left != right:
         # torch's convolution pads symmetrically only; Keras's "same" with
         # a stride puts the odd pixel at the end. Padding the NHWC tensor
