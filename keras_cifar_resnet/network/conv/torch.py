@@ -31,9 +31,9 @@ def channels_last_conv2d(inputs, kernel, bias, *, strides, padding):
         (top, bottom, left, right)
     ):
         # A strided 1x1 convolution reads every stride-th pixel: take those
-        # first and convolve unstrided. torch 2.13's oneDNN gives a wrong
-        # kernel gradient from the first backward of a strided 1x1
-        # convolution over channels_last input on CPUs without AVX-512.
+        # first and convolve unstrided. On CPUs without AVX-512, torch
+        # 2.13's oneDNN at times gives a wrong kernel gradient for a strided
+        # 1x1 convolution over channels_last input (docs/network.md).
         inputs = inputs[:, :: strides[0], :: strides[1], :].contiguous()
         strides = (1, 1)
     if top != bottom or left != right:
