@@ -39,9 +39,12 @@ import sys
 import time
 from pathlib import Path
 
+from keras_cifar_resnet.config.train_config import RECIPES
 from keras_cifar_resnet.training.first_run import QUICK_RUN_FLAGS
 
 THRESHOLDS = (0.94, 0.95)
+# Native PyTorch runs of a seed start from the weights the command draws.
+DEFAULT_INITIALIZER = RECIPES["default"].initializer
 ACCURACY_PROFILES = {
     "full": [],
     # The training command scales the recipe's 0.2 at batch 512 to 0.05.
@@ -87,21 +90,40 @@ def read_run(run_dir):
     return rows, summary
 
 
-def accuracy_record(run_dir, *, backend, model, profile, device, wall_seconds, note):
+def accuracy_record(
+    run_dir, *, backend, model, profile, device, wall_seconds, note, seed=None
+):
+    """A finished run's figures: the last epoch's model on the test set.
+
+    The best-validation model's test figures are kept apart, labelled as
+    chosen on the validation split (`best_validation_*`); runs written before
+    summary.json named its test model record theirs under the same labels.
+    """
     rows, summary = read_run(run_dir)
     test = summary.get("test") or {}
+    best = summary.get("best_validation") or {}
+    if "test_model" not in summary:  # an older run: its test figure is best.keras's
+        best = {"epoch": summary.get("selected_epoch"), "test": test}
+        test = {}
     record = {
         "kind": "accuracy",
         "backend": backend,
         "model": model,
         "profile": profile,
+        "seed": seed,
         "note": note,
         "device": device,
         "epochs": len(rows),
         "train_examples": summary.get("train_images"),
+        "test_model": "the last epoch's model",
         "test_accuracy": test.get("accuracy"),
         "test_accuracy_flip_tta": test.get("tta_accuracy"),
         "best_validation_accuracy": summary.get("validation_accuracy"),
+        "best_validation_epoch": best.get("epoch"),
+        "best_validation_test_accuracy": (best.get("test") or {}).get("accuracy"),
+        "best_validation_test_accuracy_flip_tta": (best.get("test") or {}).get(
+            "tta_accuracy"
+        ),
         "train_seconds": summary.get("train_seconds"),
         "wall_seconds": wall_seconds,
         "run_dir": str(run_dir),
@@ -111,6 +133,35 @@ def accuracy_record(run_dir, *, backend, model, profile, device, wall_seconds, n
             rows, threshold
         )
     return record
+
+
+def installed_versions():
+    """Python's and the installed frameworks' versions (the run's own process)."""
+    import importlib.metadata as metadata
+    import platform
+
+    found = {"python": platform.python_version()}
+    for dist in ("keras", "jax", "jaxlib", "tensorflow", "torch", "numpy"):
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def machine_description():
+    """The CPU model, its cores, and whether it has native bf16 (AVX-512 or AMX)."""
+    from benchmarks.harness import cpu_name
+
+    try:
+        with open("/proc/cpuinfo") as file:
+            flags = set(file.read().split())
+    except OSError:
+        flags = set()
+    return {
+        "cpu": cpu_name(),
+        "native_bf16": sorted(flags & {"avx512_bf16", "amx_bf16"}),
+    }
 
 
 def build_parser():
@@ -165,6 +216,23 @@ def build_parser():
         "Default: benchmark-results.",
     )
     parser.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train N runs, seeds 0..N-1 (seed k gives every implementation "
+        "the same initial weights and batches), each recorded as "
+        "accuracy-<backend>-seed<k>.json. Default: one run at the trainer's "
+        "--seed, recorded as accuracy-<backend>.json.",
+    )
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --seeds: start at seed K (to add seeds to a set). Default: 0.",
+    )
+    parser.add_argument(
         "--device", default=None, help="device name to record (default: the backend's)."
     )
     return parser
@@ -198,8 +266,6 @@ def main(argv=None):
                 "set KERAS_BACKEND to jax, tensorflow or torch (or give --native). "
                 f"Received: KERAS_BACKEND={backend!r}"
             )
-    output_dir = Path(args.output_dir)
-    run_dir = output_dir / f"accuracy-run-{backend}"
     flags = list(ACCURACY_PROFILES[args.profile])
     epochs = None
     if args.profile == "gpu":
@@ -207,10 +273,34 @@ def main(argv=None):
         flags += ["--epochs", str(epochs)]
     elif args.epochs is not None:
         return _fail("--epochs is for the gpu profile only")
+    if args.seeds is not None and args.seeds < 1:
+        return _fail(f"--seeds must be 1 or more. Received: {args.seeds}")
+    if args.seeds is not None and "--seed" in train_flags:
+        return _fail("--seeds chooses the seeds; drop --seed after `--`")
+    seeds = (
+        [None]
+        if args.seeds is None
+        else range(args.first_seed, args.first_seed + args.seeds)
+    )
+    for seed in seeds:
+        status = train_one(args, backend, seed, flags, epochs, train_flags)
+        if status:
+            return status
+    return 0
+
+
+def train_one(args, backend, seed, flags, epochs, train_flags):
+    """Trains one run (one seed) and writes its accuracy JSON; exit status."""
+    output_dir = Path(args.output_dir)
+    suffix = "" if seed is None else f"-seed{seed}"
+    run_dir = output_dir / f"accuracy-run-{backend}{suffix}"
     model = "tiny" if args.profile == "tiny" else args.model
     if args.native:
         trainer = ["-m", "benchmarks.native_train"]
         precision = []
+        # The very initial weights the Keras runs of this seed start from.
+        if seed is not None and "--keras-initializer" not in train_flags:
+            precision = ["--keras-initializer", DEFAULT_INITIALIZER]
     else:
         trainer = ["-m", "keras_cifar_resnet.train", "--recipe", "default"]
         precision = ["--mixed-precision", args.mixed_precision]
@@ -224,6 +314,8 @@ def main(argv=None):
         str(run_dir),
         *flags,
     ]
+    if seed is not None:
+        command += ["--seed", str(seed)]
     if args.data_dir:
         command += ["--data-dir", args.data_dir]
     command += train_flags
@@ -255,6 +347,7 @@ def main(argv=None):
         device=device,
         wall_seconds=wall,
         note=PROFILE_NOTES[args.profile].format(epochs=epochs),
+        seed=seed,
     )
     # On a shared machine the seconds depend on what else ran.
     record["load_average_1min"] = {
@@ -262,14 +355,16 @@ def main(argv=None):
         "after": round(os.getloadavg()[0], 2),
     }
     record["command"] = " ".join(command[1:])
-    path = output_dir / f"accuracy-{backend}.json"
+    record["machine"] = machine_description()
+    record["versions"] = installed_versions()
+    path = output_dir / f"accuracy-{backend}{suffix}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(
-        f"accuracy.py: test accuracy {record['test_accuracy']:.4f} "
-        f"({record['note']}); wrote {path}"
+        f"accuracy.py: test accuracy {record['test_accuracy']:.4f}, the last "
+        f"epoch's model ({record['note']}); wrote {path}",
+        flush=True,
     )
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

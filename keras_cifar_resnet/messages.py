@@ -320,15 +320,22 @@ def run_complete(folder):
     )
 
 
-def test_result(report, model_file, best_epoch, best_val_accuracy, output_dir):
-    """The run's last line: the test figures of the model it kept."""
-    which = (
-        f"best validation accuracy {best_val_accuracy:.2%} at epoch {best_epoch}"
-        if best_epoch
-        else "the last epoch's model"
-    )
-    return (
+def test_result(report, best, output_dir):
+    """The run's last line: the last epoch's test figures, and the best model's.
+
+    `best` is None, or summary.json's `best_validation`: the model of the best
+    validation accuracy, chosen on the validation split only.
+    """
+    line = (
         f"test accuracy {report['accuracy']:.2%} (flip TTA "
-        f"{report['tta_accuracy']:.2%}), loss {report['loss']:.4f}; "
-        f"{model_file} = {which}; results in {output_dir}"
+        f"{report['tta_accuracy']:.2%}), loss {report['loss']:.4f}, the last "
+        "epoch's model"
     )
+    if best:
+        line += (
+            f"; best.keras (best validation accuracy "
+            f"{best['validation_accuracy']:.2%}, epoch {best['epoch']}): test "
+            f"accuracy {best['test']['accuracy']:.2%} (flip TTA "
+            f"{best['test']['tta_accuracy']:.2%})"
+        )
+    return f"{line}; results in {output_dir}"

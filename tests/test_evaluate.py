@@ -155,11 +155,13 @@ def test_evaluate_model_matches_the_models_own_predictions(saved_model):
 # ------------------------------------------------------------ model files
 
 
-def test_a_run_folder_resolves_to_best_then_final(tmp_path):
-    (tmp_path / "final.keras").write_bytes(b"")
-    assert resolve_model_path(tmp_path) == tmp_path / "final.keras"
+def test_a_run_folder_resolves_to_final_then_best(tmp_path):
+    # A run written before final.keras was always kept has best.keras only.
     (tmp_path / "best.keras").write_bytes(b"")
     assert resolve_model_path(tmp_path) == tmp_path / "best.keras"
+    # The last epoch's model, the one summary.json's test figures are of.
+    (tmp_path / "final.keras").write_bytes(b"")
+    assert resolve_model_path(tmp_path) == tmp_path / "final.keras"
 
 
 @pytest.mark.parametrize(

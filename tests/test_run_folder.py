@@ -86,12 +86,12 @@ def test_a_saved_model_loads_back_from_the_folder(tmp_path):
     folder = RunFolder(tmp_path)
     folder.start({})
     model = TinyResNet()
-    folder.save_model(model, FINAL_NAME)
-    assert resolve_model_path(tmp_path) == tmp_path / FINAL_NAME
     folder.save_model(model, BEST_NAME)
-    # The model chosen on validation comes first.
+    assert resolve_model_path(tmp_path) == tmp_path / BEST_NAME
+    folder.save_model(model, FINAL_NAME)
+    # The last epoch's model, whose test figures summary.json holds, first.
     loaded, path = load_model(tmp_path)
-    assert path == tmp_path / BEST_NAME
+    assert path == tmp_path / FINAL_NAME
     assert loaded.count_params() == model.count_params()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 

@@ -252,7 +252,16 @@ def test_a_synthetic_run_writes_every_output(straight_run):
 
     summary = json.loads((folder / "summary.json").read_text())
     test = summary["test"]
-    assert summary["model_file"] == "best.keras"
+    # The headline is the last epoch's model; the best-validation model's
+    # figures are apart, labelled as chosen on the validation split.
+    assert summary["model_file"] == "final.keras"
+    assert summary["test_model"] == "the last epoch's model"
+    best = summary["best_validation"]
+    assert best["model_file"] == "best.keras"
+    assert best["chosen_on"] == "validation split"
+    assert best["epoch"] in (1, 2)
+    assert best["validation_accuracy"] == summary["validation_accuracy"]
+    assert best["test"]["num_images"] == 128
     assert test["num_images"] == 128
     assert 0.0 <= test["accuracy"] <= 1.0 and 0.0 <= test["tta_accuracy"] <= 1.0
     assert np.isfinite(test["loss"])

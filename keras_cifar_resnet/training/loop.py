@@ -257,9 +257,9 @@ def _train_and_evaluate(
     finally:
         signals.in_epochs = False
 
-    # The final evaluation, on the test set, of the model the run keeps.
-    if config.validation_size == 0:
-        export.save(FINAL_NAME)
+    # The final evaluation, on the test set, of the last epoch's model (and,
+    # labelled apart, of the one chosen on the validation split).
+    export.save(FINAL_NAME)
     if not distribution.is_chief:
         return 0
     return _evaluate_and_summarise(
@@ -333,47 +333,57 @@ def _restore(config, model, folder, checkpoint, distribution):
 
 
 def _evaluate_and_summarise(config, data, folder, position, distribution, signals):
-    """The kept model's test figures, `summary.json` and the curves; status 0."""
-    model_file = FINAL_NAME if config.validation_size == 0 else BEST_NAME
-    model_path = folder.path / model_file
+    """The test figures, `summary.json` and the curves; status 0.
+
+    The headline figure is the last epoch's model (`final.keras`): nothing is
+    chosen by looking at the test set. With a validation split the model of
+    the best validation accuracy (`best.keras`) is evaluated too and recorded
+    apart, labelled as chosen on the validation split.
+    """
+    report = _test_report(config, data, folder.path / FINAL_NAME, distribution)
+    best = None
+    if position.best_epoch:
+        best = {
+            "model_file": BEST_NAME,
+            "chosen_on": "validation split",
+            "epoch": position.best_epoch,
+            "validation_accuracy": position.best_val_accuracy,
+            "test": _test_report(config, data, folder.path / BEST_NAME, distribution),
+        }
+    with signals.saving():
+        folder.write_summary(
+            {
+                "model_file": FINAL_NAME,
+                "test_model": "the last epoch's model",
+                "epochs": config.epochs,
+                "validation_accuracy": position.best_val_accuracy,
+                "train_images": len(data.train_images),
+                "synthetic": config.synthetic,
+                "train_seconds": round(position.train_seconds, 1),
+                "backend": keras.backend.backend(),
+                "test": report,
+                "best_validation": best,
+            }
+        )
+    _draw_curves(folder)
+    print(messages.test_result(report, best, folder.path), flush=True)
+    return 0
+
+
+def _test_report(config, data, model_path, distribution):
+    """evaluate_model's report of the model file at `model_path` on the test set."""
     print(messages.evaluating_test_set(model_path, len(data.test_images)), flush=True)
     # The chief alone, on its own devices: the others have finished. In
     # float32 whatever the training precision, so the figure is the one the
     # evaluate command gives for the same file.
     with distribution.local_scope(), dtype_policy("float32"):
-        report = evaluate_model(
+        return evaluate_model(
             keras.saving.load_model(model_path),
             data.test_images,
             data.test_labels,
             batch_size=config.eval_batch_size,
             verbose=progress_verbosity(),
         )
-    with signals.saving():
-        folder.write_summary(
-            {
-                "model_file": model_file,
-                "selected_epoch": position.best_epoch or config.epochs,
-                "validation_accuracy": position.best_val_accuracy,
-                "epochs": config.epochs,
-                "train_images": len(data.train_images),
-                "synthetic": config.synthetic,
-                "train_seconds": round(position.train_seconds, 1),
-                "backend": keras.backend.backend(),
-                "test": report,
-            }
-        )
-    _draw_curves(folder)
-    print(
-        messages.test_result(
-            report,
-            model_file,
-            position.best_epoch,
-            position.best_val_accuracy,
-            folder.path,
-        ),
-        flush=True,
-    )
-    return 0
 
 
 def _draw_curves(folder):

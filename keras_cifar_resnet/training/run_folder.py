@@ -7,9 +7,10 @@ A run leaves in its folder:
 - `log.csv`: one row per epoch, columns `LOG_COLUMNS`;
 - `checkpoint.npz`: everything needed to continue (`checkpoints`), and
   `checkpoint.previous.npz`, the one before it;
-- `best.keras`: the model with the best validation accuracy, or
-  `final.keras`, the last epoch's, when nothing is held out;
-- `summary.json`: that model on the test set;
+- `final.keras`: the last epoch's model, and `best.keras`, the model with
+  the best validation accuracy (when images are held out for validation);
+- `summary.json`: the last epoch's model on the test set, and the best
+  validation model's figures apart, labelled as chosen on validation;
 - `curves.png`: loss and accuracy per epoch.
 
 Every file is written beside its final name, flushed to disk and renamed
@@ -53,8 +54,9 @@ CURVES_NAME = "curves.png"
 # (`hold_run_folder`). A folder from an earlier version may hold one.
 LOCK_NAME = ".lock"
 # What a run's folder may hold for inference, in order of preference: the
-# model chosen on validation, then the model at the end of training.
-RUN_MODEL_FILES = (BEST_NAME, FINAL_NAME)
+# model at the end of training (the one summary.json's test figures are of),
+# then the one chosen on validation (all a run written before 0.1 kept).
+RUN_MODEL_FILES = (FINAL_NAME, BEST_NAME)
 LOG_COLUMNS = (
     "epoch",
     "loss",
