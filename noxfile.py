@@ -66,6 +66,22 @@ BENCHMARK_EXTRAS = {
 }
 # Options this session reads itself; the rest of posargs go to pytest.
 BENCHMARK_SESSION_OPTIONS = ("--no-accuracy", "--cpu-accuracy")
+# ... and those that take a value (`--seeds 3`).
+BENCHMARK_SESSION_VALUES = ("--seeds",)
+
+
+def _split_session_options(posargs):
+    """(the session's own options as {name: value or True}, pytest's posargs)."""
+    own, rest = {}, []
+    arguments = iter(posargs)
+    for argument in arguments:
+        if argument in BENCHMARK_SESSION_OPTIONS:
+            own[argument] = True
+        elif argument in BENCHMARK_SESSION_VALUES:
+            own[argument] = next(arguments, None)
+        else:
+            rest.append(argument)
+    return own, rest
 
 
 def _gpu_present():
@@ -86,12 +102,17 @@ def benchmark(session, backend):
     benchmarks/README.md); `--no-accuracy` skips the training run;
     `--cpu-accuracy` trains the CPU accuracy profile (ResNet18 at width
     0.125, full CIFAR-10, 6 epochs), which the torch session also trains in
-    plain PyTorch. The torch session also times the native PyTorch reference.
+    plain PyTorch; `--seeds N` trains N seeds of each (the report gives their
+    mean and 95% interval). The torch session also times the native PyTorch
+    reference.
     """
     gpu = _gpu_present()
     extra = BENCHMARK_EXTRAS[gpu][backend]
     session.install("-e", f".[{extra},plots]", "--group", "test")
-    posargs = [a for a in session.posargs if a not in BENCHMARK_SESSION_OPTIONS]
+    own, posargs = _split_session_options(session.posargs)
+    if "--seeds" in own and not str(own["--seeds"]).isdigit():
+        session.error(f"--seeds takes a number of seeds. Received: {own['--seeds']}")
+    seeds = ["--seeds", own["--seeds"]] if "--seeds" in own else []
     results = "benchmark-results"
     os.makedirs(results, exist_ok=True)
     env = {"KERAS_BACKEND": backend, "KERAS_HOME": session.create_tmp()}
@@ -107,14 +128,14 @@ def benchmark(session, backend):
         *posargs,
         env=env,
     )
-    if "--no-accuracy" not in session.posargs:
-        if "--cpu-accuracy" in session.posargs:
+    if "--no-accuracy" not in own:
+        if "--cpu-accuracy" in own:
             profile = "cpu"
         else:
             profile = "gpu" if gpu else ("quick" if "--quick" in posargs else "full")
-        accuracy = ["-m", "benchmarks.accuracy", "--profile", profile]
+        accuracy = ["-m", "benchmarks.accuracy", "--profile", profile, *seeds]
         session.run("python", *accuracy, "--output-dir", results, env=env)
-        if profile == "cpu" and backend == "torch":
+        if profile in ("cpu", "gpu") and backend == "torch":
             accuracy.append("--native")
             session.run("python", *accuracy, "--output-dir", results, env=env)
     command = "nox -s benchmark" + (

@@ -366,5 +366,6 @@ def train_one(args, backend, seed, flags, epochs, train_flags):
     )
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -279,28 +279,55 @@ class KerasTrainStep:
         return float(np.asarray(logits).ravel()[0])
 
 
+def _machine_busy_seconds():
+    """CPU seconds all processes have used since boot (/proc/stat), or None."""
+    try:
+        with open("/proc/stat") as file:
+            fields = file.readline().split()
+    except OSError:
+        return None
+    # user nice system idle iowait irq softirq steal ...: all but idle, iowait
+    ticks = [int(v) for v in fields[1:]]
+    busy = sum(ticks) - ticks[3] - (ticks[4] if len(ticks) > 4 else 0)
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 @dataclasses.dataclass
 class CPUUse:
-    """Cores kept busy over a stretch: process CPU seconds / wall seconds.
+    """Cores kept busy over a stretch, by this process and by all the others.
 
-    It tells a threading mode apart: TensorFlow's slow CPU mode keeps about
-    one core busy, the fast one all of them.
+    `busy_cores` (process CPU seconds / wall seconds) tells a threading mode
+    apart: TensorFlow's slow CPU mode keeps about one core busy, the fast one
+    all of them. `other_busy_cores` is what every other process used meanwhile
+    (from /proc/stat; None elsewhere): unlike the load average it does not
+    lag, so two rows' figures say whether they ran on an equally quiet machine.
     """
 
     wall: float = 0.0
     cpu: float = 0.0
+    machine: float | None = None
 
     def __enter__(self):
         self._wall, self._cpu = time.perf_counter(), time.process_time()
+        self._machine = _machine_busy_seconds()
         return self
 
     def __exit__(self, *exc):
         self.wall = time.perf_counter() - self._wall
         self.cpu = time.process_time() - self._cpu
+        after = _machine_busy_seconds()
+        if after is not None and self._machine is not None:
+            self.machine = after - self._machine
 
     @property
     def busy_cores(self):
         return self.cpu / self.wall if self.wall else 0.0
+
+    @property
+    def other_busy_cores(self):
+        if self.machine is None or not self.wall:
+            return None
+        return max(0.0, (self.machine - self.cpu) / self.wall)
 
 
 def threading_settings(backend):

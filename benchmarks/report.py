@@ -21,10 +21,17 @@ import json
 import sys
 from pathlib import Path
 
+from benchmarks.statistics import CONFIDENCE, mean_interval, welch_difference
+
 # How each native variant's precision maps to the anchor of the ratios.
 ANCHORS = {"float32": "native-torch-eager", "mixed": "native-torch-eager-bf16"}
 ANCHOR_NAMES = {p: v.removeprefix("native-torch-") for p, v in ANCHORS.items()}
 ORDER = ("keras-jax", "keras-tensorflow", "keras-torch")
+# A ratio compares two rows only when the other processes on the machine kept
+# about as many cores busy during both (harness.CPUUse.other_busy_cores).
+OTHER_LOAD_BOUND = 0.25
+ACCURACY_ORDER = ("jax", "tensorflow", "torch", "native-torch")
+ACCURACY_REFERENCE = "native-torch"
 
 
 def rows_from_benchmarks(benchmarks):
@@ -90,6 +97,12 @@ def _add_ratios(rows):
                 (row["function"], row["model"], row["batch_size"], "native-torch-eager")
             )
         if anchor and row.get("images_per_second"):
+            others = (row.get("other_busy_cores"), anchor.get("other_busy_cores"))
+            if None not in others and abs(others[0] - others[1]) > OTHER_LOAD_BOUND:
+                row["ratio_refused"] = (
+                    f"others busy {others[0]:.2f} vs {others[1]:.2f} cores"
+                )
+                continue
             row["ratio_to_native"] = (
                 row["images_per_second"] / anchor["images_per_second"]
             )
@@ -125,7 +138,7 @@ def format_rows(rows, accuracy=None):
         header = (
             "implementation|model|batch|precision|images/s|ms/step (median, IQR)|"
             "x native eager|x own fp32|first call (s)|peak memory (MiB)|cores busy|"
-            "images/CPU-s|load"
+            "images/CPU-s|others busy|load"
         ).split("|")
         if function == "train":
             header.append("test accuracy")
@@ -136,6 +149,8 @@ def format_rows(rows, accuracy=None):
         for r in chosen:
             ratio = r.get("ratio_to_native")
             ratio_text = "-" if ratio is None else f"{ratio:.3g}"
+            if r.get("ratio_refused"):
+                ratio_text = f"- ({r['ratio_refused']})"
             if ratio is not None and r.get("ratio_anchor") != ANCHOR_NAMES.get(
                 r["precision"]
             ):
@@ -159,37 +174,174 @@ def format_rows(rows, accuracy=None):
                 + ("*" if "so_far" in str(r.get("memory_kind")) else ""),
                 _fmt(r.get("busy_cores"), ".2f"),
                 _fmt(_per_cpu_second(r), ".1f"),
+                _fmt(r.get("other_busy_cores"), ".2f"),
                 _fmt(r.get("load_average_1min"), ".1f"),
             ]
             if function == "train":
-                acc = accuracy.get((r["backend"], r["model"]))
-                cells.append(
-                    "-"
-                    if acc is None or acc.get("test_accuracy") is None
-                    else f"{acc['test_accuracy']:.4f}"
-                )
+                runs = _runs_of(accuracy, r["backend"], r["model"])
+                figures = _figures(runs, "test_accuracy")
+                cells.append(f"{sum(figures) / len(figures):.4f}" if figures else "-")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     if accuracy:
-        lines += [
-            "**Accuracy** (default recipe; `profile` says how far it ran)",
-            "",
-            "| backend | model | device | profile | epochs | train images | "
-            "test accuracy | to 94% | to 95% | wall (s) |",
-            "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for (backend, model), a in sorted(accuracy.items()):
-            lines.append(
-                f"| {backend} | {model} | {a.get('device', '-')} | "
-                f"{a.get('note') or a.get('profile', '-')} | {a.get('epochs', '-')} | "
-                f"{a.get('train_examples') or '-'} | "
-                f"{_fmt(a.get('test_accuracy'), '.4f')} | "
-                f"{_time_to(a.get('seconds_to_94'))} | "
-                f"{_time_to(a.get('seconds_to_95'))} | "
-                f"{_fmt(a.get('wall_seconds'), '.0f')} |"
-            )
-        lines.append("")
+        lines += accuracy_lines(accuracy)
     return lines
+
+
+def _runs_of(accuracy, backend, model):
+    return [
+        run
+        for (run_backend, run_model, _), group in accuracy.items()
+        if (run_backend, run_model) == (backend, model)
+        for run in group
+    ]
+
+
+def _figures(runs, key):
+    return [run[key] for run in runs if run.get(key) is not None]
+
+
+def _percent(interval):
+    """`69.12% ± 0.85` (the 95% interval's half-width), or the mean alone."""
+    if interval is None:
+        return "-"
+    text = f"{interval.mean:.2%}"
+    return (
+        text if interval.half_width is None else f"{text} ± {interval.half_width:.2%}"
+    )
+
+
+def _interval_of(runs, key):
+    figures = _figures(runs, key)
+    return mean_interval(figures) if figures else None
+
+
+def _accuracy_order(key):
+    backend, model, profile = key
+    rank = ACCURACY_ORDER.index(backend) if backend in ACCURACY_ORDER else 9
+    return (model, profile, rank, backend)
+
+
+def accuracy_lines(accuracy):
+    """Per implementation: n, mean, sd and 95% interval over seeds; differences.
+
+    The figure is the test accuracy of each run's last epoch's model; the
+    best-validation model's is shown apart, labelled as chosen on the
+    validation split. Each Keras backend's difference from native PyTorch of
+    the same model and profile comes with Welch's 95% interval.
+    """
+    level = f"{CONFIDENCE:.0%}"
+    lines = [
+        f"**Accuracy over seeds**: test accuracy of the last epoch's model, mean "
+        f"± the {level} interval (Student's t), flip TTA beside it; the "
+        "best-validation model's (chosen on the validation split only) apart",
+        "",
+        "| implementation | model | profile | device | n | seeds | mean ± "
+        f"{level} | sd | flip TTA mean ± {level} | best-validation model | "
+        "to 94% | to 95% | wall (s, median) |",
+        "| --- | --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | "
+        "---: | ---: |",
+    ]
+    for key in sorted(accuracy, key=_accuracy_order):
+        backend, model, profile = key
+        runs = sorted(
+            accuracy[key], key=lambda r: (r.get("seed") is None, r.get("seed"))
+        )
+        plain = _interval_of(runs, "test_accuracy")
+        walls = sorted(_figures(runs, "wall_seconds"))
+        seeds = ", ".join(
+            "-" if r.get("seed") is None else str(r["seed"]) for r in runs
+        )
+        lines.append(
+            f"| {backend} | {model} | {profile} | {runs[0].get('device', '-')} | "
+            f"{len(runs)} | {seeds} | {_percent(plain)} | "
+            f"{'-' if plain is None or plain.sd is None else f'{plain.sd:.2%}'} | "
+            f"{_percent(_interval_of(runs, 'test_accuracy_flip_tta'))} | "
+            f"{_percent(_interval_of(runs, 'best_validation_test_accuracy'))} | "
+            f"{_time_to(runs[0].get('seconds_to_94'))} | "
+            f"{_time_to(runs[0].get('seconds_to_95'))} | "
+            f"{_fmt(walls[len(walls) // 2] if walls else None, '.0f')} |"
+        )
+    lines.append("")
+    lines += difference_lines(accuracy)
+    return lines
+
+
+def difference_lines(accuracy):
+    """Each implementation minus native PyTorch, with Welch's interval, in words."""
+    level = f"{CONFIDENCE:.0%}"
+    rows, verdicts = [], []
+    for key in sorted(accuracy, key=_accuracy_order):
+        backend, model, profile = key
+        reference = accuracy.get((ACCURACY_REFERENCE, model, profile))
+        if backend == ACCURACY_REFERENCE or not reference:
+            continue
+        cells = []
+        for figure in ("test_accuracy", "test_accuracy_flip_tta"):
+            ours = _figures(accuracy[key], figure)
+            theirs = _figures(reference, figure)
+            if not ours or not theirs:
+                cells.append(None)
+                continue
+            cells.append(welch_difference(ours, theirs))
+        plain = cells[0]
+        if plain is None:
+            continue
+        if plain.half_width is None:
+            verdict = "cannot tell: needs 2 or more runs on each side"
+        elif plain.excludes_zero():
+            verdict = "yes: the interval excludes 0"
+        else:
+            verdict = "no: the interval contains 0"
+        verdicts.append((backend, model, profile, plain, verdict))
+        rows.append(
+            f"| {backend} | {model} | {profile} | "
+            f"{len(accuracy[key])} vs {len(reference)} | "
+            f"{_signed(plain)} | {_signed(cells[1])} | {verdict} |"
+        )
+    if not rows:
+        return []
+    lines = [
+        f"**Difference from native PyTorch** (test accuracy, last epoch's model; "
+        f"mean difference ± Welch's {level} interval)",
+        "",
+        "| implementation | model | profile | n | difference | flip TTA "
+        "difference | distinguishable? |",
+        "| --- | --- | --- | --- | ---: | ---: | --- |",
+        *rows,
+        "",
+    ]
+    apart = [v for v in verdicts if v[3].excludes_zero()]
+    unknown = [v for v in verdicts if v[3].half_width is None]
+    if unknown:
+        summary = (
+            "Some implementations have a single run: at n = 1 no difference "
+            "can be told from seed noise."
+        )
+    elif apart:
+        summary = (
+            "At this n, "
+            + "; ".join(
+                f"{b} differs from native PyTorch by {_signed(i)}"
+                for b, _, _, i, _ in apart
+            )
+            + f" ({level} interval excludes 0); the others cannot be told apart."
+        )
+    else:
+        summary = (
+            f"At this n no implementation can be told apart from native PyTorch: "
+            f"every {level} interval of the difference contains 0."
+        )
+    return lines + [summary, ""]
+
+
+def _signed(interval):
+    if interval is None:
+        return "-"
+    text = f"{interval.mean * 100:+.2f} points"
+    if interval.half_width is None:
+        return text
+    return f"{text} ± {interval.half_width * 100:.2f}"
 
 
 def _per_cpu_second(row):
@@ -232,6 +384,27 @@ def environment_lines(rows):
     return lines
 
 
+def accuracy_environment_lines(accuracy):
+    """The machines and versions the accuracy runs recorded, each once."""
+    seen, lines = set(), []
+    for runs in accuracy.values():
+        for run in runs:
+            machine = run.get("machine") or {}
+            bf16 = machine.get("native_bf16")
+            versions = ", ".join(
+                f"{k} {v}" for k, v in sorted((run.get("versions") or {}).items())
+            )
+            line = (
+                f"- accuracy runs: {machine.get('cpu') or run.get('device', '-')}"
+                + ("" if bf16 is None else f" (native bf16: {', '.join(bf16) or 'no'})")
+                + (f"; {versions}" if versions else "")
+            )
+            if line not in seen:
+                seen.add(line)
+                lines.append(line)
+    return lines
+
+
 def _json_contents(paths):
     """The parsed JSON of each file given and of each folder's *.json."""
     for path in map(Path, paths):
@@ -240,13 +413,17 @@ def _json_contents(paths):
 
 
 def load(paths):
-    """(benchmark rows, accuracy by (backend, model)) from files and folders."""
+    """(benchmark rows, accuracy runs by (backend, model, profile)).
+
+    Every seed of an implementation is one run in its list.
+    """
     benchmarks, accuracy = [], {}
     for data in _json_contents(paths):
         if isinstance(data, dict) and "benchmarks" in data:
             benchmarks += data["benchmarks"]
         elif isinstance(data, dict) and data.get("kind") == "accuracy":
-            accuracy[(data["backend"], data["model"])] = data
+            key = (data["backend"], data["model"], data.get("profile"))
+            accuracy.setdefault(key, []).append(data)
     return rows_from_benchmarks(benchmarks), accuracy
 
 
@@ -361,6 +538,7 @@ def main(argv=None):
     notes = skipped_notes(args.inputs)
     lines += [f"Note: {note}." for note in notes] + ([""] if notes else [])
     lines += ["Environment:", ""] + environment_lines(rows)
+    lines += accuracy_environment_lines(accuracy)
     if args.command:
         lines += ["", f"Command: `{args.command}`"]
     lines += [
@@ -370,8 +548,11 @@ def main(argv=None):
         "so far in the process (cannot be reset). First call: build, "
         "compile (trace/jit) and one step. Cores busy: process CPU seconds "
         "per wall second while timed; images/CPU-s: images/s over that (on a "
-        "shared CPU, steadier than images/s); load: the machine's 1-minute "
-        "load average then.",
+        "shared CPU, steadier than images/s); others busy: cores the "
+        "machine's other processes kept busy while timed; a ratio is refused "
+        f"(-, with both figures) where the two rows' differ by more than "
+        f"{OTHER_LOAD_BOUND} cores; load: the machine's 1-minute load average "
+        "then.",
     ]
     table = output_dir / "table.md"
     table.write_text("\n".join(lines) + "\n")

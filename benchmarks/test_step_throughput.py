@@ -66,6 +66,7 @@ def _measure(benchmark, runner, settings, backend, function, memory):
         "peak_memory_mib": memory.read_mib(),
         "memory_kind": memory.kind,
         "busy_cores": use.busy_cores,
+        "other_busy_cores": use.other_busy_cores,
         # Other processes compete for a shared CPU; the load says how much.
         "load_average_1min": os.getloadavg()[0],
         "device": device_name(backend),

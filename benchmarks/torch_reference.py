@@ -37,8 +37,6 @@ from keras_cifar_resnet.training.precision_support import accelerator_present
 BATCH_NORM_EPSILON = 1e-3
 
 
-
-
 def same_padding(size, kernel, stride):
     """(before, after) padding of TensorFlow's "same": the extra goes after."""
     out = math.ceil(size / stride)

@@ -88,6 +88,25 @@ def test_report_gives_bf16_gain_over_the_same_implementation_at_float32():
     assert "| 1.6 |" in table
 
 
+def test_report_refuses_a_ratio_when_other_processes_loaded_one_row_more():
+    quiet = _record("native-torch-eager", 50.0)
+    busy = _record("keras-jax", 25.0)
+    calm = _record("keras-jax", 40.0, precision="mixed")
+    anchor_bf16 = _record("native-torch-eager-bf16", 80.0, precision="mixed")
+    quiet["extra_info"]["other_busy_cores"] = 0.05
+    busy["extra_info"]["other_busy_cores"] = 0.05 + report.OTHER_LOAD_BOUND + 0.01
+    calm["extra_info"]["other_busy_cores"] = 0.3
+    anchor_bf16["extra_info"]["other_busy_cores"] = 0.3 - report.OTHER_LOAD_BOUND
+    rows = report.rows_from_benchmarks([quiet, busy, calm, anchor_bf16])
+    by_name = {(r["variant"], r["precision"]): r for r in rows}
+    refused = by_name[("keras-jax", "float32")]
+    assert "ratio_to_native" not in refused
+    assert refused["ratio_refused"] == "others busy 0.31 vs 0.05 cores"
+    assert by_name[("keras-jax", "mixed")]["ratio_to_native"] == 0.5
+    table = "\n".join(report.format_rows(rows))
+    assert "- (others busy 0.31 vs 0.05 cores)" in table
+
+
 def test_report_without_native_leaves_the_ratio_empty():
     rows = report.rows_from_benchmarks([_record("keras-jax", 25.0)])
     assert "ratio_to_native" not in rows[0]
@@ -234,23 +253,38 @@ def test_accuracy_run_records_what_the_training_command_wrote(tmp_path):
             "benchmarks.accuracy",
             "--profile",
             "tiny",
+            "--seeds",
+            "2",
+            "--first-seed",
+            "3",
             "--output-dir",
             str(tmp_path),
         ],
         cwd=REPO,
         timeout=600,
     )
-    record = json.loads((tmp_path / f"accuracy-{backend}.json").read_text())
-    summary = json.loads(
-        (tmp_path / f"accuracy-run-{backend}" / "summary.json").read_text()
-    )
-    assert record["test_accuracy"] == summary["test"]["accuracy"]
-    assert record["backend"] == backend and record["model"] == "tiny"
-    assert record["epochs"] == 1 and record["train_examples"] == 64
-    rows, _ = report.load([str(tmp_path)])
-    assert rows == []
+    for seed in (3, 4):
+        record = json.loads(
+            (tmp_path / f"accuracy-{backend}-seed{seed}.json").read_text()
+        )
+        run = tmp_path / f"accuracy-run-{backend}-seed{seed}"
+        summary = json.loads((run / "summary.json").read_text())
+        config = json.loads((run / "config.json").read_text())
+        assert record["seed"] == config["config"]["seed"] == seed
+        assert f"--seed {seed}" in record["command"]
+        # The last epoch's model; the best-validation one labelled apart.
+        assert record["test_model"] == "the last epoch's model"
+        assert record["test_accuracy"] == summary["test"]["accuracy"]
+        best = summary["best_validation"]
+        assert record["best_validation_test_accuracy"] == best["test"]["accuracy"]
+        assert record["backend"] == backend and record["model"] == "tiny"
+        assert record["epochs"] == 1 and record["train_examples"] == 64
+        assert record["versions"]["keras"] and record["machine"]["cpu"]
+    rows, accuracy = report.load([str(tmp_path)])
+    assert rows == [] and len(accuracy[(backend, "tiny", "tiny")]) == 2
     assert report.main([str(tmp_path)]) == 0
-    assert "CI check on random images" in (tmp_path / "table.md").read_text()
+    table = (tmp_path / "table.md").read_text()
+    assert f"| {backend} | tiny | tiny |" in table and "| 2 | 3, 4 |" in table
 
 
 @pytest.mark.slow
@@ -284,7 +318,9 @@ def test_native_accuracy_run_writes_the_same_records(tmp_path):
     assert set(summary["test"]) >= {"accuracy", "tta_accuracy", "loss"}
     with open(run / "log.csv", newline="") as file:
         assert tuple(csv.DictReader(file).fieldnames) == LOG_COLUMNS
-    assert (run / "best.pt").is_file()
+    assert (run / "best.pt").is_file() and (run / "final.pt").is_file()
+    assert summary["test_model"] == "the last epoch's model"
+    assert summary["best_validation"]["chosen_on"] == "validation split"
 
 
 def test_accuracy_cli_needs_a_backend(monkeypatch, capsys):
@@ -313,9 +349,7 @@ class _Options:
 
 
 @pytest.mark.parametrize("native_bf16", [True, False, None])
-def test_cpu_profile_leaves_out_bf16_only_without_native_bf16(
-    monkeypatch, native_bf16
-):
+def test_cpu_profile_leaves_out_bf16_only_without_native_bf16(monkeypatch, native_bf16):
     from benchmarks import harness
     from keras_cifar_resnet.training import precision_support
 
