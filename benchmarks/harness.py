@@ -48,15 +48,16 @@ AUGMENTATION = build.build_augmentation(RECIPE)
 PRECISIONS = {"float32": "float32", "mixed": "mixed_bfloat16"}
 
 
-def build_model(model_name, **model_options):
+def build_model(model_name, width_multiplier=1.0, **model_options):
     """The package's model by name: `resnet18`, `resnet34` or `tiny`.
 
     `model_options` go to the model (for example `fused_batch_norm=False`);
     `TrainConfig` rejects an unknown name.
     """
-    return build.build_model(
-        dataclasses.replace(RECIPE, model=model_name), **model_options
+    config = dataclasses.replace(
+        RECIPE, model=model_name, width_multiplier=width_multiplier
     )
+    return build.build_model(config, **model_options)
 
 
 def compile_model(model, jit_compile="auto"):
@@ -199,6 +200,7 @@ class KerasTrainStep:
         jit_compile="auto",
         fused_batch_norm=True,
         fused_conv=True,
+        width_multiplier=1.0,
     ):
         self.backend = keras.backend.backend()
         self.batch_size = batch_size
@@ -208,6 +210,7 @@ class KerasTrainStep:
             self.model = compile_model(
                 build_model(
                     model_name,
+                    width_multiplier,
                     fused_batch_norm=fused_batch_norm,
                     fused_conv=fused_conv,
                 ),

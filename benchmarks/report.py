@@ -30,6 +30,10 @@ ORDER = ("keras-jax", "keras-tensorflow", "keras-torch")
 # A ratio compares two rows only when the other processes on the machine kept
 # about as many cores busy during both (harness.CPUUse.other_busy_cores).
 OTHER_LOAD_BOUND = 0.25
+# The guard against a step back: a row slower than this share of the same
+# row in the last results of the same machine kind is marked.
+REGRESSION_BOUND = 0.95
+RESULTS = Path(__file__).resolve().parent / "results"
 ACCURACY_ORDER = ("jax", "tensorflow", "torch", "native-torch")
 ACCURACY_REFERENCE = "native-torch"
 
@@ -384,25 +388,144 @@ def environment_lines(rows):
     return lines
 
 
-def accuracy_environment_lines(accuracy):
-    """The machines and versions the accuracy runs recorded, each once."""
-    seen, lines = set(), []
-    for runs in accuracy.values():
-        for run in runs:
-            machine = run.get("machine") or {}
-            bf16 = machine.get("native_bf16")
-            versions = ", ".join(
-                f"{k} {v}" for k, v in sorted((run.get("versions") or {}).items())
-            )
-            line = (
-                f"- accuracy runs: {machine.get('cpu') or run.get('device', '-')}"
-                + ("" if bf16 is None else f" (native bf16: {', '.join(bf16) or 'no'})")
-                + (f"; {versions}" if versions else "")
-            )
-            if line not in seen:
-                seen.add(line)
-                lines.append(line)
+def recorded_environment_lines(records):
+    """The machines and versions accuracy and interleaved runs recorded, once each."""
+    lines = []
+    for run in records:
+        machine = run.get("machine") or {}
+        bf16 = machine.get("native_bf16")
+        versions = ", ".join(
+            f"{k} {v}" for k, v in sorted((run.get("versions") or {}).items())
+        )
+        line = (
+            f"- {run['kind']} runs: {machine.get('cpu') or run.get('device', '-')}"
+            + ("" if bf16 is None else f" (native bf16: {', '.join(bf16) or 'no'})")
+            + (f"; {versions}" if versions else "")
+        )
+        if line not in lines:
+            lines.append(line)
     return lines
+
+
+def _row_key(row):
+    return (
+        row["function"],
+        row["model"],
+        row["batch_size"],
+        row["precision"],
+        row["variant"],
+    )
+
+
+def last_results_of_machine(rows, results=RESULTS, exclude=()):
+    """(folder, its rows): the newest earlier results measured on the same device.
+
+    The device string names the machine kind (CPU model and cores, or GPU).
+    Folders in `exclude` (the run being reported) are passed over.
+    """
+    devices = {r["device"] for r in rows if r.get("device")}
+    # Only results from before this run's first row count as "last".
+    before = min((r.get("date", "") for r in rows), default="") or "~"
+    newest = (None, [], "")
+    excluded = {Path(p).resolve() for p in exclude}
+    for folder in sorted(p for p in Path(results).glob("*") if p.is_dir()):
+        if folder.resolve() in excluded:
+            continue
+        found, _ = load([folder])
+        same = [r for r in found if r.get("device") in devices]
+        date = max((r.get("date", "") for r in same), default="")
+        if same and newest[2] < date < before:
+            newest = (folder, same, date)
+    return newest[0], newest[1]
+
+
+def mark_regressions(rows, baseline_rows, bound=REGRESSION_BOUND):
+    """Marks each row slower than `bound` times the same row of the baseline."""
+    baseline = {_row_key(r): r for r in baseline_rows if r.get("images_per_second")}
+    marked = []
+    for row in rows:
+        before = baseline.get(_row_key(row))
+        if before is None or not row.get("images_per_second"):
+            continue
+        share = row["images_per_second"] / before["images_per_second"]
+        row["share_of_last"] = share
+        if share < bound:
+            marked.append(row)
+    return marked
+
+
+def regression_lines(rows, folder, marked):
+    if folder is None:
+        return [
+            "Against the last results of this machine kind: none recorded in "
+            "benchmarks/results, so nothing to compare.",
+            "",
+        ]
+    compared = sum(1 for r in rows if "share_of_last" in r)
+    lines = [
+        f"Against the last results of this machine kind ({folder.name}): "
+        f"{compared} rows compared; "
+        + (
+            f"{len(marked)} lost more than {1 - REGRESSION_BOUND:.0%}:"
+            if marked
+            else f"none lost more than {1 - REGRESSION_BOUND:.0%}."
+        )
+    ]
+    lines += [
+        f"- {r['variant']} {r['model']} b{r['batch_size']} {r['precision']} "
+        f"{r['function']}: {r['share_of_last']:.2f}x its last figure"
+        for r in marked
+    ]
+    return lines + [""]
+
+
+def load_interleaved(paths):
+    """The records of `benchmarks.interleaved` runs in `paths`."""
+    return [
+        data
+        for data in _json_contents(paths)
+        if isinstance(data, dict) and data.get("kind") == "interleaved"
+    ]
+
+
+def interleaved_lines(records):
+    """Each interleaved run's ratios, and every implementation's ms per step."""
+    if not records:
+        return []
+    lines = [
+        "**Interleaved ratios**: the Keras step's speed over native PyTorch's, "
+        "one ratio per round (implementations in a new random order each "
+        "round, one process); median, and mean ± 95% interval (Student's t)",
+        "",
+        "| backend | model | width | batch | precision | ratio | rounds | median "
+        "| mean ± 95% |",
+        "| --- | --- | ---: | ---: | --- | --- | ---: | ---: | ---: |",
+    ]
+    steps = []
+    for r in records:
+        config = (
+            f"{r['backend']} | {r['model']} | {r['width_multiplier']:g} | "
+            f"{r['batch_size']} | {r['precision']}"
+        )
+        for pair, ratio in r["ratios"].items():
+            half = ratio.get("half_width")
+            spread = "" if half is None else f" ± {half:.3f}"
+            lines.append(
+                f"| {config} | {pair} | {r['rounds']} | {ratio['median']:.3f} | "
+                f"{ratio['mean']:.3f}{spread} |"
+            )
+        for name, ms in r["ms_per_step_median"].items():
+            steps.append(f"| {config} | {name} | {ms:.1f} |")
+    return lines + [
+        "",
+        "**Milliseconds per step** (median over the rounds; at a width and "
+        "batch this small the step is the frameworks' per-step overhead)",
+        "",
+        "| backend | model | width | batch | precision | implementation | ms/step |",
+        "| --- | --- | ---: | ---: | --- | --- | ---: |",
+        *steps,
+        "",
+    ]
 
 
 def _json_contents(paths):
@@ -509,6 +632,14 @@ def build_parser():
         "first folder given, else the first file's folder).",
     )
     parser.add_argument(
+        "--baseline",
+        default="auto",
+        metavar="auto|none|DIR",
+        help="results to compare with, marking any row that lost more than "
+        f"{1 - REGRESSION_BOUND:.0%}: auto (default) takes the newest folder "
+        "under benchmarks/results measured on the same device.",
+    )
+    parser.add_argument(
         "--command",
         default=None,
         help="the command that produced the figures, recorded in table.md.",
@@ -525,7 +656,8 @@ def main(argv=None):
         )
         return 2
     rows, accuracy = load(args.inputs)
-    if not rows and not accuracy:
+    interleaved = load_interleaved(args.inputs)
+    if not rows and not accuracy and not interleaved:
         print(
             f"report.py: no benchmark figures found in {', '.join(args.inputs)}",
             file=sys.stderr,
@@ -534,11 +666,20 @@ def main(argv=None):
     first = Path(args.inputs[0])
     output_dir = Path(args.output_dir or (first if first.is_dir() else first.parent))
     output_dir.mkdir(parents=True, exist_ok=True)
-    lines = format_rows(rows, accuracy)
+    lines = format_rows(rows, accuracy) + interleaved_lines(interleaved)
+    if rows and args.baseline != "none":
+        if args.baseline == "auto":
+            folder, baseline = last_results_of_machine(rows, exclude=args.inputs)
+        else:
+            folder = Path(args.baseline)
+            baseline, _ = load([folder])
+        lines += regression_lines(rows, folder, mark_regressions(rows, baseline))
     notes = skipped_notes(args.inputs)
     lines += [f"Note: {note}." for note in notes] + ([""] if notes else [])
     lines += ["Environment:", ""] + environment_lines(rows)
-    lines += accuracy_environment_lines(accuracy)
+    lines += recorded_environment_lines(
+        [run for runs in accuracy.values() for run in runs] + interleaved
+    )
     if args.command:
         lines += ["", f"Command: `{args.command}`"]
     lines += [

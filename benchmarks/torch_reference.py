@@ -263,12 +263,22 @@ class NativeTorchStep:
     """
 
     def __init__(
-        self, model_name, batch_size, precision, channels_last, compile, batches, config
+        self,
+        model_name,
+        batch_size,
+        precision,
+        channels_last,
+        compile,
+        batches,
+        config,
+        width_multiplier=1.0,
     ):
         self.device = torch.device("cuda" if accelerator_present("torch") else "cpu")
         self.batch_size = batch_size
         self.model = TorchResNet(
-            model_name, batch_norm_momentum=config.batch_norm_momentum
+            model_name,
+            batch_norm_momentum=config.batch_norm_momentum,
+            width_multiplier=width_multiplier,
         ).to(self.device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import accuracy, report
+from benchmarks import accuracy, interleaved, report
 from benchmarks import conftest as benchmark_options
 from keras_cifar_resnet.training.run_folder import LOG_COLUMNS
 from tests.backend_subprocess import (
@@ -105,6 +105,76 @@ def test_report_refuses_a_ratio_when_other_processes_loaded_one_row_more():
     assert by_name[("keras-jax", "mixed")]["ratio_to_native"] == 0.5
     table = "\n".join(report.format_rows(rows))
     assert "- (others busy 0.31 vs 0.05 cores)" in table
+
+
+def test_report_marks_rows_that_lost_more_than_five_percent(tmp_path):
+    def run(date, jax_speed, native_speed):
+        records = [_record("keras-jax", jax_speed), _record("native-torch-eager", 50.0)]
+        records[1]["extra_info"]["images_per_second"] = native_speed
+        for record in records:
+            record["extra_info"].update(device="CPU X (2 cores)", date=date)
+        return {"benchmarks": records}
+
+    results = tmp_path / "results"
+    for name, date, jax_speed in (
+        ("old", "2026-12-01T00:00:00", 30.0),
+        ("last", "2026-12-03T00:00:00", 26.0),
+        ("later", "2026-12-09T00:00:00", 10.0),  # after the run: not "last"
+    ):
+        (results / name).mkdir(parents=True)
+        (results / name / "b.json").write_text(json.dumps(run(date, jax_speed, 50)))
+    rows = report.rows_from_benchmarks(
+        run("2026-12-05T00:00:00", 24.0, 49.0)["benchmarks"]
+    )
+    folder, baseline = report.last_results_of_machine(rows, results=results)
+    assert folder.name == "last"
+    marked = report.mark_regressions(rows, baseline)
+    # keras-jax 24/26 = 0.923 < 0.95; native 49/50 = 0.98 is not marked.
+    assert [r["variant"] for r in marked] == ["keras-jax"]
+    text = "\n".join(report.regression_lines(rows, folder, marked))
+    assert "2 rows compared; 1 lost more than 5%" in text
+    assert "keras-jax resnet18 b128 float32 train: 0.92x its last figure" in text
+    other = [dict(r, device="another CPU") for r in rows]
+    assert report.last_results_of_machine(other, results=results) == (None, [])
+
+
+def test_interleaved_ratios_are_per_round():
+    seconds = {
+        "keras-torch": [0.10, 0.20, 0.40],
+        "native-torch-eager": [0.11, 0.18, 0.44],
+    }
+    ratio = interleaved.ratios(seconds)["keras-torch / native-torch-eager"]
+    # Each round's native seconds over Keras's: a slow round hits both alike.
+    assert ratio["per_round"] == pytest.approx([1.1, 0.9, 1.1])
+    assert ratio["median"] == pytest.approx(1.1)
+    assert ratio["mean"] == pytest.approx(31 / 30)
+
+
+@pytest.mark.slow
+def test_an_interleaved_run_writes_its_ratios_and_the_report_shows_them(tmp_path):
+    run_only_in_session("torch", "Keras torch beside native PyTorch")
+    run_command_under_backend(
+        "torch",
+        ["-m", "benchmarks.interleaved", "--model", "tiny", "--batch-size", "4"]
+        + ["--rounds", "3", "--steps", "1", "--output-dir", str(tmp_path)],
+        cwd=REPO,
+        timeout=600,
+    )
+    (record_path,) = tmp_path.glob("interleaved-torch-tiny-w1-b4-float32.json")
+    record = json.loads(record_path.read_text())
+    assert set(record["ms_per_step_median"]) == {
+        "keras-torch",
+        "native-torch-eager",
+        "native-torch-channels_last",
+    }
+    assert all(len(s) == 3 for s in record["seconds_per_step"].values())
+    assert len(record["ratios"]["keras-torch / native-torch-eager"]["per_round"]) == 3
+    assert report.main([str(tmp_path)]) == 0
+    table = (tmp_path / "table.md").read_text()
+    assert (
+        "| torch | tiny | 1 | 4 | float32 | keras-torch / native-torch-eager | 3 |"
+        in table
+    )
 
 
 def test_report_without_native_leaves_the_ratio_empty():
