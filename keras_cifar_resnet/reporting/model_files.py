@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_cifar_resnet.errors import ModelFileError
 from keras_cifar_resnet.network.resources import (
     ResourceError,
     check_memory,
@@ -114,16 +115,6 @@ FORMER_MODULES = {
     f"keras_cifar_resnet.{name}": f"keras_cifar_resnet.network.{name}"
     for name in ("batch_norm", "conv", "initializers")
 }
-
-
-class ModelFileError(Exception):
-    """A model path that is not a usable `.keras` file (message: one line)."""
-
-    def __init__(self, message, usage=False):
-        super().__init__(message)
-        # True when the user named the wrong thing (exit status 2), False
-        # when the named file itself is broken.
-        self.usage = usage
 
 
 def resolve_model_path(path):

@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 import zipfile
 
+from keras_cifar_resnet.errors import ModelFileError
+
 # Methods `zipfile` inflates; anything else is not a file Keras wrote.
 ZIP_METHODS = {
     zipfile.ZIP_STORED: "stored",
@@ -29,8 +31,6 @@ INT_FIELDS = ("stem_filters",)
 
 
 def _error(message):
-    from keras_cifar_resnet.reporting.model_files import ModelFileError
-
     return ModelFileError(message)
 
 

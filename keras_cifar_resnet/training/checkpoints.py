@@ -34,6 +34,8 @@ variables, so a command can check a checkpoint before choosing the backend.
 from __future__ import annotations
 
 import json
+import math
+import os
 import zipfile
 import zlib
 from pathlib import Path
@@ -41,13 +43,10 @@ from pathlib import Path
 import numpy as np
 
 from keras_cifar_resnet.config import RESUME_OVERRIDABLE
-from keras_cifar_resnet.training.run_folder import write_atomically
+from keras_cifar_resnet.errors import CheckpointError, RunFileError
+from keras_cifar_resnet.training.run_folder import open_regular_file, write_atomically
 
 FORMAT_VERSION = 1
-
-
-class CheckpointError(Exception):
-    """A checkpoint is missing, unreadable, or does not fit the model."""
 
 
 def run_settings(config):
@@ -174,11 +173,16 @@ def _damage(path, error):
 
 def _read(path):
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no checkpoint there")
     try:
-        with np.load(path, allow_pickle=False) as contents:
-            arrays = {name: contents[name] for name in contents.files}
+        file = open_regular_file(path)
+    except RunFileError as err:
+        raise CheckpointError(f"{err}: no checkpoint there") from None
+    try:
+        with file:
+            _check_members(file, os.fstat(file.fileno()).st_size)
+            file.seek(0)
+            with np.load(file, allow_pickle=False) as contents:
+                arrays = {name: contents[name] for name in contents.files}
         record = json.loads(arrays.pop("record").tobytes().decode())
         _check_arrays(record, arrays)
     except CheckpointError as err:
@@ -193,6 +197,41 @@ def _read(path):
             f"{FORMAT_VERSION}"
         )
     return record, arrays
+
+
+def _check_members(file, file_size):
+    """Every member is a stored array no larger than the bytes it holds.
+
+    Read from each member's header before its values: numpy allocates the
+    whole declared array first, so a small file declaring a (40000, 40000)
+    array would otherwise take gigabytes before failing.
+    """
+    with zipfile.ZipFile(file) as archive:
+        for info in archive.infolist():
+            if info.compress_type != zipfile.ZIP_STORED or info.file_size > file_size:
+                raise CheckpointError(
+                    f"member {info.filename!r} is compressed or larger than the "
+                    "file (not written by this package)"
+                )
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                if version not in _HEADER_READERS:
+                    raise CheckpointError(
+                        f"member {info.filename!r} has an unknown array header"
+                    )
+                shape, _, dtype = _HEADER_READERS[version](member)
+            declared = math.prod(shape) * dtype.itemsize
+            if declared > info.file_size:
+                raise CheckpointError(
+                    f"member {info.filename!r} declares a {shape} array of "
+                    f"{declared:,} bytes but holds {info.file_size:,}"
+                )
+
+
+_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
 
 
 def _check_arrays(record, arrays):

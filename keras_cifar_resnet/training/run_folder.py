@@ -30,14 +30,18 @@ import datetime
 import errno
 import fcntl
 import importlib.metadata
+import io
 import json
 import os
 import platform
+import secrets
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
 from keras_cifar_resnet.config import UsageError
+from keras_cifar_resnet.errors import RunFileError
 
 CONFIG_NAME = "config.json"
 LOG_NAME = "log.csv"
@@ -57,6 +61,9 @@ LOCK_NAME = ".lock"
 # model at the end of training (the one summary.json's test figures are of),
 # then the one chosen on validation (all a run written before 0.1 kept).
 RUN_MODEL_FILES = (FINAL_NAME, BEST_NAME)
+# The most a run's text file may hold before it is read: a log of 100,000
+# epochs is about 10 MB.
+TEXT_FILE_LIMIT = 64 << 20
 LOG_COLUMNS = (
     "epoch",
     "loss",
@@ -147,36 +154,159 @@ def _write_atomically(path, write, keep_previous):
         raise WriteError(
             errno.EEXIST, f"cannot write {path}: it exists and is not a regular file"
         )
-    temporary = path.with_name(f".{os.getpid()}.{path.name}")
+    temporary = _exclusive_temporary(path)
     try:
         write(temporary)
         with open(temporary, "r+b") as file:
             os.fsync(file.fileno())
-        if keep_previous is not None and path.exists():
+        if keep_previous is not None and _is_own_file(path):
             _keep_copy(path, Path(keep_previous))
         os.replace(temporary, path)
     finally:
-        if temporary.exists():
+        if os.path.lexists(temporary):
             temporary.unlink()
     return path
+
+
+def _exclusive_temporary(path):
+    """A new, empty file beside `path` with an unpredictable name, made here.
+
+    Created exclusively (`mkstemp`: O_CREAT | O_EXCL, which never follows a
+    link), so a link planted at a guessable name is never written through.
+    Its mode is what `open` would give (the umask's), not mkstemp's 0600.
+    """
+    descriptor, name = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent
+    )
+    try:
+        os.fchmod(descriptor, 0o666 & ~_umask())
+    finally:
+        os.close(descriptor)
+    return Path(name)
+
+
+def _umask():
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
+
+
+def _is_own_file(path):
+    """Whether `path` is a regular file itself, not a link to one elsewhere."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _keep_copy(path, copy):
     """Makes `copy` hold `path`'s bytes, atomically, leaving `path` in place.
 
     A hard link costs nothing; a copy serves file systems without links.
-    `path` never goes missing, so there is no moment without a checkpoint.
+    Either is made at a new unpredictable name (a link is never followed),
+    then renamed over `copy`. `path` never goes missing, so there is no
+    moment without a checkpoint.
     """
-    temporary = copy.with_name(f".{os.getpid()}.{copy.name}")
+    temporary = copy.with_name(f".{copy.name}.{secrets.token_hex(8)}")
     try:
         try:
-            os.link(path, temporary)
-        except OSError:
-            shutil.copyfile(path, temporary)
+            os.link(path, temporary, follow_symlinks=False)
+        except OSError as error:
+            if error.errno == errno.EEXIST:
+                raise
+            _copy_exclusively(path, temporary)
         os.replace(temporary, copy)
     finally:
-        if temporary.exists():
+        if os.path.lexists(temporary):
             temporary.unlink()
+
+
+def _copy_exclusively(source, target):
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with (
+        open_regular_file(source) as reader,
+        os.fdopen(os.open(target, flags, 0o666), "wb") as writer,
+    ):
+        shutil.copyfileobj(reader, writer)
+
+
+def open_regular_file(path, limit=None):
+    """`path` opened for reading in binary, when it is a regular file of its own.
+
+    Opened without following a link and without waiting (a pipe or device
+    would block or never end), then checked from the open file: so what is
+    read is what was checked. A run's files are its own: a link is refused.
+
+    Args:
+        path: str or Path.
+        limit: int or None, the most bytes the file may hold. Defaults to
+            None (no limit).
+
+    Returns:
+        a binary file object; the caller closes it.
+
+    Raises:
+        RunFileError: missing, a link, not a regular file, too large, or
+            unreadable (one line naming it).
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        descriptor = os.open(path, flags)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise RunFileError(
+                f"{path} is a link; a run's files must be its own (replace it "
+                "with the file itself)"
+            ) from None
+        if error.errno == errno.ENOENT:
+            raise RunFileError(f"{path} is missing") from None
+        raise RunFileError(
+            f"cannot read {path}: {error.strerror or error}"
+        ) from None
+    try:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            what = "a folder" if stat.S_ISDIR(status.st_mode) else "a pipe or device"
+            raise RunFileError(f"{path} is {what}, not a regular file")
+        if limit is not None and status.st_size > limit:
+            raise RunFileError(
+                f"{path} holds {status.st_size:,} bytes, above the {limit:,} "
+                "such a file may hold"
+            )
+        os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def read_run_text(path, limit=TEXT_FILE_LIMIT):
+    """A run's text file (`config.json`, `log.csv`, `summary.json`) as str.
+
+    Raises:
+        RunFileError: see `open_regular_file`, or not UTF-8 text.
+    """
+    with open_regular_file(path, limit) as file:
+        data = file.read(limit + 1)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RunFileError(f"{path} is not UTF-8 text (damaged?)") from None
+
+
+def read_run_json(path):
+    """A run's JSON file as a dict.
+
+    Raises:
+        RunFileError: unreadable (`read_run_text`), not JSON, or not an object.
+    """
+    try:
+        data = json.loads(read_run_text(path))
+    except (ValueError, RecursionError):
+        raise RunFileError(f"{path} is not valid JSON (damaged?)") from None
+    if not isinstance(data, dict):
+        raise RunFileError(f"{path} holds a {type(data).__name__}, not a JSON object")
+    return data
 
 
 def write_json(path, data):
@@ -371,8 +501,19 @@ class RunFolder:
         self._write_log([])
 
     def saved_record(self):
-        """`config.json` as a dict (`config`, `started`, `resumed`, ...)."""
-        return json.loads(self.config_path.read_text())
+        """`config.json` as a dict (`config`, `started`, `resumed`, ...).
+
+        Raises:
+            RunFileError: the file is missing, damaged, a link, or its
+                `resumed` entry is not a list (one line naming it).
+        """
+        record = read_run_json(self.config_path)
+        if not isinstance(record.get("resumed", []), list):
+            raise RunFileError(
+                f"{self.config_path}: its \"resumed\" entry is "
+                f"{type(record['resumed']).__name__}, not a list (edited?)"
+            )
+        return record
 
     def record_resume(self, entry):
         """Appends `entry` to the `resumed` list of `config.json`."""
@@ -381,9 +522,17 @@ class RunFolder:
         write_json(self.config_path, record)
 
     def read_log(self):
-        """The log's rows as dicts of strings, first epoch first."""
-        with open(self.log_path, newline="") as file:
-            return list(csv.DictReader(file))
+        """The log's rows as dicts of strings, first epoch first.
+
+        Raises:
+            RunFileError: the log is missing, damaged or not this package's.
+        """
+        rows = list(csv.DictReader(io.StringIO(read_run_text(self.log_path))))
+        if rows and not set(LOG_COLUMNS) >= set(rows[0]) - {None}:
+            raise RunFileError(
+                f"{self.log_path} has columns other than {', '.join(LOG_COLUMNS)}"
+            )
+        return rows
 
     def _write_log(self, rows):
         def write(temporary):
