@@ -27,6 +27,13 @@ epoch `e` is a function of `(seed, e)` (`input_pipeline.TrainingBatches`) and th
 augmentation of step `s` a function of `(seed, s)`, where `s` is the
 optimizer's step counter saved here.
 
+This module is the one owner of a run's checkpoints: writing them
+(`Checkpoints`, `save_checkpoint`), the previous-file policy (the file
+replaced is kept as `run_folder.previous_checkpoint_path`), choosing the one
+a resume continues from (`checkpoint_to_resume`), restoring it
+(`load_checkpoint`), and whether a run's `summary.json` is the one its
+checkpoint finished with (`summary_mismatch`).
+
 Reading needs numpy only; Keras is imported by the functions that touch
 variables, so a command can check a checkpoint before choosing the backend.
 """
@@ -42,9 +49,17 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_cifar_resnet.config import RESUME_OVERRIDABLE
+from keras_cifar_resnet import messages
+from keras_cifar_resnet.config import RESUME_OVERRIDABLE, UsageError
 from keras_cifar_resnet.errors import CheckpointError, RunFileError
-from keras_cifar_resnet.training.run_folder import open_regular_file, write_atomically
+from keras_cifar_resnet.training.run_folder import (
+    DAMAGED_CHECKPOINT_NAME,
+    now,
+    open_regular_file,
+    previous_checkpoint_path,
+    read_run_json,
+    write_atomically,
+)
 
 FORMAT_VERSION = 1
 
@@ -106,12 +121,6 @@ def _groups(model):
         "optimizer": list(model.optimizer.variables) if model.optimizer else [],
         "metrics": list(model.metrics_variables),
     }
-
-
-def previous_checkpoint_path(path):
-    """Where the checkpoint before `path` is kept: `NAME.previous.npz`."""
-    path = Path(path)
-    return path.with_name(f"{path.stem}.previous{path.suffix}")
 
 
 def save_checkpoint(path, model, state):
@@ -309,3 +318,138 @@ def load_checkpoint(path, model, settings=None):
         for index, variable in enumerate(variables):
             variable.assign(arrays[f"{group}/{index:05d}"])
     return record["state"]
+
+
+def saved_state(path):
+    """The state of the checkpoint at `path`, or None when none is readable."""
+    try:
+        return read_checkpoint_state(path)
+    except CheckpointError:
+        return None
+
+
+def checkpoint_to_resume(folder, from_previous=False):
+    """(path, state) of the checkpoint `--resume` continues from; None: none yet.
+
+    The last checkpoint; the previous one when asked, or when the last is
+    gone (deleted, or a copy of the folder without it), so that the epochs
+    it holds are never redone from the beginning. None means the run
+    stopped before its first checkpoint: it has nothing to lose.
+
+    Args:
+        folder: the run's `RunFolder`.
+        from_previous: bool, `--from-previous-checkpoint`.
+
+    Raises:
+        CheckpointError: the checkpoint is damaged (the message says whether
+            the previous one is good and how to continue from it).
+        UsageError: `--from-previous-checkpoint` without a previous one.
+    """
+    last, previous = folder.checkpoint_path, folder.previous_checkpoint_path
+    if from_previous:
+        if not os.path.lexists(previous):
+            raise UsageError(
+                f"--from-previous-checkpoint: {folder.path} has no {previous.name}"
+            )
+        return previous, read_checkpoint_state(previous)
+    if not os.path.lexists(last):
+        if os.path.lexists(previous):
+            return previous, read_checkpoint_state(previous)
+        return None
+    try:
+        return last, read_checkpoint_state(last)
+    except CheckpointError as err:
+        previous_state = saved_state(previous)
+        advice = messages.previous_checkpoint_advice(
+            folder.path, last, previous, previous_state, os.path.lexists(previous)
+        )
+        raise CheckpointError(f"{err}; {advice}") from None
+
+
+def set_aside_last(folder, checkpoint):
+    """Before a run continues from the previous checkpoint, moves the last away.
+
+    Else the next save would keep the damaged last file as the previous one
+    and drop the good one. Returns the note to print (or None when the run
+    continues from the last checkpoint).
+    """
+    if checkpoint == folder.checkpoint_path:
+        return None
+    if os.path.lexists(folder.checkpoint_path):
+        damaged = folder.path / DAMAGED_CHECKPOINT_NAME
+        folder.checkpoint_path.replace(damaged)
+        return messages.continuing_from(checkpoint, damaged)
+    return messages.continuing_from(checkpoint, missing=folder.checkpoint_path.name)
+
+
+def summary_mismatch(folder, state, epochs):
+    """Why the run's `summary.json` is not the one its checkpoint finished with.
+
+    None when it is: a regular file of the run, recording `epochs` epochs
+    and the checkpoint's training time, while the checkpoint stands at the
+    end of the last epoch. Only then is a resumed run complete.
+
+    Args:
+        folder: the run's `RunFolder`.
+        state: dict or None, the checkpoint's state.
+        epochs: int, the run's epochs.
+
+    Returns:
+        str (why not) or None.
+    """
+    if state is None or (state["epoch"], state["step"]) != (epochs, 0):
+        return "its checkpoint has not finished the last epoch"
+    try:
+        summary = read_run_json(folder.summary_path)
+    except RunFileError as err:
+        return str(err)
+    if summary.get("epochs") != epochs or summary.get("train_seconds") != round(
+        state["train_seconds"], 1
+    ):
+        return "it records other epochs or another training time than the checkpoint"
+    return None
+
+
+class Checkpoints:
+    """Saves the model with the run's `Position` to the run's checkpoint.
+
+    Args:
+        path: Path of `checkpoint.npz`.
+        model: the compiled Keras model.
+        config: the run's `TrainConfig` (its seed goes in the record).
+        steps_per_epoch: int, recorded so a resume can check the data.
+        distribution: the run's `Distribution`; only its chief writes.
+        signals: `StopSignals`, held while the file is written.
+    """
+
+    def __init__(self, path, model, config, steps_per_epoch, distribution, signals):
+        self.path = path
+        self.model = model
+        self.config = config
+        self.steps_per_epoch = steps_per_epoch
+        self.distribution = distribution
+        self.signals = signals
+
+    def save(self, position):
+        """Writes `position` and the model's state."""
+        import keras
+
+        if not self.distribution.is_chief:
+            # As the chief's write reads them (TF across workers).
+            self.distribution.join_chief_read(self.model.metrics_variables)
+            return
+        state = {
+            "epoch": position.epoch,
+            "step": position.step,
+            "seed": self.config.seed,
+            "steps_per_epoch": self.steps_per_epoch,
+            "best_epoch": position.best_epoch,
+            "best_val_accuracy": position.best_val_accuracy,
+            "train_seconds": position.train_seconds,
+            # What shaped the computation: a resume compares config.json with it.
+            "settings": run_settings(self.config),
+            "backend": keras.backend.backend(),
+            "time": now(),
+        }
+        with self.signals.saving():
+            save_checkpoint(self.path, self.model, state)

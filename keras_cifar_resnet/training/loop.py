@@ -50,13 +50,20 @@ from keras_cifar_resnet.training.callbacks import (
     StopOnNonFiniteLoss,
     Validation,
 )
-from keras_cifar_resnet.training.checkpoints import load_checkpoint, run_settings
+from keras_cifar_resnet.training.checkpoints import (
+    Checkpoints,
+    load_checkpoint,
+    run_settings,
+    saved_state,
+    set_aside_last,
+)
 from keras_cifar_resnet.training.distribute import LostProcessError, setup_distribution
+from keras_cifar_resnet.training.first_run import no_accelerator_note
 from keras_cifar_resnet.training.precision_support import warn_if_slow
 from keras_cifar_resnet.training.run_folder import (
     BEST_NAME,
+    CHECKPOINT_NAME,
     CURVES_NAME,
-    DAMAGED_CHECKPOINT_NAME,
     FINAL_NAME,
     RunFolder,
     WriteError,
@@ -66,7 +73,6 @@ from keras_cifar_resnet.training.run_folder import (
     now,
 )
 from keras_cifar_resnet.training.run_state import (
-    Checkpoints,
     ModelExport,
     Position,
     TrainingClock,
@@ -116,12 +122,22 @@ def train(config, *, resume=False, callbacks=(), checkpoint=None):
                 )
             except RunStopped as stop:
                 if distribution.is_chief:
-                    line = messages.stopped_at_once(stop.signum, folder, config.epochs)
+                    line = messages.stopped_at_once(
+                        stop.signum, _how_to_continue(folder, config.epochs)
+                    )
                     print(line, flush=True)
                 return messages.signal_exit_status(stop.signum)
             except WriteError as error:
+                kept = [
+                    name
+                    for name in (CHECKPOINT_NAME, BEST_NAME, FINAL_NAME)
+                    if (folder.path / name).is_file()
+                ]
                 print(
-                    messages.write_error(error, folder, config.epochs), file=sys.stderr
+                    messages.write_error(
+                        error, kept, _how_to_continue(folder, config.epochs)
+                    ),
+                    file=sys.stderr,
                 )
                 return messages.EXIT_FAILED
     except Exception as error:
@@ -189,6 +205,7 @@ def _train_and_evaluate(
                 backend=choose_backend().describe(),
                 data=data,
                 steps_per_epoch=steps_per_epoch,
+                note=no_accelerator_note(config.model, config.width_multiplier),
             ),
             flush=True,
         )
@@ -241,16 +258,23 @@ def _train_and_evaluate(
             if nan_stop.failure:
                 print(
                     messages.non_finite_loss(
-                        nan_stop.failure, config, folder.checkpoint_path
+                        nan_stop.failure,
+                        config,
+                        folder.checkpoint_path,
+                        folder.checkpoint_path.exists(),
                     ),
                     file=sys.stderr,
                 )
                 return messages.EXIT_FAILED
             if signal_stop.stopped_at:
                 if distribution.is_chief:
-                    epoch, step = signal_stop.stopped_at
+                    where = messages.stop_position(
+                        *signal_stop.stopped_at, steps_per_epoch
+                    )
                     print(
-                        messages.stopped(signals.signum, epoch, step, folder),
+                        messages.stopped(
+                            signals.signum, where, folder.checkpoint_path, folder.path
+                        ),
                         flush=True,
                     )
                 return messages.signal_exit_status(signals.signum)
@@ -264,6 +288,17 @@ def _train_and_evaluate(
         return 0
     return _evaluate_and_summarise(
         config, data, folder, position, distribution, signals
+    )
+
+
+def _how_to_continue(folder, epochs):
+    """`messages.how_to_continue` for the run in `folder`, from its checkpoint."""
+    return messages.how_to_continue(
+        folder.path,
+        folder.checkpoint_path,
+        saved_state(folder.checkpoint_path),
+        epochs,
+        holds_run=folder.holds_run(),
     )
 
 
@@ -311,15 +346,10 @@ def _restore(config, model, folder, checkpoint, distribution):
     position = Position.from_checkpoint(
         load_checkpoint(checkpoint, model, settings=run_settings(config))
     )
-    if checkpoint != folder.checkpoint_path and distribution.is_chief:
-        # Else the next save would keep the damaged file as the previous one
-        # and drop the good one.
-        damaged = folder.path / DAMAGED_CHECKPOINT_NAME
-        if folder.checkpoint_path.exists():
-            folder.checkpoint_path.replace(damaged)
-        else:
-            damaged = None
-        print(messages.continuing_from(checkpoint, damaged), flush=True)
+    if distribution.is_chief:
+        note = set_aside_last(folder, checkpoint)
+        if note:
+            print(note, flush=True)
     metrics = None
     if position.step:
         metrics = [keras.ops.convert_to_numpy(v) for v in model.metrics_variables]

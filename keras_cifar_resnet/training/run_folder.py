@@ -46,8 +46,19 @@ from keras_cifar_resnet.errors import RunFileError
 CONFIG_NAME = "config.json"
 LOG_NAME = "log.csv"
 CHECKPOINT_NAME = "checkpoint.npz"
-# The checkpoint before the last one, kept in case the last is damaged.
-PREVIOUS_CHECKPOINT_NAME = "checkpoint.previous.npz"
+
+
+def previous_checkpoint_path(path):
+    """Where the checkpoint before `path` is kept: `NAME.previous.npz`.
+
+    The one rule for the previous checkpoint's name (kept in case the last
+    is damaged).
+    """
+    path = Path(path)
+    return path.with_name(f"{path.stem}.previous{path.suffix}")
+
+
+PREVIOUS_CHECKPOINT_NAME = previous_checkpoint_path(CHECKPOINT_NAME).name
 # A damaged last checkpoint, set aside when a run continues from the previous.
 DAMAGED_CHECKPOINT_NAME = "checkpoint.damaged.npz"
 BEST_NAME = "best.keras"
