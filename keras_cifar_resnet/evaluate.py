@@ -14,6 +14,7 @@ backend gives the same predictions under the others.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -249,7 +250,7 @@ def output_problem(output_path, given, model_path=None):
         model_path: Path or None, the model being evaluated. Defaults to None.
     """
     where = f"--output {output_path}" if given else f"{output_path}"
-    if output_path.is_dir():
+    if os.path.isdir(output_path):  # False for a name too long: judged below
         return f"{where} is a folder; name the JSON file to write"
     inputs = () if model_path is None else (model_path,)
     for path in (output_path, *picture_paths(output_path)):

@@ -203,6 +203,11 @@ def evaluating_test_set(model_path, num_images):
     )
 
 
+def best_model_unreadable(error):
+    """The final evaluation found best.keras lost or damaged: it goes without."""
+    return printable(f"note: {error}; the summary leaves out the best validation model")
+
+
 def curves_not_drawn(name, reason):
     return f"note: {name} not drawn: {reason}"
 

@@ -10,8 +10,8 @@ so `--help` and usage errors need no backend.
 Exit status: 0 done; 1 failed (missing or damaged data or checkpoint,
 non-finite loss, a failed write, a backend not installed); 2 bad command
 line, output folder or KERAS_BACKEND; 128 + signal number when stopped by
-SIGINT (130), SIGTERM (143) or a closed standard output (SIGPIPE, 141). Each
-prints one line saying how to continue.
+SIGINT (130), SIGTERM (143), SIGHUP (129) or a closed standard output
+(SIGPIPE, 141). Each prints one line saying how to continue.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from keras_cifar_resnet.config import (
     flag_name,
     saved_config,
 )
-from keras_cifar_resnet.errors import RunFileError
+from keras_cifar_resnet.errors import ModelFileError, RunFileError
 from keras_cifar_resnet.output_paths import foreign_run_files
 from keras_cifar_resnet.process_exit import end_process
 from keras_cifar_resnet.training.checkpoints import (
@@ -194,9 +194,7 @@ def main(argv=None):
         print(messages.failure_line(err), file=sys.stderr)
         return messages.exit_status(err)
     if resume and checkpoint is None:
-        print(
-            messages.starting_again(config.output_dir, CHECKPOINT_NAME), flush=True
-        )
+        print(messages.starting_again(config.output_dir, CHECKPOINT_NAME), flush=True)
         resume = False
     status = _train(config, resume, checkpoint, parser.prog)
     if argv is None and status > 128:
@@ -219,7 +217,13 @@ def _train(config, resume, checkpoint, prog):
 
     try:
         return train(config, resume=resume, checkpoint=checkpoint)
-    except (UsageError, DistributionError, DataError, RunFileError) as err:
+    except (
+        UsageError,
+        DistributionError,
+        DataError,
+        RunFileError,
+        ModelFileError,
+    ) as err:
         # A lost process is a DistributionError that is no usage error.
         print(messages.failure(prog, err), file=sys.stderr)
         return messages.exit_status(err)

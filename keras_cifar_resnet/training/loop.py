@@ -4,12 +4,12 @@
 the checkpoint to continue from (or a new folder), `fit` with one-job
 callbacks (`keras_cifar_resnet.training.callbacks`), then the test-set evaluation of
 the model the run keeps. The run writes its files through
-`run_folder.RunFolder`; SIGINT and SIGTERM stop it after the current step
+`run_folder.RunFolder`; SIGINT, SIGTERM and SIGHUP stop it after the current step
 with a checkpoint (`keras_cifar_resnet.training.signals`); a non-finite loss stops it
 without one. What it tells the user comes from `keras_cifar_resnet.messages`.
 
 Exit status: 0 done; 1 failed (non-finite loss, a failed write); 128 + signal
-number when stopped by SIGINT (130) or SIGTERM (143).
+number when stopped by SIGINT (130), SIGTERM (143) or SIGHUP (129).
 
 Example:
 
@@ -37,8 +37,10 @@ from keras_cifar_resnet.data.input_pipeline import (
     TrainingBatches,
     prepare_data,
 )
+from keras_cifar_resnet.errors import ModelFileError
 from keras_cifar_resnet.network.resources import check_training_memory
 from keras_cifar_resnet.reporting.evaluation import evaluate_model, progress_verbosity
+from keras_cifar_resnet.reporting.model_files import load_model
 from keras_cifar_resnet.training.build import build_model, compile_model
 from keras_cifar_resnet.training.callbacks import (
     BestModel,
@@ -373,13 +375,21 @@ def _evaluate_and_summarise(config, data, folder, position, distribution, signal
     report = _test_report(config, data, folder.path / FINAL_NAME, distribution)
     best = None
     if position.best_epoch:
-        best = {
-            "model_file": BEST_NAME,
-            "chosen_on": "validation split",
-            "epoch": position.best_epoch,
-            "validation_accuracy": position.best_val_accuracy,
-            "test": _test_report(config, data, folder.path / BEST_NAME, distribution),
-        }
+        try:
+            best_report = _test_report(
+                config, data, folder.path / BEST_NAME, distribution
+            )
+        except ModelFileError as error:
+            # Lost or damaged since it was written: the summary goes without it.
+            print(messages.best_model_unreadable(error), flush=True)
+        else:
+            best = {
+                "model_file": BEST_NAME,
+                "chosen_on": "validation split",
+                "epoch": position.best_epoch,
+                "validation_accuracy": position.best_val_accuracy,
+                "test": best_report,
+            }
     with signals.saving():
         folder.write_summary(
             {
@@ -407,8 +417,10 @@ def _test_report(config, data, model_path, distribution):
     # float32 whatever the training precision, so the figure is the one the
     # evaluate command gives for the same file.
     with distribution.local_scope(), dtype_policy("float32"):
+        # Checked as evaluate checks it: a damaged file is one line.
+        model, _ = load_model(model_path, input_shape=None, num_classes=None)
         return evaluate_model(
-            keras.saving.load_model(model_path),
+            model,
             data.test_images,
             data.test_labels,
             batch_size=config.eval_batch_size,

@@ -113,6 +113,12 @@ def unwritable_reason(folder):
         str (one line) or None.
     """
     folder = Path(folder)
+    try:
+        os.stat(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # judged from its nearest existing ancestor below
+    except OSError as error:  # a name too long, a loop of links, no access
+        return f"cannot be used ({error.strerror or error})"
     existing = folder
     while not existing.exists() and existing.parent != existing:
         if os.path.islink(existing):
@@ -241,7 +247,7 @@ def _copy_exclusively(source, target):
         shutil.copyfileobj(reader, writer)
 
 
-def open_regular_file(path, limit=None):
+def open_regular_file(path, limit=None, follow_links=False):
     """`path` opened for reading in binary, when it is a regular file of its own.
 
     Opened without following a link and without waiting (a pipe or device
@@ -252,6 +258,8 @@ def open_regular_file(path, limit=None):
         path: str or Path.
         limit: int or None, the most bytes the file may hold. Defaults to
             None (no limit).
+        follow_links: bool, accept a link to a regular file (a file the
+            user names, not a run's). Defaults to False.
 
     Returns:
         a binary file object; the caller closes it.
@@ -260,20 +268,20 @@ def open_regular_file(path, limit=None):
         RunFileError: missing, a link, not a regular file, too large, or
             unreadable (one line naming it).
     """
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+    if not follow_links:
+        flags |= os.O_NOFOLLOW
     try:
         descriptor = os.open(path, flags)
     except OSError as error:
-        if error.errno == errno.ELOOP:
+        if error.errno == errno.ELOOP and not follow_links:
             raise RunFileError(
                 f"{path} is a link; a run's files must be its own (replace it "
                 "with the file itself)"
             ) from None
         if error.errno == errno.ENOENT:
             raise RunFileError(f"{path} is missing") from None
-        raise RunFileError(
-            f"cannot read {path}: {error.strerror or error}"
-        ) from None
+        raise RunFileError(f"cannot read {path}: {error.strerror or error}") from None
     try:
         status = os.fstat(descriptor)
         if not stat.S_ISREG(status.st_mode):
@@ -521,7 +529,7 @@ class RunFolder:
         record = read_run_json(self.config_path)
         if not isinstance(record.get("resumed", []), list):
             raise RunFileError(
-                f"{self.config_path}: its \"resumed\" entry is "
+                f'{self.config_path}: its "resumed" entry is '
                 f"{type(record['resumed']).__name__}, not a list (edited?)"
             )
         return record
