@@ -21,7 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from keras_cifar_resnet import messages
-from keras_cifar_resnet.backend_choice import BackendError, choose_backend
+from keras_cifar_resnet.backend_choice import (
+    BackendError,
+    choose_backend,
+    use_package_keras_settings,
+)
 from keras_cifar_resnet.closed_output import closed_stdout_guard
 from keras_cifar_resnet.compilation_cache import enable_compilation_cache
 from keras_cifar_resnet.config import TrainConfig, positive_int
@@ -237,6 +241,11 @@ def main(argv=None):
         return messages.exit_status(interrupt)
 
 
+def _note(line):
+    if line:
+        print(messages.printable(line), file=sys.stderr)
+
+
 def output_problem(output_path, given, model_path=None):
     """Why the report cannot be written to `output_path`, or None (no work done).
 
@@ -276,6 +285,8 @@ def _run(args):
     choose_backend()
     enable_compilation_cache(choose_backend().name)
     import keras  # with the backend chosen
+
+    _note(use_package_keras_settings())
 
     model, model_path = load_model(model_path)
     try:

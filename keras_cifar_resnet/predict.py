@@ -25,7 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from keras_cifar_resnet import messages
-from keras_cifar_resnet.backend_choice import BackendError, choose_backend
+from keras_cifar_resnet.backend_choice import (
+    BackendError,
+    choose_backend,
+    use_package_keras_settings,
+)
 from keras_cifar_resnet.closed_output import closed_stdout_guard
 from keras_cifar_resnet.compilation_cache import enable_compilation_cache
 from keras_cifar_resnet.config import positive_int
@@ -374,6 +378,9 @@ def _run(args):
         _import_pillow()
         choose_backend()
         enable_compilation_cache(choose_backend().name)
+        note = use_package_keras_settings()
+        if note:
+            print(messages.printable(note), file=sys.stderr)
         model, _ = load_model(args.model)
     except (ModelFileError, BackendError, ImportError) as error:
         print(messages.failure_line(error), file=sys.stderr)

@@ -23,7 +23,11 @@ import sys
 from pathlib import Path
 
 from keras_cifar_resnet import messages
-from keras_cifar_resnet.backend_choice import BackendError, choose_backend
+from keras_cifar_resnet.backend_choice import (
+    BackendError,
+    choose_backend,
+    use_package_keras_settings,
+)
 from keras_cifar_resnet.compilation_cache import enable_compilation_cache
 from keras_cifar_resnet.config import (
     RESUME_OVERRIDABLE,
@@ -211,6 +215,10 @@ def _train(config, resume, checkpoint, prog):
         from keras_cifar_resnet.data.cifar10 import DataError
         from keras_cifar_resnet.training.distribute import DistributionError
         from keras_cifar_resnet.training.loop import train
+
+        note = use_package_keras_settings()
+        if note:
+            print(messages.printable(note), flush=True)
     except KeyboardInterrupt as interrupt:
         print(messages.stopped_before_starting())
         return messages.exit_status(interrupt)
