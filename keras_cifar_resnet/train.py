@@ -41,10 +41,6 @@ from keras_cifar_resnet.config import (
 from keras_cifar_resnet.errors import ModelFileError, RunFileError
 from keras_cifar_resnet.output_paths import foreign_run_files
 from keras_cifar_resnet.process_exit import end_process
-from keras_cifar_resnet.training.checkpoints import (
-    checkpoint_to_resume,
-    summary_mismatch,
-)
 from keras_cifar_resnet.training.run_folder import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
@@ -173,6 +169,13 @@ def main(argv=None):
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else messages.EXIT_USAGE
     try:
+        # Here, not at the top: numpy's import takes a while, in which a
+        # Ctrl-C must be one line like any other.
+        from keras_cifar_resnet.training.checkpoints import (
+            checkpoint_to_resume,
+            summary_mismatch,
+        )
+
         config, resume = config_for_arguments(args)
         checkpoint = None
         if resume:
@@ -197,6 +200,9 @@ def main(argv=None):
     except RunFileError as err:
         print(messages.failure_line(err), file=sys.stderr)
         return messages.exit_status(err)
+    except KeyboardInterrupt as interrupt:
+        print(messages.stopped_before_starting(), flush=True)
+        return messages.exit_status(interrupt)
     if resume and checkpoint is None:
         print(messages.starting_again(config.output_dir, CHECKPOINT_NAME), flush=True)
         resume = False

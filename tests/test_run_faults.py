@@ -345,3 +345,15 @@ def test_a_run_stopped_by_sighup_and_left_with_only_its_previous_checkpoint(
     assert [row["epoch"] for row in rows] == ["1", "2"]
     assert rows[0] == logged[0]
     assert json.loads(folder.summary_path.read_text())["epochs"] == 2
+
+
+def test_the_training_command_imports_no_numpy_before_it_guards_ctrl_c():
+    """A Ctrl-C during numpy's import is one line: it is imported inside main."""
+    import subprocess
+    import sys
+
+    code = "import sys, keras_cifar_resnet.train; print('numpy' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
