@@ -43,14 +43,12 @@ from keras_cifar_resnet.reporting.evaluation import evaluate_model, progress_ver
 from keras_cifar_resnet.reporting.model_files import load_model
 from keras_cifar_resnet.training.build import build_model, compile_model
 from keras_cifar_resnet.training.callbacks import (
-    BestModel,
     CheckpointOnSignal,
-    EpochCheckpoint,
+    EpochEnd,
     EpochLine,
     RunPosition,
     StepProgress,
     StopOnNonFiniteLoss,
-    Validation,
 )
 from keras_cifar_resnet.training.checkpoints import (
     Checkpoints,
@@ -228,16 +226,23 @@ def _train_and_evaluate(
             signal_stop = CheckpointOnSignal(signals, checkpoints, run_position)
             callbacks = [
                 *extra_callbacks,
-                # Before the position: an epoch's best is judged on its figures.
-                Validation(data, config.batch_size, run_position),
+                # After each step, in this order: the position, then the
+                # checks that may stop the run at it.
                 run_position,
                 nan_stop,
-                BestModel(run_position, export),
-                EpochCheckpoint(
-                    run_position, folder, checkpoints, signals, distribution.is_chief
-                ),
-                # After the epoch's records: a signal during them stops here.
                 signal_stop,
+                # The end of an epoch: one sequence, in order.
+                EpochEnd(
+                    run_position,
+                    data,
+                    config.batch_size,
+                    export,
+                    folder,
+                    checkpoints,
+                    signal_stop,
+                    signals,
+                    distribution.is_chief,
+                ),
                 *shown,
             ]
             batches.start_epoch = first_epoch

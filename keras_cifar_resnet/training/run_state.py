@@ -2,10 +2,11 @@
 
 `Position` is where the run stands (the next epoch and step, the best
 epoch so far, the seconds trained): an immutable value that only
-`callbacks.RunPosition` advances; a checkpoint stores it with the weights,
-and resuming reads it back. `ModelExport` (like `checkpoints.Checkpoints`)
-writes under `StopSignals.saving`, so a signal never cuts a file short, and
-only on the chief process of a distributed run.
+`callbacks.RunPosition` advances (at an epoch's end, when `EpochEnd` says
+so); a checkpoint stores it with the weights, and resuming reads it back.
+`ModelExport` (like `checkpoints.Checkpoints`) writes under
+`StopSignals.saving`, so a signal never cuts a file short, and only on the
+chief process of a distributed run.
 """
 
 from __future__ import annotations
