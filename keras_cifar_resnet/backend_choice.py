@@ -25,6 +25,7 @@ import importlib.util
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 # The backends this package trains on, in the order tried when none is
@@ -168,6 +169,21 @@ def use_package_keras_settings():
         f"note: {keras_config_path()} sets {asked}; this command uses {used}, "
         "which its models are made for"
     )
+
+
+# Where the frameworks and the libraries under them issue warnings from.
+FRAMEWORK_MODULES = r"(keras|torch|jax|jaxlib|tensorflow|numpy|h5py|PIL)(\.|$)"
+
+
+def keep_framework_warnings_as_warnings():
+    """The frameworks' own warnings stay warnings under `PYTHONWARNINGS=error`.
+
+    For the commands: a deprecation inside torch or numpy is no fault of the
+    user's run, and `-W error` (meant for one's own code) would otherwise
+    end it with a traceback. The package's own warnings keep the user's
+    filter.
+    """
+    warnings.filterwarnings("default", module=FRAMEWORK_MODULES)
 
 
 def _installed_words(installed):

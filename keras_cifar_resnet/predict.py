@@ -28,6 +28,7 @@ from keras_cifar_resnet import messages
 from keras_cifar_resnet.backend_choice import (
     BackendError,
     choose_backend,
+    keep_framework_warnings_as_warnings,
     use_package_keras_settings,
 )
 from keras_cifar_resnet.closed_output import closed_stdout_guard
@@ -362,6 +363,7 @@ def build_parser():
 def main(argv=None):
     """Run the command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    keep_framework_warnings_as_warnings()
     try:
         # A reader that stops early (`| head`) is no failure: the rest of
         # the output is dropped, the files are still written.

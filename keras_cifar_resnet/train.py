@@ -26,6 +26,7 @@ from keras_cifar_resnet import messages
 from keras_cifar_resnet.backend_choice import (
     BackendError,
     choose_backend,
+    keep_framework_warnings_as_warnings,
     use_package_keras_settings,
 )
 from keras_cifar_resnet.compilation_cache import enable_compilation_cache
@@ -168,6 +169,7 @@ def main(argv=None):
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else messages.EXIT_USAGE
+    keep_framework_warnings_as_warnings()
     try:
         # Here, not at the top: numpy's import takes a while, in which a
         # Ctrl-C must be one line like any other.

@@ -239,3 +239,17 @@ def test_the_commands_use_float32_and_channels_last_whatever_keras_json_says():
     assert "sets floatx float16, image_data_format channels_first" in note
     assert "uses floatx float32, image_data_format channels_last" in note
     assert backend_choice.use_package_keras_settings() is None
+
+
+def test_framework_warnings_stay_warnings_under_pythonwarnings_error():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("error")
+        backend_choice.keep_framework_warnings_as_warnings()
+        warnings.warn_explicit(  # shown, not raised
+            "old", DeprecationWarning, "_pytree.py", 1, module="torch.utils"
+        )
+        assert [str(w.message) for w in caught] == ["old"]
+        with pytest.raises(UserWarning):
+            warnings.warn_explicit("mine", UserWarning, "x.py", 1, module="myscript")
