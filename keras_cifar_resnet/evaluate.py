@@ -301,8 +301,10 @@ def _run(args):
     labels = np.asarray(labels).reshape(-1).astype(np.int64)
 
     print(
-        f"Evaluating {model_path} on {len(images)} CIFAR-10 test images "
-        f"(backend {keras.backend.backend()}), then their mirror images.",
+        messages.printable(
+            f"Evaluating {model_path} on {len(images)} CIFAR-10 test images "
+            f"(backend {keras.backend.backend()}), then their mirror images."
+        ),
         file=sys.stderr,
     )
     # Overflowing outputs are refused below, in one line, not warned about.
@@ -317,8 +319,10 @@ def _run(args):
         )
     if not np.isfinite(logits).all():
         print(
-            f"error: {model_path}: the model's outputs are not finite numbers "
-            "(its weights overflow); no report written",
+            messages.failure_line(
+                f"{model_path}: the model's outputs are not finite numbers "
+                "(its weights overflow); no report written"
+            ),
             file=sys.stderr,
         )
         return messages.EXIT_FAILED
@@ -351,7 +355,7 @@ def _run(args):
             print(
                 f"warning: no pictures: cannot write them ({reason})", file=sys.stderr
             )
-    print("\nwrote " + ", ".join(str(path) for path in written))
+    print("\n" + messages.printable("wrote " + ", ".join(map(str, written))))
     return messages.EXIT_OK
 
 

@@ -117,7 +117,7 @@ def starting_again(output_dir, checkpoint_name):
 
 def starting_in_place(output_dir):
     """A new run in a folder whose run stopped before its first checkpoint."""
-    return (
+    return printable(
         f"note: {output_dir} holds a run that stopped before its first "
         "checkpoint; starting this one in its place"
     )
@@ -145,7 +145,7 @@ def start_line(config, *, parameters, backend, data, steps_per_epoch, note=""):
     width = (
         f" at width {config.width_multiplier:g}" if config.width_multiplier != 1 else ""
     )
-    return (
+    return printable(
         f"training {config.model}{width} ({parameters:,} parameters), recipe "
         f"{config.recipe}, on {backend}: {len(data.train_images):,} training "
         f"images, {len(data.val_images):,} validation, {len(data.test_images):,} "
@@ -157,7 +157,7 @@ def start_line(config, *, parameters, backend, data, steps_per_epoch, note=""):
 
 
 def data_parallel(description):
-    return f"data-parallel: {description}"
+    return printable(f"data-parallel: {description}")
 
 
 def stopping_after_save(signum):
@@ -198,7 +198,7 @@ def summary_not_trusted(summary_path, reason):
 
 
 def evaluating_test_set(model_path, num_images):
-    return (
+    return printable(
         f"evaluating {model_path} on {num_images:,} test images and their mirror images"
     )
 
@@ -209,7 +209,7 @@ def best_model_unreadable(error):
 
 
 def curves_not_drawn(name, reason):
-    return f"note: {name} not drawn: {reason}"
+    return printable(f"note: {name} not drawn: {reason}")
 
 
 def resuming_epoch(epoch, step, steps_per_epoch):
@@ -323,7 +323,7 @@ def write_error(error, kept, continuing):
 
 def lost_process(lost, output_dir):
     """Another process of a data-parallel run died; how to continue."""
-    return (
+    return printable(
         f"{lost}; this process stops too. Continue from the last checkpoint by "
         f"starting every process again with: {resume_command(output_dir)}"
     )
@@ -359,7 +359,7 @@ def previous_checkpoint_advice(
 
 
 def already_holds_a_run(output_dir):
-    return (
+    return printable(
         f"--output-dir {output_dir} already holds a run; continue it with "
         f"{resume_command(output_dir)} or choose another folder"
     )
@@ -367,7 +367,7 @@ def already_holds_a_run(output_dir):
 
 def foreign_files(output_dir, names):
     """A folder that is not a run's holds files a new run would replace."""
-    return (
+    return printable(
         f"--output-dir {output_dir} is not a run folder (no config.json) but "
         f"holds {', '.join(names)}, which a run would write over; move them or "
         "choose another folder"
@@ -400,4 +400,4 @@ def test_result(report, best, output_dir):
             f"accuracy {best['test']['accuracy']:.2%} (flip TTA "
             f"{best['test']['tta_accuracy']:.2%})"
         )
-    return f"{line}; results in {output_dir}"
+    return printable(f"{line}; results in {output_dir}")
