@@ -313,7 +313,8 @@ def test_a_run_stopped_by_sighup_and_left_with_only_its_previous_checkpoint(
 ):
     """SIGHUP in epoch 2 saves the step and says where; with checkpoint.npz
     lost, --resume continues from checkpoint.previous.npz (epoch 1's end),
-    keeps epoch 1's logged row, and finishes."""
+    keeps epoch 1's logged row, and finishes; with its summary then lost
+    and best.keras cut short, --resume redoes the final evaluation."""
     from tests.test_train import _SignalAt
 
     class _SignalInEpoch2(_SignalAt):
@@ -345,6 +346,16 @@ def test_a_run_stopped_by_sighup_and_left_with_only_its_previous_checkpoint(
     assert [row["epoch"] for row in rows] == ["1", "2"]
     assert rows[0] == logged[0]
     assert json.loads(folder.summary_path.read_text())["epochs"] == 2
+    # Finished, but its summary lost and best.keras cut short: the final
+    # evaluation is redone, with a note instead of a traceback.
+    folder.summary_path.unlink()
+    best = folder.path / "best.keras"
+    best.write_bytes(best.read_bytes()[:100])
+    assert main(["--resume", str(folder.path)]) == 0
+    out = capsys.readouterr().out
+    assert "best.keras is not a valid .keras file" in out
+    assert "the summary leaves out the best validation model" in out
+    assert json.loads(folder.summary_path.read_text())["best_validation"] is None
 
 
 def test_the_training_command_imports_no_numpy_before_it_guards_ctrl_c():
