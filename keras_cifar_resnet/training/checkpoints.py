@@ -185,7 +185,9 @@ def _read(path):
     try:
         file = open_regular_file(path)
     except RunFileError as err:
-        raise CheckpointError(f"{err}: no checkpoint there") from None
+        if not os.path.lexists(path):
+            raise CheckpointError(f"{path}: no checkpoint there") from None
+        raise CheckpointError(str(err)) from None
     try:
         with file:
             _check_members(file, os.fstat(file.fileno()).st_size)

@@ -203,7 +203,15 @@ def _exclusive_temporary(path):
 
 
 def _umask():
-    mask = os.umask(0o22)
+    """The process's umask, read without changing it where Linux says it."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o22)  # elsewhere: set and put back at once
     os.umask(mask)
     return mask
 
