@@ -115,6 +115,15 @@ def starting_again(output_dir, checkpoint_name):
     )
 
 
+def logged_without_checkpoint(log_path, epochs, checkpoint_name):
+    """`--resume` of a run whose log records epochs but whose checkpoints are gone."""
+    return printable(
+        f"error: {log_path} records {count(epochs, 'epoch')} but no {checkpoint_name} "
+        "(nor the previous one) is left to continue from; put the checkpoint "
+        "back, or start a new run in another folder"
+    )
+
+
 def starting_in_place(output_dir):
     """A new run in a folder whose run stopped before its first checkpoint."""
     return printable(

@@ -107,6 +107,14 @@ def _resumed_config(run_dir, flags):
         raise UsageError(str(err)) from None
 
 
+def _logged_epochs(folder):
+    """The epochs the run's log records (0 when it is unreadable: nothing kept)."""
+    try:
+        return len(folder.read_log())
+    except RunFileError:
+        return 0
+
+
 def _same_as_saved(name, value, saved, run_dir):
     """Whether flag `name`'s `value` is what the saved run already has."""
     if saved is None:
@@ -206,6 +214,16 @@ def main(argv=None):
         print(messages.stopped_before_starting(), flush=True)
         return messages.exit_status(interrupt)
     if resume and checkpoint is None:
+        logged = _logged_epochs(RunFolder(config.output_dir))
+        if logged:
+            # Starting again would write over epochs the log records.
+            print(
+                messages.logged_without_checkpoint(
+                    RunFolder(config.output_dir).log_path, logged, CHECKPOINT_NAME
+                ),
+                file=sys.stderr,
+            )
+            return messages.EXIT_FAILED
         print(messages.starting_again(config.output_dir, CHECKPOINT_NAME), flush=True)
         resume = False
     status = _train(config, resume, checkpoint, parser.prog)

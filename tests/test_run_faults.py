@@ -368,3 +368,15 @@ def test_the_training_command_imports_no_numpy_before_it_guards_ctrl_c():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+def test_a_resume_without_checkpoints_never_writes_over_logged_epochs(
+    tmp_path, capsys
+):
+    folder, _ = _started_run(tmp_path / "run")
+    folder.append_log_row({"epoch": 1, "loss": 2.0, "seconds": 1.0})
+    before = folder.log_path.read_bytes()
+    assert main(["--resume", str(folder.path)]) == 1
+    err = capsys.readouterr().err
+    assert "log.csv records 1 epoch but no checkpoint.npz" in err
+    assert folder.log_path.read_bytes() == before
