@@ -380,3 +380,15 @@ def test_a_resume_without_checkpoints_never_writes_over_logged_epochs(
     err = capsys.readouterr().err
     assert "log.csv records 1 epoch but no checkpoint.npz" in err
     assert folder.log_path.read_bytes() == before
+
+
+def test_output_paths_over_the_systems_limits_are_one_line(tmp_path):
+    from pathlib import Path
+
+    from keras_cifar_resnet.evaluate import output_problem
+    from keras_cifar_resnet.training.run_folder import unwritable_reason
+
+    for path in (tmp_path / ("a" * 300) / "x", tmp_path / "/".join(["b" * 200] * 25)):
+        assert unwritable_reason(path) == "cannot be used (File name too long)"
+        problem = output_problem(Path(f"{path}.json"), given=True)
+        assert problem.startswith("--output ") and "File name too long" in problem
