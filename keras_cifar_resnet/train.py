@@ -42,12 +42,12 @@ from keras_cifar_resnet.config import (
 from keras_cifar_resnet.errors import ModelFileError, RunFileError
 from keras_cifar_resnet.output_paths import foreign_run_files
 from keras_cifar_resnet.process_exit import end_process
+from keras_cifar_resnet.safe_files import unwritable_reason
 from keras_cifar_resnet.training.run_folder import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
     RunFolder,
     refuse_if_busy,
-    unwritable_reason,
 )
 
 

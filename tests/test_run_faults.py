@@ -24,14 +24,14 @@ from keras_cifar_resnet.reporting.model_files import (
     check_model_file,
     resolve_model_path,
 )
-from keras_cifar_resnet.train import config_for_arguments, main
-from keras_cifar_resnet.training import checkpoints
-from keras_cifar_resnet.training.run_folder import (
-    RunFolder,
+from keras_cifar_resnet.safe_files import (
     open_regular_file,
     write_atomically,
     write_json,
 )
+from keras_cifar_resnet.train import config_for_arguments, main
+from keras_cifar_resnet.training import checkpoints
+from keras_cifar_resnet.training.run_folder import RunFolder
 from keras_cifar_resnet.training.signals import StopSignals
 
 TINY = [
@@ -386,7 +386,7 @@ def test_output_paths_over_the_systems_limits_are_one_line(tmp_path):
     from pathlib import Path
 
     from keras_cifar_resnet.evaluate import output_problem
-    from keras_cifar_resnet.training.run_folder import unwritable_reason
+    from keras_cifar_resnet.safe_files import unwritable_reason
 
     for path in (tmp_path / ("a" * 300) / "x", tmp_path / "/".join(["b" * 200] * 25)):
         assert unwritable_reason(path) == "cannot be used (File name too long)"

@@ -612,7 +612,7 @@ def test_an_output_dir_that_cannot_take_files_exits_2_before_any_work(
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
         monkeypatch.setattr(
-            "keras_cifar_resnet.training.run_folder.tempfile.TemporaryFile", read_only
+            "keras_cifar_resnet.safe_files.tempfile.TemporaryFile", read_only
         )
     assert main([*TINY, "--output-dir", str(output)]) == 2
     error = capsys.readouterr().err.strip()

@@ -1,38 +1,23 @@
-"""Atomic training checkpoints: everything needed to continue a run exactly.
+"""A run's checkpoints, their one owner: everything needed to continue exactly.
 
-One `.npz` file holds the model's variables (weights and BatchNorm moving
-statistics), the optimizer's variables (step counter, momentum or Adam
-moments, loss scale), the metrics' running totals (for a checkpoint taken in
-the middle of an epoch) and a JSON record of where the run stands (epoch,
-step within the epoch, seed, best validation accuracy so far). Values are
-stored as numpy arrays keyed by position and checked against the variables'
-paths and shapes on load, so a checkpoint written under one backend loads
-under another.
-
-The file is written through `run_folder.write_atomically` (beside its final
-name, fsynced, renamed over it), so a run killed while writing leaves the
-previous checkpoint intact; the one before is kept beside it
-(`checkpoint.previous.npz`), so a file damaged later (a full disk, a copy cut
-short) still has a good predecessor. Reading a damaged file raises
-`CheckpointError` with one line saying what is wrong with it.
-
-The record also holds the settings that shape the computation
-(`run_settings`: model, width, batch size, seed, epochs, recipe...), so a
-resumed run whose `config.json` was edited since is refused in one line
-(`load_checkpoint(..., settings=...)`) instead of training on with other
-settings than the checkpoint's.
-
-The data order and the augmentation need no saved random state: the order of
-epoch `e` is a function of `(seed, e)` (`input_pipeline.TrainingBatches`) and the
-augmentation of step `s` a function of `(seed, s)`, where `s` is the
+One `.npz` file holds the model's, the optimizer's and the metrics'
+variables (running totals, for a checkpoint in the middle of an epoch) and
+a JSON record of where the run stands and of the settings that shape the
+computation (`run_settings`), so a resume whose `config.json` was edited is
+refused in one line. Values are keyed by position and checked against the
+variables' paths and shapes on load, so a checkpoint written under one
+backend loads under another. The data order and augmentation need no saved
+random state: they are functions of the seed, the epoch and the
 optimizer's step counter saved here.
 
-This module is the one owner of a run's checkpoints: writing them
-(`Checkpoints`, `save_checkpoint`), the previous-file policy (the file
-replaced is kept as `run_folder.previous_checkpoint_path`), choosing the one
-a resume continues from (`checkpoint_to_resume`), restoring it
-(`load_checkpoint`), and whether a run's `summary.json` is the one its
-checkpoint finished with (`summary_mismatch`).
+This module owns writing (`Checkpoints`, `save_checkpoint`: atomic, through
+`safe_files`, the file replaced kept as `checkpoint.previous.npz` by
+`run_folder.previous_checkpoint_path`), choosing the one a resume continues
+from (`checkpoint_to_resume`: the previous one when the last is damaged or
+gone), restoring it (`load_checkpoint`), and whether a run's `summary.json`
+is the one its checkpoint finished with (`summary_mismatch`). Reading a
+damaged file raises `CheckpointError` in one line; every member's declared
+size is checked before numpy allocates it.
 
 Reading needs numpy only; Keras is imported by the functions that touch
 variables, so a command can check a checkpoint before choosing the backend.
@@ -52,13 +37,15 @@ import numpy as np
 from keras_cifar_resnet import messages
 from keras_cifar_resnet.config import RESUME_OVERRIDABLE, UsageError
 from keras_cifar_resnet.errors import CheckpointError, RunFileError
+from keras_cifar_resnet.safe_files import (
+    open_regular_file,
+    read_run_json,
+    write_atomically,
+)
 from keras_cifar_resnet.training.run_folder import (
     DAMAGED_CHECKPOINT_NAME,
     now,
-    open_regular_file,
     previous_checkpoint_path,
-    read_run_json,
-    write_atomically,
 )
 
 FORMAT_VERSION = 1
