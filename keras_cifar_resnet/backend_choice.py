@@ -25,6 +25,7 @@ import importlib.util
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 # The backends this package trains on, in the order tried when none is
@@ -83,10 +84,106 @@ def keras_config_path():
 def _configured_backend():
     """The backend `keras.json` names, or None (no file, unreadable, no entry)."""
     try:
-        backend = json.loads(keras_config_path().read_text()).get("backend")
-    except (OSError, ValueError, AttributeError):
+        backend = json.loads(keras_config_path().read_bytes()).get("backend")
+    except (OSError, ValueError, AttributeError, RecursionError):
         return None
     return backend if isinstance(backend, str) else None
+
+
+# What Keras accepts in keras.json (it fails its own import otherwise).
+KERAS_FLOATX = ("float16", "float32", "float64")
+KERAS_IMAGE_DATA_FORMATS = ("channels_last", "channels_first")
+# The settings this package's models are made for; the commands use these
+# whatever keras.json says (`use_package_keras_settings`).
+PACKAGE_KERAS_SETTINGS = {"floatx": "float32", "image_data_format": "channels_last"}
+
+
+def keras_config_problem():
+    """Why Keras's import would fail on `keras.json`, in one line; None if not.
+
+    Keras reads the file as it is imported and fails there with a
+    traceback that does not name it (a folder, a JSON list, a `floatx` that
+    is a list). A file that is not JSON at all Keras ignores.
+    """
+    path = keras_config_path()
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        return f"Keras's settings file {path} is a folder; remove it"
+    except OSError as error:
+        return f"cannot read Keras's settings file {path} ({error.strerror})"
+    try:
+        config = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(config, dict):
+        return (
+            f"Keras's settings file {path} holds a JSON {type(config).__name__}, "
+            "not an object of settings; fix or delete it"
+        )
+    for key, allowed in (
+        ("floatx", KERAS_FLOATX),
+        ("image_data_format", KERAS_IMAGE_DATA_FORMATS),
+    ):
+        value = config.get(key, allowed[1] if key == "floatx" else allowed[0])
+        if not isinstance(value, str) or value not in allowed:
+            return (
+                f"Keras's settings file {path}: its {key} is {value!r}, not one of "
+                f"{', '.join(allowed)}; fix or delete it"
+            )
+    if not isinstance(config.get("epsilon", 1e-7), float):
+        return (
+            f"Keras's settings file {path}: its epsilon is "
+            f"{config['epsilon']!r}, not a float; fix or delete it"
+        )
+    return None
+
+
+def use_package_keras_settings():
+    """Sets Keras's `floatx` and `image_data_format` to what the models need.
+
+    For the commands, after Keras is imported: a `keras.json` asking for
+    float16 or channels_first would otherwise break training (float16
+    variables in the fused BatchNorm) or refuse a good model file.
+
+    Returns:
+        str or None, a note naming what keras.json asked for, when it asked
+        for something else.
+    """
+    import keras
+
+    current = {
+        "floatx": keras.config.floatx(),
+        "image_data_format": keras.config.image_data_format(),
+    }
+    changed = {k: v for k, v in current.items() if v != PACKAGE_KERAS_SETTINGS[k]}
+    if not changed:
+        return None
+    keras.config.set_floatx(PACKAGE_KERAS_SETTINGS["floatx"])
+    keras.config.set_image_data_format(PACKAGE_KERAS_SETTINGS["image_data_format"])
+    asked = ", ".join(f"{key} {value}" for key, value in changed.items())
+    used = ", ".join(f"{key} {PACKAGE_KERAS_SETTINGS[key]}" for key in changed)
+    return (
+        f"note: {keras_config_path()} sets {asked}; this command uses {used}, "
+        "which its models are made for"
+    )
+
+
+# Where the frameworks and the libraries under them issue warnings from.
+FRAMEWORK_MODULES = r"(keras|torch|jax|jaxlib|tensorflow|numpy|h5py|PIL)(\.|$)"
+
+
+def keep_framework_warnings_as_warnings():
+    """The frameworks' own warnings stay warnings under `PYTHONWARNINGS=error`.
+
+    For the commands: a deprecation inside torch or numpy is no fault of the
+    user's run, and `-W error` (meant for one's own code) would otherwise
+    end it with a traceback. The package's own warnings keep the user's
+    filter.
+    """
+    warnings.filterwarnings("default", module=FRAMEWORK_MODULES)
 
 
 def _installed_words(installed):
@@ -158,6 +255,9 @@ def choose_backend():
         _chosen = BackendChoice(backend, "Keras was already imported")
         return _chosen
     choice = _pick()
+    problem = keras_config_problem()
+    if problem:
+        raise BackendError(problem, usage=True)
     # Keras gives the variable precedence over keras.json.
     os.environ[ENV_VAR] = choice.name
     _write_keras_config(choice.name)

@@ -14,13 +14,19 @@ backend gives the same predictions under the others.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from keras_cifar_resnet import messages
-from keras_cifar_resnet.backend_choice import BackendError, choose_backend
+from keras_cifar_resnet.backend_choice import (
+    BackendError,
+    choose_backend,
+    keep_framework_warnings_as_warnings,
+    use_package_keras_settings,
+)
 from keras_cifar_resnet.closed_output import closed_stdout_guard
 from keras_cifar_resnet.compilation_cache import enable_compilation_cache
 from keras_cifar_resnet.config import TrainConfig, positive_int
@@ -38,11 +44,8 @@ from keras_cifar_resnet.reporting.model_files import (
     load_model,
     resolve_model_path,
 )
-from keras_cifar_resnet.training.run_folder import (
-    RUN_MODEL_FILES,
-    unwritable_reason,
-    write_json,
-)
+from keras_cifar_resnet.safe_files import unwritable_reason, write_json
+from keras_cifar_resnet.training.run_folder import RUN_MODEL_FILES
 
 # --- Command line -----------------------------------------------------------
 
@@ -222,6 +225,7 @@ def write_pictures(report, images, labels, logits, output_path, mistakes):
 def main(argv=None):
     """Run the command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    keep_framework_warnings_as_warnings()
     try:
         # A reader that stops early (`| head`) is no failure: the rest of
         # the output is dropped, the files are still written.
@@ -234,6 +238,11 @@ def main(argv=None):
         # Ctrl-C: the report is written at the end, atomically; nothing lost.
         print(messages.stopped_before_writing(), file=sys.stderr)
         return messages.exit_status(interrupt)
+
+
+def _note(line):
+    if line:
+        print(messages.printable(line), file=sys.stderr)
 
 
 def output_problem(output_path, given, model_path=None):
@@ -249,7 +258,7 @@ def output_problem(output_path, given, model_path=None):
         model_path: Path or None, the model being evaluated. Defaults to None.
     """
     where = f"--output {output_path}" if given else f"{output_path}"
-    if output_path.is_dir():
+    if os.path.isdir(output_path):  # False for a name too long: judged below
         return f"{where} is a folder; name the JSON file to write"
     inputs = () if model_path is None else (model_path,)
     for path in (output_path, *picture_paths(output_path)):
@@ -276,6 +285,8 @@ def _run(args):
     enable_compilation_cache(choose_backend().name)
     import keras  # with the backend chosen
 
+    _note(use_package_keras_settings())
+
     model, model_path = load_model(model_path)
     try:
         _, (images, labels) = load_cifar10(args.data_dir)
@@ -287,8 +298,10 @@ def _run(args):
     labels = np.asarray(labels).reshape(-1).astype(np.int64)
 
     print(
-        f"Evaluating {model_path} on {len(images)} CIFAR-10 test images "
-        f"(backend {keras.backend.backend()}), then their mirror images.",
+        messages.printable(
+            f"Evaluating {model_path} on {len(images)} CIFAR-10 test images "
+            f"(backend {keras.backend.backend()}), then their mirror images."
+        ),
         file=sys.stderr,
     )
     # Overflowing outputs are refused below, in one line, not warned about.
@@ -303,8 +316,10 @@ def _run(args):
         )
     if not np.isfinite(logits).all():
         print(
-            f"error: {model_path}: the model's outputs are not finite numbers "
-            "(its weights overflow); no report written",
+            messages.failure_line(
+                f"{model_path}: the model's outputs are not finite numbers "
+                "(its weights overflow); no report written"
+            ),
             file=sys.stderr,
         )
         return messages.EXIT_FAILED
@@ -337,7 +352,7 @@ def _run(args):
             print(
                 f"warning: no pictures: cannot write them ({reason})", file=sys.stderr
             )
-    print("\nwrote " + ", ".join(str(path) for path in written))
+    print("\n" + messages.printable("wrote " + ", ".join(map(str, written))))
     return messages.EXIT_OK
 
 

@@ -3,26 +3,20 @@
 Every line that says how a run started, stopped, failed or continues is
 built here; `resume_command` is the one place that spells the command
 that continues a run, `PROGRAMS` the commands' names and `exit_status`
-the status each failure ends a command with. Keras-free: the command line
-uses it before a backend is imported.
+the status each failure ends a command with; `printable` is how a name
+from the file system or the command line is shown. Pure text: every value
+comes in as an argument (it reads no file), and it imports nothing of the
+package, so any module may use it. Keras-free: the command line uses it
+before a backend is imported.
 """
 
 from __future__ import annotations
 
 import errno
+import os
+import re
 import shlex
 import signal
-
-from keras_cifar_resnet.training.checkpoints import (
-    CheckpointError,
-    read_checkpoint_state,
-)
-from keras_cifar_resnet.training.first_run import no_accelerator_note
-from keras_cifar_resnet.training.run_folder import (
-    BEST_NAME,
-    CHECKPOINT_NAME,
-    FINAL_NAME,
-)
 
 # Each command's one name: its installed script, its usage and its error lines.
 PROGRAMS = {
@@ -62,14 +56,35 @@ def resume_command(output_dir, *flags):
     return shlex.join([COMMAND, "--resume", str(output_dir), *flags])
 
 
+# C0 and C1 control characters and DEL: a name holding them could move the
+# cursor, clear the screen or retitle the terminal it is printed to.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text):
+    """`text` (a path, a name, a line) safe to print on any terminal.
+
+    Bytes that were not valid in the file system's encoding (Python keeps
+    them as lone surrogates) become U+FFFD, and control characters are
+    written as escapes (`\\x1b`, `\\r`), so a name can neither break the
+    output's encoding nor act on the terminal.
+
+    Args:
+        text: str or os.PathLike.
+    """
+    text = os.fspath(text) if isinstance(text, os.PathLike) else str(text)
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
+
+
 def failure_line(error):
-    """A failure's line: `error: ...`."""
-    return f"error: {error}"
+    """A failure's line: `error: ...`, printable."""
+    return printable(f"error: {error}")
 
 
 def usage_error(prog, error):
     """A usage error's line, named by its command: `<prog>: error: ...`."""
-    return f"{prog}: error: {error}"
+    return printable(f"{prog}: error: {error}")
 
 
 def failure(prog, error):
@@ -86,22 +101,32 @@ def stopped_before_writing():
     return "stopped by SIGINT; nothing was written"
 
 
-def stopped_before_starting():
-    """Ctrl-C while `train` imports its backend, before the run's first file."""
-    return "stopped by SIGINT; nothing was written yet; run the same command again"
+def stopped_before_starting(signum=signal.SIGINT):
+    """A signal while `train` imports its backend, before the run's first file."""
+    name = signal.Signals(signum).name
+    return f"stopped by {name}; nothing was written yet; run the same command again"
 
 
-def starting_again(output_dir):
+def starting_again(output_dir, checkpoint_name):
     """`--resume` of a run that stopped before its first checkpoint."""
-    return (
-        f"note: {output_dir} has no {CHECKPOINT_NAME} (the run stopped before "
+    return printable(
+        f"note: {output_dir} has no {checkpoint_name} (the run stopped before "
         "its first one): starting it from the beginning"
+    )
+
+
+def logged_without_checkpoint(log_path, epochs, checkpoint_name):
+    """`--resume` of a run whose log records epochs but whose checkpoints are gone."""
+    return printable(
+        f"error: {log_path} records {count(epochs, 'epoch')} but no {checkpoint_name} "
+        "(nor the previous one) is left to continue from; put the checkpoint "
+        "back, or start a new run in another folder"
     )
 
 
 def starting_in_place(output_dir):
     """A new run in a folder whose run stopped before its first checkpoint."""
-    return (
+    return printable(
         f"note: {output_dir} holds a run that stopped before its first "
         "checkpoint; starting this one in its place"
     )
@@ -124,24 +149,24 @@ def learning_rate_words(config):
     )
 
 
-def start_line(config, *, parameters, backend, data, steps_per_epoch):
+def start_line(config, *, parameters, backend, data, steps_per_epoch, note=""):
     """The line after which a signal stops the run with a checkpoint."""
     width = (
         f" at width {config.width_multiplier:g}" if config.width_multiplier != 1 else ""
     )
-    return (
+    return printable(
         f"training {config.model}{width} ({parameters:,} parameters), recipe "
         f"{config.recipe}, on {backend}: {len(data.train_images):,} training "
         f"images, {len(data.val_images):,} validation, {len(data.test_images):,} "
         f"test{' (synthetic)' if config.synthetic else ''}; "
         f"{count(config.epochs, 'epoch')} of {count(steps_per_epoch, 'step')}; "
         f"{learning_rate_words(config)}; writing to {config.output_dir}"
-        f"{no_accelerator_note(config.model, config.width_multiplier)}"
+        f"{note}"
     )
 
 
 def data_parallel(description):
-    return f"data-parallel: {description}"
+    return printable(f"data-parallel: {description}")
 
 
 def stopping_after_save(signum):
@@ -159,20 +184,41 @@ def stopping_after_step(signum):
     )
 
 
-def continuing_from(checkpoint, damaged=None):
-    """`--from-previous-checkpoint`: which file the run continues from."""
+def continuing_from(checkpoint, damaged=None, missing=None):
+    """A resume from the previous checkpoint: which file it continues from.
+
+    Args:
+        checkpoint: Path, the previous checkpoint.
+        damaged: Path or None, where the damaged last one was set aside.
+        missing: str or None, the last checkpoint's name when it is gone.
+    """
     note = f"; the damaged one is kept as {damaged.name}" if damaged else ""
-    return f"note: continuing from {checkpoint.name}{note}"
+    if missing:
+        note = f" ({missing} is missing)"
+    return printable(f"note: continuing from {checkpoint.name}{note}")
+
+
+def summary_not_trusted(summary_path, reason):
+    """`--resume` found a summary.json that is not this run's last one."""
+    return printable(
+        f"note: {summary_path} is not this run's ({reason}); finishing the run, "
+        "which writes it again"
+    )
 
 
 def evaluating_test_set(model_path, num_images):
-    return (
+    return printable(
         f"evaluating {model_path} on {num_images:,} test images and their mirror images"
     )
 
 
+def best_model_unreadable(error):
+    """The final evaluation found best.keras lost or damaged: it goes without."""
+    return printable(f"note: {error}; the summary leaves out the best validation model")
+
+
 def curves_not_drawn(name, reason):
-    return f"note: {name} not drawn: {reason}"
+    return printable(f"note: {name} not drawn: {reason}")
 
 
 def resuming_epoch(epoch, step, steps_per_epoch):
@@ -193,38 +239,57 @@ def epoch_line(epoch, epochs, logs):
     return line
 
 
-def non_finite_loss(failure, config, checkpoint_path):
+def non_finite_loss(failure, config, checkpoint_path, checkpoint_written):
     """A non-finite loss stopped the run: what is kept, and what to try."""
-    if checkpoint_path.exists():
+    if checkpoint_written:
         last, where = f"the last good checkpoint is {checkpoint_path}", ""
     else:
         # Nothing to keep: the same folder takes the next try.
         last = "no checkpoint was written before it"
         where = f", in the same --output-dir {config.output_dir} if you like"
     hint = " or --mixed-precision off" if config.mixed_precision != "off" else ""
-    return (
+    return printable(
         f"error: {failure}; training stopped and {last}. Try a lower "
         f"--learning-rate (this run: {config.learning_rate}){hint}{where}"
     )
 
 
-def stopped(signum, epoch, step, folder):
-    """A signal stopped the run in its epochs, at `epoch`, `step`, saved."""
-    where = f"epoch {epoch + 1}, step {step}" if step else f"epoch {epoch}"
-    return (
-        f"stopped by {signal.Signals(signum).name} after {where}; checkpoint saved "
-        f"to {folder.checkpoint_path}. Continue with: {resume_command(folder.path)}"
+def stop_position(epoch, step, steps_per_epoch):
+    """Where a run stopped: `during epoch 2, at step 14/175` or `after epoch 1`.
+
+    Args:
+        epoch: int, the epoch it continues in (0-based).
+        step: int, the steps of that epoch done (0: at the epoch's start).
+        steps_per_epoch: int.
+    """
+    if step:
+        return f"during epoch {epoch + 1}, at step {step}/{steps_per_epoch}"
+    return f"after epoch {epoch}"
+
+
+def stopped(signum, where, checkpoint_path, output_dir):
+    """A signal stopped the run in its epochs, at `where`, with a checkpoint."""
+    return printable(
+        f"stopped by {signal.Signals(signum).name} {where}; checkpoint saved "
+        f"to {checkpoint_path}. Continue with: {resume_command(output_dir)}"
     )
 
 
-def how_to_continue(folder, epochs):
-    """Where the run's saved state stands and the command that continues it."""
-    command = resume_command(folder.path)
-    if not folder.holds_run():
+def how_to_continue(output_dir, checkpoint_path, state, epochs, holds_run=True):
+    """Where the run's saved state stands and the command that continues it.
+
+    Args:
+        output_dir: the run's folder.
+        checkpoint_path: Path of its last checkpoint.
+        state: dict or None, that checkpoint's saved state (None: none
+            readable).
+        epochs: int, the run's epochs.
+        holds_run: bool, whether the folder holds a run (`config.json`).
+    """
+    command = resume_command(output_dir)
+    if not holds_run:
         return "nothing was written yet; run the same command again"
-    try:
-        state = read_checkpoint_state(folder.checkpoint_path)
-    except CheckpointError:
+    if state is None:
         return (
             "no checkpoint was written yet; start it again from the "
             f"beginning with: {command}"
@@ -232,72 +297,78 @@ def how_to_continue(folder, epochs):
     epoch, step = state["epoch"], state["step"]
     if (epoch, step) == (epochs, 0):
         return (
-            f"training is complete and saved in {folder.checkpoint_path}; run the "
+            f"training is complete and saved in {checkpoint_path}; run the "
             f"final test evaluation with: {command}"
         )
     where = f"step {step} of epoch {epoch + 1}" if step else f"the end of epoch {epoch}"
     return (
-        f"the last checkpoint ({folder.checkpoint_path}) is at {where}; "
+        f"the last checkpoint ({checkpoint_path}) is at {where}; "
         f"continue with: {command}"
     )
 
 
-def stopped_at_once(signum, folder, epochs):
-    """A signal outside the epochs, or a second one."""
+def stopped_at_once(signum, continuing):
+    """A signal outside the epochs, or a second one; `continuing`: how_to_continue."""
     name = signal.Signals(signum).name
-    return f"stopped by {name}; {how_to_continue(folder, epochs)}"
+    return printable(f"stopped by {name}; {continuing}")
 
 
-def write_error(error, folder, epochs):
-    """A failed write (a full disk): what is intact, and how to continue."""
-    kept = [
-        name
-        for name in (CHECKPOINT_NAME, BEST_NAME, FINAL_NAME)
-        if (folder.path / name).is_file()
-    ]
+def write_error(error, kept, continuing):
+    """A failed write (a full disk): what is intact, and how to continue.
+
+    Args:
+        error: the `WriteError`.
+        kept: list of str, the names of the run's files written before.
+        continuing: str, `how_to_continue`'s text.
+    """
     intact = (
         f"the files written before ({', '.join(kept)}) are intact"
         if kept
         else "no earlier file is lost"
     )
     remedy = "free some space" if error.errno == errno.ENOSPC else "fix that"
-    return (
-        f"error: {error}; {intact}; {remedy}, then: {how_to_continue(folder, epochs)}"
-    )
+    return printable(f"error: {error}; {intact}; {remedy}, then: {continuing}")
 
 
 def lost_process(lost, output_dir):
     """Another process of a data-parallel run died; how to continue."""
-    return (
+    return printable(
         f"{lost}; this process stops too. Continue from the last checkpoint by "
         f"starting every process again with: {resume_command(output_dir)}"
     )
 
 
-def previous_checkpoint_advice(folder):
-    """What a damaged last checkpoint leaves: the previous one, or a restart."""
-    previous = folder.previous_checkpoint_path
-    try:
-        state = read_checkpoint_state(previous)
-    except CheckpointError:
+def previous_checkpoint_advice(
+    output_dir, checkpoint_path, previous_path, previous_state, previous_exists
+):
+    """What a damaged last checkpoint leaves: the previous one, or a restart.
+
+    Args:
+        output_dir: the run's folder.
+        checkpoint_path: Path, the damaged last checkpoint.
+        previous_path: Path, the previous checkpoint.
+        previous_state: dict or None, its state when it is readable.
+        previous_exists: bool, whether it is there at all.
+    """
+    if previous_state is None:
         restart = (
             "start the run again with: "
-            f"rm {shlex.quote(str(folder.checkpoint_path))} && "
-            f"{resume_command(folder.path)}"
+            f"rm {shlex.quote(str(checkpoint_path))} && "
+            f"{resume_command(output_dir)}"
         )
-        if previous.exists():
-            return f"{previous.name} is damaged too; {restart}"
+        if previous_exists:
+            return f"{previous_path.name} is damaged too; {restart}"
         return f"no earlier checkpoint is kept; {restart}"
-    where = f"epoch {state.get('epoch')}, step {state.get('step')}"
-    command = resume_command(folder.path, "--from-previous-checkpoint")
+    where = f"epoch {previous_state.get('epoch')}, step {previous_state.get('step')}"
+    command = resume_command(output_dir, "--from-previous-checkpoint")
     return (
-        f"the previous checkpoint {previous.name} ({where}) is good; continue "
+        f"the previous checkpoint {previous_path.name} ({where}) is good; continue "
         f"from it with: {command}"
     )
 
 
 def already_holds_a_run(output_dir):
-    return (
+    return printable(
         f"--output-dir {output_dir} already holds a run; continue it with "
         f"{resume_command(output_dir)} or choose another folder"
     )
@@ -305,18 +376,18 @@ def already_holds_a_run(output_dir):
 
 def foreign_files(output_dir, names):
     """A folder that is not a run's holds files a new run would replace."""
-    return (
+    return printable(
         f"--output-dir {output_dir} is not a run folder (no config.json) but "
         f"holds {', '.join(names)}, which a run would write over; move them or "
         "choose another folder"
     )
 
 
-def run_complete(folder):
+def run_complete(output_dir, summary_path):
     """`--resume` of a run whose summary is written: nothing left to do."""
-    return (
-        f"{folder.path} is complete: training and the test evaluation are done; "
-        f"the results are in {folder.summary_path}"
+    return printable(
+        f"{output_dir} is complete: training and the test evaluation are done; "
+        f"the results are in {summary_path}"
     )
 
 
@@ -338,4 +409,4 @@ def test_result(report, best, output_dir):
             f"accuracy {best['test']['accuracy']:.2%} (flip TTA "
             f"{best['test']['tta_accuracy']:.2%})"
         )
-    return f"{line}; results in {output_dir}"
+    return printable(f"{line}; results in {output_dir}")

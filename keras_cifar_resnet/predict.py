@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 import sys
 import warnings
 from pathlib import Path
@@ -23,7 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from keras_cifar_resnet import messages
-from keras_cifar_resnet.backend_choice import BackendError, choose_backend
+from keras_cifar_resnet.backend_choice import (
+    BackendError,
+    choose_backend,
+    keep_framework_warnings_as_warnings,
+    use_package_keras_settings,
+)
 from keras_cifar_resnet.closed_output import closed_stdout_guard
 from keras_cifar_resnet.compilation_cache import enable_compilation_cache
 from keras_cifar_resnet.config import positive_int
@@ -41,6 +48,13 @@ FITS = ("crop", "stretch")
 # file's header before decoding, so a small file that decodes to gigabytes
 # is refused instead of filling the memory.
 MAX_IMAGE_PIXELS = 64_000_000
+# The most bytes an image may decode to (its pixels times its mode's bytes
+# per pixel, from the header): an 8000x8000 RGB photo is 192 MB; a 16-bit
+# or RGBA image of as many pixels is refused.
+MAX_DECODED_BYTES = 200_000_000
+# Rows of a 16-bit image scaled to 8 bits at a time, so the scaling needs
+# no full-size array of wider numbers.
+_ROWS_PER_CHUNK = 256
 
 
 class ImageError(Exception):
@@ -80,9 +94,9 @@ def load_image(path, size=(32, 32), fit="crop"):
         raise ValueError(f"`fit` must be one of {FITS}. Received: {fit=}")
     Image, ImageOps = _import_pillow()
     path = Path(path)
-    if path.exists() and not path.is_file() and not path.is_dir():
-        # Opening a pipe would wait for a writer forever.
-        raise ImageError(f"{path}: not a regular file (a pipe or device?)")
+    problem = _path_problem(path)
+    if problem:
+        raise ImageError(f"{path}: {problem}")
     try:
         with warnings.catch_warnings():
             # Our own limit below, in one line, replaces Pillow's warning.
@@ -94,6 +108,13 @@ def load_image(path, size=(32, 32), fit="crop"):
                 raise ImageError(
                     f"{path}: {image.width}x{image.height} is {pixels:,} pixels, "
                     f"above the limit of {MAX_IMAGE_PIXELS:,}"
+                )
+            decoded = pixels * _bytes_per_pixel(image)
+            if decoded > MAX_DECODED_BYTES:
+                raise ImageError(
+                    f"{path}: {image.width}x{image.height} in mode {image.mode} "
+                    f"decodes to {decoded:,} bytes, above the limit of "
+                    f"{MAX_DECODED_BYTES:,}"
                 )
             image.load()
             image = ImageOps.exif_transpose(image)
@@ -113,30 +134,67 @@ def load_image(path, size=(32, 32), fit="crop"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
-    image = image.convert("RGB")
+    if image.mode not in ("L", "RGB"):
+        image = image.convert("RGB")
     if fit == "crop":
         side = min(image.size)
         left = (image.width - side) // 2
         top = (image.height - side) // 2
         image = image.crop((left, top, left + side, top + side))
     height, width = size
+    # Grayscale is resized before it becomes RGB (the same pixels): a large
+    # grey image is never tripled in memory.
     image = image.resize((width, height), Image.Resampling.BICUBIC)
-    return np.asarray(image, dtype=np.uint8)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _path_problem(path):
+    """Why `path` cannot be opened as an image without trying, or None.
+
+    A pipe would wait for a writer forever; a name too long for the file
+    system is this path's problem alone.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "file not found"
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})"
+    if stat.S_ISDIR(mode):
+        return "is a folder"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (a pipe or device?)"
+    return None
+
+
+def _bytes_per_pixel(image):
+    """Bytes per pixel of `image`'s mode once decoded, from its header."""
+    if image.mode in ("I", "F"):
+        return 4
+    if image.mode.startswith("I;16"):
+        return 2
+    return len(image.getbands())
 
 
 def _to_8_bits(image, Image):
     """A 16-bit (or 32-bit integer) grayscale image scaled to 8 bits.
 
     Pillow's own conversion clips these modes at 255 instead of scaling, so
-    a 16-bit PNG would come out almost white.
+    a 16-bit PNG would come out almost white. Scaled a band of rows at a
+    time, in integers: a full-size float copy of a large image would take
+    gigabytes.
     """
     if image.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
         return image
-    pixels = np.asarray(image).astype(np.float64)
+    pixels = np.asarray(image)
     # 16-bit files (the only integer images PNG holds): 65535 is white.
-    full_scale = 65535.0 if pixels.max(initial=0) <= 65535 else pixels.max()
-    scaled = np.clip(np.rint(pixels * 255.0 / full_scale), 0, 255)
-    return Image.fromarray(scaled.astype(np.uint8), mode="L")
+    full_scale = max(65535, int(pixels.max(initial=0)))
+    scaled = np.empty(pixels.shape, dtype=np.uint8)
+    for top in range(0, pixels.shape[0], _ROWS_PER_CHUNK):
+        band = slice(top, top + _ROWS_PER_CHUNK)
+        rows = np.clip(pixels[band], 0, None).astype(np.int64)
+        scaled[band] = (rows * 255 + full_scale // 2) // full_scale
+    return Image.fromarray(scaled, mode="L")
 
 
 def expand_inputs(paths):
@@ -151,19 +209,21 @@ def expand_inputs(paths):
     """
     files, errors = [], []
     for path in map(Path, paths):
-        if path.is_dir():
+        problem = _path_problem(path)
+        if problem and problem not in ("is a folder", "file not found"):
+            # Its own line; the other arguments are still classified.
+            errors.append({"path": str(path), "error": f"{path}: {problem}"})
+        elif problem == "is a folder":
             found = sorted(
                 child
                 for child in path.iterdir()
-                if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES
+                if child.suffix.lower() in IMAGE_SUFFIXES
+                and _path_problem(child) != "is a folder"
             )
             if not found:
                 message = f"{path}: folder has no {'/'.join(IMAGE_SUFFIXES)} files"
                 errors.append({"path": str(path), "error": message})
             files.extend(found)
-        elif path.exists() and not path.is_file():
-            message = f"{path}: not a regular file (a pipe or device?)"
-            errors.append({"path": str(path), "error": message})
         else:
             files.append(path)
     return files, errors
@@ -230,7 +290,7 @@ def format_results(results):
     for result in results:
         if "error" in result:
             continue
-        lines.append(result["path"])
+        lines.append(messages.printable(result["path"]))
         width = max(len(p["class"]) for p in result["predictions"])
         for rank, prediction in enumerate(result["predictions"], start=1):
             lines.append(
@@ -303,6 +363,7 @@ def build_parser():
 def main(argv=None):
     """Run the command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    keep_framework_warnings_as_warnings()
     try:
         # A reader that stops early (`| head`) is no failure: the rest of
         # the output is dropped, the files are still written.
@@ -319,12 +380,19 @@ def _run(args):
         _import_pillow()
         choose_backend()
         enable_compilation_cache(choose_backend().name)
+        note = use_package_keras_settings()
+        if note:
+            print(messages.printable(note), file=sys.stderr)
         model, _ = load_model(args.model)
     except (ModelFileError, BackendError, ImportError) as error:
         print(messages.failure_line(error), file=sys.stderr)
         return messages.exit_status(error)
     files, folder_errors = expand_inputs(args.images)
     results = folder_errors + predict_files(model, files, top=args.top_k, fit=args.fit)
+    # Names as the terminal can show them; JSON escapes control characters
+    # itself, but not bytes the file system's encoding cannot decode.
+    for result in results:
+        result["path"] = messages.printable(result["path"])
     if args.json:
         print(json.dumps(results, indent=2, allow_nan=False))
     else:

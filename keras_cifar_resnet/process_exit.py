@@ -27,7 +27,7 @@ def end_process(status):
     Args:
         status: int, the exit status (128 + the signal number).
     """
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(ValueError, OSError):
             signal.signal(signum, signal.SIG_IGN)
     for stream in (sys.stdout, sys.stderr):

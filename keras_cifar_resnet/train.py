@@ -10,19 +10,25 @@ so `--help` and usage errors need no backend.
 Exit status: 0 done; 1 failed (missing or damaged data or checkpoint,
 non-finite loss, a failed write, a backend not installed); 2 bad command
 line, output folder or KERAS_BACKEND; 128 + signal number when stopped by
-SIGINT (130), SIGTERM (143) or a closed standard output (SIGPIPE, 141). Each
-prints one line saying how to continue.
+SIGINT (130), SIGTERM (143), SIGHUP (129) or a closed standard output
+(SIGPIPE, 141). Each prints one line saying how to continue.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import os
 import sys
 from pathlib import Path
 
 from keras_cifar_resnet import messages
-from keras_cifar_resnet.backend_choice import BackendError, choose_backend
+from keras_cifar_resnet.backend_choice import (
+    BackendError,
+    choose_backend,
+    keep_framework_warnings_as_warnings,
+    use_package_keras_settings,
+)
 from keras_cifar_resnet.compilation_cache import enable_compilation_cache
 from keras_cifar_resnet.config import (
     RESUME_OVERRIDABLE,
@@ -33,17 +39,15 @@ from keras_cifar_resnet.config import (
     flag_name,
     saved_config,
 )
+from keras_cifar_resnet.errors import ModelFileError, RunFileError
 from keras_cifar_resnet.output_paths import foreign_run_files
 from keras_cifar_resnet.process_exit import end_process
-from keras_cifar_resnet.training.checkpoints import (
-    CheckpointError,
-    read_checkpoint_state,
-)
+from keras_cifar_resnet.safe_files import unwritable_reason
 from keras_cifar_resnet.training.run_folder import (
+    CHECKPOINT_NAME,
     CONFIG_NAME,
     RunFolder,
     refuse_if_busy,
-    unwritable_reason,
 )
 
 
@@ -71,6 +75,8 @@ def _resumed_config(run_dir, flags):
     _check_writable("--resume", run_dir)
     try:
         saved, unreadable = saved_config(folder.saved_record()), None
+    except RunFileError as err:
+        raise UsageError(f"--resume {run_dir}: {err}") from None
     except (ValueError, TypeError, KeyError) as err:
         saved, unreadable = None, err
     changed = [
@@ -95,38 +101,18 @@ def _resumed_config(run_dir, flags):
             f"--resume {run_dir}: cannot read its {CONFIG_NAME} ({unreadable})"
         )
     overrides = {name: flags[name] for name in RESUME_OVERRIDABLE if name in flags}
-    return dataclasses.replace(saved, output_dir=str(run_dir), **overrides)
-
-
-def checkpoint_to_resume(run_dir, from_previous=False):
-    """The checkpoint `--resume run_dir` continues from, checked; None: none yet.
-
-    None means the run stopped before its first checkpoint: it has nothing
-    to lose, so it starts again from the beginning.
-
-    Raises:
-        CheckpointError: the checkpoint is damaged (the message says whether
-            the previous one is good and how to continue from it).
-        UsageError: `--from-previous-checkpoint` without a previous one.
-    """
-    folder = RunFolder(run_dir)
-    if from_previous:
-        path = folder.previous_checkpoint_path
-        if not path.is_file():
-            raise UsageError(
-                f"--from-previous-checkpoint: {run_dir} has no {path.name}"
-            )
-        read_checkpoint_state(path)
-        return path
-    path = folder.checkpoint_path
-    if not path.is_file():
-        return None
     try:
-        read_checkpoint_state(path)
-    except CheckpointError as err:
-        advice = messages.previous_checkpoint_advice(folder)
-        raise CheckpointError(f"{err}; {advice}") from None
-    return path
+        return dataclasses.replace(saved, output_dir=str(run_dir), **overrides)
+    except ValueError as err:  # as without --resume: a usage error
+        raise UsageError(str(err)) from None
+
+
+def _logged_epochs(folder):
+    """The epochs the run's log records (0 when it is unreadable: nothing kept)."""
+    try:
+        return len(folder.read_log())
+    except RunFileError:
+        return 0
 
 
 def _same_as_saved(name, value, saved, run_dir):
@@ -191,27 +177,54 @@ def main(argv=None):
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else messages.EXIT_USAGE
+    keep_framework_warnings_as_warnings()
     try:
+        # Here, not at the top: numpy's import takes a while, in which a
+        # Ctrl-C must be one line like any other.
+        from keras_cifar_resnet.training.checkpoints import (
+            checkpoint_to_resume,
+            summary_mismatch,
+        )
+
         config, resume = config_for_arguments(args)
         checkpoint = None
-        if resume and RunFolder(config.output_dir).summary_path.is_file():
-            print(messages.run_complete(RunFolder(config.output_dir)), flush=True)
-            return 0
         if resume:
-            checkpoint = checkpoint_to_resume(
-                config.output_dir, args.from_previous_checkpoint
-            )
+            folder = RunFolder(config.output_dir)
+            found = checkpoint_to_resume(folder, args.from_previous_checkpoint)
+            checkpoint, state = found if found else (None, None)
+            if os.path.lexists(folder.summary_path):
+                mismatch = summary_mismatch(folder, state, config.epochs)
+                if mismatch is None:
+                    print(
+                        messages.run_complete(folder.path, folder.summary_path),
+                        flush=True,
+                    )
+                    return 0
+                print(messages.summary_not_trusted(folder.summary_path, mismatch))
         choose_backend()
         enable_compilation_cache(choose_backend().name)
     except (UsageError, BackendError) as err:
         # Named by the command even when the backend is only missing.
         print(messages.usage_error(parser.prog, err), file=sys.stderr)
         return messages.exit_status(err)
-    except CheckpointError as err:
+    except RunFileError as err:
         print(messages.failure_line(err), file=sys.stderr)
         return messages.exit_status(err)
+    except KeyboardInterrupt as interrupt:
+        print(messages.stopped_before_starting(), flush=True)
+        return messages.exit_status(interrupt)
     if resume and checkpoint is None:
-        print(messages.starting_again(config.output_dir), flush=True)
+        logged = _logged_epochs(RunFolder(config.output_dir))
+        if logged:
+            # Starting again would write over epochs the log records.
+            print(
+                messages.logged_without_checkpoint(
+                    RunFolder(config.output_dir).log_path, logged, CHECKPOINT_NAME
+                ),
+                file=sys.stderr,
+            )
+            return messages.EXIT_FAILED
+        print(messages.starting_again(config.output_dir, CHECKPOINT_NAME), flush=True)
         resume = False
     status = _train(config, resume, checkpoint, parser.prog)
     if argv is None and status > 128:
@@ -228,13 +241,23 @@ def _train(config, resume, checkpoint, prog):
         from keras_cifar_resnet.data.cifar10 import DataError
         from keras_cifar_resnet.training.distribute import DistributionError
         from keras_cifar_resnet.training.loop import train
+
+        note = use_package_keras_settings()
+        if note:
+            print(messages.printable(note), flush=True)
     except KeyboardInterrupt as interrupt:
         print(messages.stopped_before_starting())
         return messages.exit_status(interrupt)
 
     try:
         return train(config, resume=resume, checkpoint=checkpoint)
-    except (UsageError, DistributionError, DataError, CheckpointError) as err:
+    except (
+        UsageError,
+        DistributionError,
+        DataError,
+        RunFileError,
+        ModelFileError,
+    ) as err:
         # A lost process is a DistributionError that is no usage error.
         print(messages.failure(prog, err), file=sys.stderr)
         return messages.exit_status(err)

@@ -194,3 +194,62 @@ def test_an_existing_keras_json_is_kept(tmp_path, monkeypatch):
         "backend": "jax",
         "image_data_format": "channels_last",
     }
+
+
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        ('{"floatx": ["float32"]}', "its floatx is ['float32'], not one of"),
+        ("[1, 2]", "holds a JSON list, not an object of settings"),
+        (None, "is a folder; remove it"),
+        ('{"image_data_format": 3}', "its image_data_format is 3"),
+        ('{"epsilon": "small"}', "its epsilon is 'small', not a float"),
+    ],
+)
+def test_a_keras_json_keras_cannot_import_with_is_named_in_one_line(
+    content, says, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    if content is None:
+        (tmp_path / "keras.json").mkdir()
+    else:
+        (tmp_path / "keras.json").write_text(content)
+    problem = backend_choice.keras_config_problem()
+    assert problem.startswith(f"Keras's settings file {tmp_path / 'keras.json'}")
+    assert says in problem
+
+
+@pytest.mark.parametrize("content", [None, "not json", '{"floatx": "float16"}'])
+def test_a_keras_json_keras_accepts_is_no_problem(content, tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    if content is not None:
+        (tmp_path / "keras.json").write_text(content)
+    assert backend_choice.keras_config_problem() is None
+
+
+def test_the_commands_use_float32_and_channels_last_whatever_keras_json_says():
+    keras = pytest.importorskip("keras")
+    keras.config.set_floatx("float16")
+    keras.config.set_image_data_format("channels_first")
+    try:
+        note = backend_choice.use_package_keras_settings()
+    finally:
+        keras.config.set_floatx("float32")
+        keras.config.set_image_data_format("channels_last")
+    assert "sets floatx float16, image_data_format channels_first" in note
+    assert "uses floatx float32, image_data_format channels_last" in note
+    assert backend_choice.use_package_keras_settings() is None
+
+
+def test_framework_warnings_stay_warnings_under_pythonwarnings_error():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("error")
+        backend_choice.keep_framework_warnings_as_warnings()
+        warnings.warn_explicit(  # shown, not raised
+            "old", DeprecationWarning, "_pytree.py", 1, module="torch.utils"
+        )
+        assert [str(w.message) for w in caught] == ["old"]
+        with pytest.raises(UserWarning):
+            warnings.warn_explicit("mine", UserWarning, "x.py", 1, module="myscript")

@@ -334,7 +334,7 @@ def test_an_output_that_cannot_be_written_exits_2_before_any_work(
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
         monkeypatch.setattr(
-            "keras_cifar_resnet.training.run_folder.tempfile.TemporaryFile", read_only
+            "keras_cifar_resnet.safe_files.tempfile.TemporaryFile", read_only
         )
     assert evaluate.main([str(saved_model[0]), "--output", str(output)]) == 2
     error = capsys.readouterr().err.strip()

@@ -11,7 +11,6 @@ from keras_cifar_resnet.config import UsageError, build_parser
 from keras_cifar_resnet.data.cifar10 import DataError
 from keras_cifar_resnet.reporting.model_files import ModelFileError
 from keras_cifar_resnet.training.checkpoints import CheckpointError
-from keras_cifar_resnet.training.run_folder import RunFolder
 
 
 def test_the_resume_command_survives_a_shell(tmp_path):
@@ -30,10 +29,44 @@ def test_every_line_that_gives_the_command_quotes_it(tmp_path):
     for line in (
         messages.already_holds_a_run(folder),
         messages.lost_process("process 1 was lost", folder),
-        messages.stopped(signal.SIGTERM, 1, 2, RunFolder(folder)),
-        messages.previous_checkpoint_advice(RunFolder(folder)),
+        messages.stopped(signal.SIGTERM, "after epoch 1", folder / "c.npz", folder),
+        messages.previous_checkpoint_advice(
+            folder, folder / "c.npz", folder / "p.npz", {"epoch": 1, "step": 0}, True
+        ),
+        messages.previous_checkpoint_advice(
+            folder, folder / "c.npz", folder / "p.npz", None, False
+        ),
     ):
         assert shlex.quote(str(folder)) in line, line
+
+
+def test_a_stop_says_whether_it_was_during_an_epoch_or_after_it():
+    assert messages.stop_position(0, 14, 175) == "during epoch 1, at step 14/175"
+    assert messages.stop_position(2, 0, 175) == "after epoch 2"
+
+
+def test_printable_escapes_control_characters_and_replaces_undecodable_bytes():
+    name = "cat\x1b]0;owned\x07\r\x9b.png"
+    assert messages.printable(name) == "cat\\x1b]0;owned\\x07\\r\\x9b.png"
+    undecodable = b"caf\xe9.png".decode("utf-8", "surrogateescape")
+    assert messages.printable(undecodable) == "caf\ufffd.png"
+    # Any encoding can write the result (no lone surrogates left).
+    messages.printable(undecodable).encode("utf-8")
+    assert messages.printable("accents é ok") == "accents é ok"
+
+
+def test_messages_import_nothing_of_the_package():
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(messages))
+    imported = [
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    ]
+    assert not [name for name in imported if name and "keras_cifar_resnet" in name]
 
 
 @pytest.mark.parametrize(

@@ -581,6 +581,13 @@ def test_a_damaged_checkpoint_names_the_good_previous_one_and_resumes_from_it(
     assert json.loads((folder / "summary.json").read_text())["train_seconds"] > 0
 
 
+def write_state_only_checkpoint(path, state):
+    """A checkpoint file holding `state` and no variables (enough to be read)."""
+    record = {"format": checkpoints.FORMAT_VERSION, "state": state, "variables": {}}
+    encoded = np.frombuffer(json.dumps(record).encode(), dtype=np.uint8)
+    np.savez(path, record=encoded)
+
+
 def _refuse_work(monkeypatch):
     def prepare_data(config):
         raise AssertionError("the data was loaded before the output was checked")
@@ -605,7 +612,7 @@ def test_an_output_dir_that_cannot_take_files_exits_2_before_any_work(
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
         monkeypatch.setattr(
-            "keras_cifar_resnet.training.run_folder.tempfile.TemporaryFile", read_only
+            "keras_cifar_resnet.safe_files.tempfile.TemporaryFile", read_only
         )
     assert main([*TINY, "--output-dir", str(output)]) == 2
     error = capsys.readouterr().err.strip()
@@ -695,7 +702,10 @@ def test_resuming_a_finished_run_says_where_its_results_are(
     argv = [*TINY, "--epochs", "1", "--output-dir", str(tmp_path)]
     folder = RunFolder(tmp_path)
     folder.start({"config": _config(argv).to_dict()})
-    folder.write_summary({"test": {"accuracy": 0.5}})
+    write_state_only_checkpoint(
+        folder.checkpoint_path, {"epoch": 1, "step": 0, "train_seconds": 2.04}
+    )
+    folder.write_summary({"epochs": 1, "train_seconds": 2.0, "test": {}})
     files = {path: path.read_bytes() for path in tmp_path.iterdir()}
     assert main(["--resume", str(tmp_path)]) == 0
     output = capsys.readouterr().out.strip()

@@ -12,14 +12,15 @@ makes:
 - classes: the model must be this package's `ResNet`, and every object the
   config names must be in `ALLOWED_CLASSES` (no `Lambda`, no functions);
 - size: the parameters the config declares (`MAX_PARAMETERS`), its input
-  (`MAX_INPUT_PIXELS`) and the memory it needs (`resources`);
+  (`MAX_INPUT_PIXELS`) and the memory it needs (`resources`), checked by
+  `model_limits.check_declared_size`;
 - fit: the input and the classes the caller expects (32x32x3 and 10 for
   CIFAR-10);
 - weights: floating-point and finite.
 
 Each refusal is a `ModelFileError` with one line naming what was refused.
-Keras is imported only once the file has passed, and any temporary files of
-a load that fails are removed.
+Keras is imported only once the file has passed, and any
+temporary files of a load that fails are removed.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import stat
 import tempfile
 import zipfile
 import zlib
@@ -34,17 +37,15 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_cifar_resnet.network.resources import (
-    ResourceError,
-    check_memory,
-    inference_bytes,
-    resnet_size,
-)
+from keras_cifar_resnet.errors import ModelFileError, RunFileError
 from keras_cifar_resnet.reporting.model_limits import (
-    check_structure,
+    CIFAR10_CLASSES,
+    CIFAR10_INPUT_SHAPE,
+    check_declared_size,
     check_weight_layout,
     check_zip_member,
 )
+from keras_cifar_resnet.safe_files import open_regular_file
 from keras_cifar_resnet.training.run_folder import RUN_MODEL_FILES
 
 CONFIG_MEMBER = "config.json"
@@ -55,12 +56,6 @@ WEIGHTS_MEMBER = "model.weights.h5"
 MEMBER_LIMITS = {CONFIG_MEMBER: 1 << 20, METADATA_MEMBER: 64 << 10}
 WEIGHTS_BYTES_PER_PARAMETER = 8
 WEIGHTS_OVERHEAD_BYTES = 16 << 20
-# ResNet34 at twice the width has 85 million; 1 GB of float32.
-MAX_PARAMETERS = 250_000_000
-# Height times width of the declared input.
-MAX_INPUT_PIXELS = 1024 * 1024
-CIFAR10_INPUT_SHAPE = (32, 32, 3)
-CIFAR10_CLASSES = 10
 # Every class a model file of this package may name, by the name Keras
 # registers it under (a package's `package>Class`, Keras's own class name),
 # with the module the file must give for it. To let a new layer or
@@ -116,16 +111,6 @@ FORMER_MODULES = {
 }
 
 
-class ModelFileError(Exception):
-    """A model path that is not a usable `.keras` file (message: one line)."""
-
-    def __init__(self, message, usage=False):
-        super().__init__(message)
-        # True when the user named the wrong thing (exit status 2), False
-        # when the named file itself is broken.
-        self.usage = usage
-
-
 def resolve_model_path(path):
     """The `.keras` file that `path` names: the file itself, or a run's folder's.
 
@@ -139,9 +124,13 @@ def resolve_model_path(path):
     path = Path(path)
     if path.is_dir():
         for name in RUN_MODEL_FILES:
-            if (path / name).is_file():
+            if os.path.lexists(path / name):
+                # A run's own file: a link or a pipe there is not trusted.
+                _check_run_file(path / name)
                 return path / name
-        candidates = sorted(path.glob("*.keras"))
+        candidates = sorted(
+            child for child in path.glob("*.keras") if _is_own_file(child)
+        )
         if len(candidates) == 1:
             return candidates[0]
         found = f"{len(candidates)} .keras files" if candidates else "no .keras file"
@@ -163,6 +152,21 @@ def resolve_model_path(path):
             usage=True,
         )
     return path
+
+
+def _is_own_file(path):
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _check_run_file(path):
+    if not _is_own_file(path):
+        what = "a link" if os.path.islink(path) else "not a regular file"
+        raise ModelFileError(
+            f"{path} is {what}; a run's model files must be its own", usage=True
+        )
 
 
 def _class_key(entry):
@@ -217,70 +221,6 @@ def check_classes(config, path):
     # Keras ignores the compile settings when loading for inference
     # (`compile=False`), so a compiled model's optimizer and loss may stay.
     walk({k: v for k, v in config.items() if k != "compile_config"}, None)
-
-
-def check_declared_size(config, path, input_shape, num_classes):
-    """The ResNet's declared size is within limits and fits the caller.
-
-    Args:
-        config: dict, the ResNet's constructor arguments from `config.json`.
-        path: Path, for the messages.
-        input_shape: tuple or None, the (height, width, channels) required.
-        num_classes: int or None, the number of outputs required.
-
-    Returns:
-        int, the parameters it declares.
-    """
-    check_structure(config, path)
-    raw_shape = config.get("input_shape", CIFAR10_INPUT_SHAPE)
-    if not (
-        isinstance(raw_shape, list | tuple)
-        and len(raw_shape) == 3
-        and all(isinstance(n, int) and n > 0 for n in raw_shape)
-    ):
-        needs = (
-            ""
-            if input_shape is None
-            else f"; this command needs {'x'.join(map(str, input_shape))}"
-        )
-        raise ModelFileError(
-            f"{path}: the model takes images of input_shape {raw_shape!r}, not "
-            f"a fixed height, width and channels{needs}"
-        )
-    try:
-        parameters, _, _ = resnet_size(config)
-        declared_shape = tuple(raw_shape)
-        declared_classes = int(config.get("num_classes", CIFAR10_CLASSES))
-    except (KeyError, TypeError, ValueError, OverflowError) as error:
-        raise ModelFileError(
-            f"{path}: its ResNet config is not valid ({type(error).__name__}: "
-            f"{' '.join(str(error).split())[:120]})"
-        ) from None
-    if declared_shape[0] * declared_shape[1] > MAX_INPUT_PIXELS:
-        raise ModelFileError(
-            f"{path}: declares an input of {declared_shape[0]}x{declared_shape[1]} "
-            f"pixels, above the limit of {MAX_INPUT_PIXELS:,}"
-        )
-    if input_shape is not None and declared_shape != tuple(input_shape):
-        raise ModelFileError(
-            f"{path}: the model takes {'x'.join(map(str, declared_shape))} "
-            f"images; this command needs {'x'.join(map(str, input_shape))}"
-        )
-    if num_classes is not None and declared_classes != num_classes:
-        raise ModelFileError(
-            f"{path}: the model has {declared_classes} classes; this command "
-            f"needs {num_classes} (CIFAR-10)"
-        )
-    if parameters > MAX_PARAMETERS:
-        raise ModelFileError(
-            f"{path}: declares {parameters:,} parameters, above the limit of "
-            f"{MAX_PARAMETERS:,}"
-        )
-    try:
-        check_memory(inference_bytes(config, batch_size=1), f"loading {path}")
-    except ResourceError as error:
-        raise ModelFileError(str(error)) from None
-    return parameters
 
 
 def _check_members(archive, path):
@@ -361,14 +301,25 @@ def check_model_file(
         ModelFileError: one line saying what was refused.
     """
     path = Path(path)
-    if not zipfile.is_zipfile(path):
+    try:
+        # Without blocking, checked from the open file: a pipe or device
+        # (or a link to one) swapped in after `resolve_model_path` is refused.
+        file = open_regular_file(path, follow_links=True)
+    except RunFileError as error:
+        raise ModelFileError(str(error)) from None
+    with file:
+        return _check_archive(file, path, input_shape, num_classes)
+
+
+def _check_archive(file, path, input_shape, num_classes):
+    if not zipfile.is_zipfile(file):
         # Keras reports a corrupt archive as "File not found"; say what it is.
         raise ModelFileError(
             f"{path} is not a valid .keras file (not a zip archive; "
             "corrupt or truncated?)"
         )
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(file) as archive:
             _check_members(archive, path)
             config = json.loads(archive.read(CONFIG_MEMBER))
             check_classes(config, path)

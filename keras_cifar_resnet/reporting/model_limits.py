@@ -15,6 +15,14 @@ from __future__ import annotations
 import math
 import zipfile
 
+from keras_cifar_resnet.errors import ModelFileError
+from keras_cifar_resnet.network.resources import (
+    ResourceError,
+    check_memory,
+    inference_bytes,
+    resnet_size,
+)
+
 # Methods `zipfile` inflates; anything else is not a file Keras wrote.
 ZIP_METHODS = {
     zipfile.ZIP_STORED: "stored",
@@ -26,11 +34,15 @@ ZIP_METHODS = {
 # one per stage for the `stackwise_` ones).
 STAGE_FIELDS = ("stackwise_num_blocks", "stackwise_num_filters", "stackwise_strides")
 INT_FIELDS = ("stem_filters",)
+# ResNet34 at twice the width has 85 million; 1 GB of float32.
+MAX_PARAMETERS = 250_000_000
+# Height times width of the declared input.
+MAX_INPUT_PIXELS = 1024 * 1024
+CIFAR10_INPUT_SHAPE = (32, 32, 3)
+CIFAR10_CLASSES = 10
 
 
 def _error(message):
-    from keras_cifar_resnet.reporting.model_files import ModelFileError
-
     return ModelFileError(message)
 
 
@@ -89,8 +101,7 @@ def check_structure(config, path):
     for field in INT_FIELDS:
         if field in config and not _positive_int(config[field]):
             raise _error(
-                f"{path}: its config's {field} is {config[field]!r}, not a "
-                "positive int"
+                f"{path}: its config's {field} is {config[field]!r}, not a positive int"
             )
     if "num_classes" in config and not (
         _positive_int(config["num_classes"]) and config["num_classes"] >= 2
@@ -132,9 +143,9 @@ def check_weight_layout(file, path, parameters):
     plain_layouts = (h5py.h5d.CONTIGUOUS, h5py.h5d.CHUNKED, h5py.h5d.COMPACT)
     datasets = []
     file.visititems(
-        lambda name, item: datasets.append((name, item))
-        if isinstance(item, h5py.Dataset)
-        else None
+        lambda name, item: (
+            datasets.append((name, item)) if isinstance(item, h5py.Dataset) else None
+        )
     )
     total = 0
     for name, dataset in datasets:
@@ -159,3 +170,67 @@ def check_weight_layout(file, path, parameters):
             f"{path}: its weights hold {total:,}{'+' if total > parameters else ''} "
             f"values; the config declares {parameters:,} parameters"
         )
+
+
+def check_declared_size(config, path, input_shape, num_classes):
+    """The ResNet's declared size is within limits and fits the caller.
+
+    Args:
+        config: dict, the ResNet's constructor arguments from `config.json`.
+        path: Path, for the messages.
+        input_shape: tuple or None, the (height, width, channels) required.
+        num_classes: int or None, the number of outputs required.
+
+    Returns:
+        int, the parameters it declares.
+    """
+    check_structure(config, path)
+    raw_shape = config.get("input_shape", CIFAR10_INPUT_SHAPE)
+    if not (
+        isinstance(raw_shape, list | tuple)
+        and len(raw_shape) == 3
+        and all(isinstance(n, int) and n > 0 for n in raw_shape)
+    ):
+        needs = (
+            ""
+            if input_shape is None
+            else f"; this command needs {'x'.join(map(str, input_shape))}"
+        )
+        raise ModelFileError(
+            f"{path}: the model takes images of input_shape {raw_shape!r}, not "
+            f"a fixed height, width and channels{needs}"
+        )
+    try:
+        parameters, _, _ = resnet_size(config)
+        declared_shape = tuple(raw_shape)
+        declared_classes = int(config.get("num_classes", CIFAR10_CLASSES))
+    except (KeyError, TypeError, ValueError, OverflowError) as error:
+        raise ModelFileError(
+            f"{path}: its ResNet config is not valid ({type(error).__name__}: "
+            f"{' '.join(str(error).split())[:120]})"
+        ) from None
+    if declared_shape[0] * declared_shape[1] > MAX_INPUT_PIXELS:
+        raise ModelFileError(
+            f"{path}: declares an input of {declared_shape[0]}x{declared_shape[1]} "
+            f"pixels, above the limit of {MAX_INPUT_PIXELS:,}"
+        )
+    if input_shape is not None and declared_shape != tuple(input_shape):
+        raise ModelFileError(
+            f"{path}: the model takes {'x'.join(map(str, declared_shape))} "
+            f"images; this command needs {'x'.join(map(str, input_shape))}"
+        )
+    if num_classes is not None and declared_classes != num_classes:
+        raise ModelFileError(
+            f"{path}: the model has {declared_classes} classes; this command "
+            f"needs {num_classes} (CIFAR-10)"
+        )
+    if parameters > MAX_PARAMETERS:
+        raise ModelFileError(
+            f"{path}: declares {parameters:,} parameters, above the limit of "
+            f"{MAX_PARAMETERS:,}"
+        )
+    try:
+        check_memory(inference_bytes(config, batch_size=1), f"loading {path}")
+    except ResourceError as error:
+        raise ModelFileError(str(error)) from None
+    return parameters

@@ -1,9 +1,12 @@
-"""The training loop's callbacks, one job each, in the manner of Keras's own.
+"""The training loop's callbacks, in the manner of Keras's own.
 
-Each gets what it works with in its constructor; what one callback tells
-the next goes through `logs`, as in Keras. `RunPosition` is the one that
-advances the run's position, and the one that knows a mid-epoch resume;
-the others read the position from it.
+Each gets what it works with in its constructor. After each step:
+`RunPosition` moves the run's position (it also knows a mid-epoch resume),
+`StopOnNonFiniteLoss` stops at a non-finite loss, `CheckpointOnSignal`
+saves the step after a stop signal. At the end of an epoch one callback,
+`EpochEnd`, runs the whole sequence in the order it must run: validation,
+the position, the best model, the log row with the checkpoint, then a stop
+a signal asked for. What it adds to `logs` is for the epoch line.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ class RunPosition(keras.callbacks.Callback):
     """The run's `Position`, advanced here and nowhere else.
 
     After each step it moves to the next step; after a whole epoch with a
-    finite loss, to the next epoch, with the best validation accuracy so far
-    (from `logs`, so it goes after `Validation`). A mid-epoch resume is
+    finite loss `EpochEnd` moves it to the next epoch (`advance`), with the
+    best validation accuracy so far. A mid-epoch resume is
     handled here too: the epoch's first `position.step` steps are the ones
     the resumed `fit` skips, and the interrupted epoch's running metrics are
     put back before it continues.
@@ -48,7 +51,6 @@ class RunPosition(keras.callbacks.Callback):
         self._epoch_metrics = epoch_metrics if position.step else None
         self._epoch = position.epoch
         self.whole_epoch = False
-        self.advanced = False
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._epoch_metrics is not None:
@@ -60,20 +62,22 @@ class RunPosition(keras.callbacks.Callback):
         elif epoch != self._epoch:
             self.first_step = 0
         self._epoch = epoch
-        self.whole_epoch = self.advanced = False
+        self.whole_epoch = False
 
     def on_train_batch_end(self, batch, logs=None):
         step = self.first_step + batch + 1
         self.position = self.position.at_step(self._epoch, step, self.clock.now())
         self.whole_epoch = step == self.steps_per_epoch
 
-    def on_epoch_end(self, epoch, logs=None):
-        if not (self.whole_epoch and _finite_loss(logs)):
-            return  # cut short by a signal, or failed: the last checkpoint stays
-        self.position = self.position.after_epoch(
-            epoch, (logs or {}).get("val_accuracy"), self.clock.now()
-        )
-        self.advanced = True
+    def advance(self, epoch, val_accuracy):
+        """To the next epoch after whole epoch `epoch`; returns whether it is the best.
+
+        Args:
+            epoch: int, the epoch just finished (0-based).
+            val_accuracy: float or None (no validation split).
+        """
+        self.position = self.position.after_epoch(epoch, val_accuracy, self.clock.now())
+        return self.position.best_epoch == epoch + 1
 
 
 def _finite_loss(logs):
@@ -109,8 +113,8 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 class CheckpointOnSignal(keras.callbacks.Callback):
     """After a stop signal: a checkpoint at the current step, then stop.
 
-    At an epoch's last step the epoch's own checkpoint (`EpochCheckpoint`)
-    serves, and the run stops after it. `stopped_at` is then the
+    At an epoch's last step the epoch's own checkpoint (`EpochEnd`) serves,
+    and the run stops after it (`after_epoch`). `stopped_at` is then the
     (epoch, step) the run continues from.
 
     Args:
@@ -138,98 +142,93 @@ class CheckpointOnSignal(keras.callbacks.Callback):
             self.stopped_at = (position.epoch, position.step)
             self.model.stop_training = True
 
-    def on_epoch_end(self, epoch, logs=None):
+    def after_epoch(self, epoch):
+        """Stops after epoch `epoch`'s records if a signal asked for a stop."""
         if self.signals.signum and self.stopped_at is None:
             self.stopped_at = (epoch + 1, 0)
             self.model.stop_training = True
 
 
-class Validation(keras.callbacks.Callback):
-    """After each whole epoch: the held-out figures and the epoch's seconds.
+class EpochEnd(keras.callbacks.Callback):
+    """The end of an epoch, as one sequence in the order it must run.
 
-    Adds `seconds` (the epoch's training time, before validation) and, when
-    there is a validation split, `val_loss` and `val_accuracy` to `logs`.
+    1. Nothing is recorded for an epoch cut short (a signal mid-epoch, whose
+       checkpoint `CheckpointOnSignal` wrote) or failed (a non-finite loss):
+       the last checkpoint stays.
+    2. The epoch's seconds (training only), then the held-out figures.
+    3. The position advances; the best epoch is judged on those figures.
+    4. `best.keras`, when this epoch is the best so far.
+    5. The log row and the checkpoint, written together, signals held.
+    6. A stop a signal asked for during the epoch's last step or 2-5.
+
+    Adds `seconds`, `val_loss`, `val_accuracy`, `learning_rate` and
+    `best_model` to `logs`, for the epoch line.
 
     Args:
+        run_position: `RunPosition`, the position it advances and saves.
         data: `input_pipeline.Datasets`; validates on its held-out images.
         batch_size: int, the validation batch.
-        run_position: `RunPosition`, which says whether the epoch was whole.
+        export: `ModelExport`, the writer of `best.keras`.
+        folder: the run's `RunFolder`, for the log.
+        checkpoints: `checkpoints.Checkpoints`, the writer.
+        signal_stop: `CheckpointOnSignal`, which stops the run after 5.
+        signals: `StopSignals`, held while the log and checkpoint are written.
+        is_chief: bool, whether this process writes the log.
     """
 
-    def __init__(self, data, batch_size, run_position):
+    def __init__(
+        self,
+        run_position,
+        data,
+        batch_size,
+        export,
+        folder,
+        checkpoints,
+        signal_stop,
+        signals,
+        is_chief,
+    ):
         super().__init__()
+        self.run_position = run_position
         self.data = data
         self.batch_size = batch_size
-        self.run_position = run_position
+        self.export = export
+        self.folder = folder
+        self.checkpoints = checkpoints
+        self.signal_stop = signal_stop
+        self.signals = signals
+        self.is_chief = is_chief
         self._started = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        if not (self.run_position.whole_epoch and _finite_loss(logs)):
-            return
         logs = logs if logs is not None else {}
-        logs["seconds"] = time.perf_counter() - self._started
-        if len(self.data.val_images):
-            results = self.model.evaluate(
-                self.data.val_images,
-                self.data.val_labels,
-                batch_size=self.batch_size,
-                verbose=0,
-                return_dict=True,
-            )
-            logs["val_loss"] = results["loss"]
-            logs["val_accuracy"] = results["accuracy"]
-
-
-class BestModel(keras.callbacks.Callback):
-    """Saves the model as `best.keras` after an epoch that improved on the best.
-
-    Args:
-        run_position: `RunPosition`, which holds the best epoch so far.
-        export: `ModelExport`, the writer.
-    """
-
-    def __init__(self, run_position, export):
-        super().__init__()
-        self.run_position = run_position
-        self.export = export
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.run_position.advanced and (
-            self.run_position.position.best_epoch == epoch + 1
-        ):
-            self.export.save(BEST_NAME)
-            if logs is not None:
+        if self.run_position.whole_epoch and _finite_loss(logs):
+            logs["seconds"] = time.perf_counter() - self._started
+            self._validate(logs)
+            if self.run_position.advance(epoch, logs.get("val_accuracy")):
+                self.export.save(BEST_NAME)
                 logs["best_model"] = BEST_NAME
+            self._record(epoch, logs)
+        self.signal_stop.after_epoch(epoch)
 
-
-class EpochCheckpoint(keras.callbacks.Callback):
-    """After each whole epoch: the log row and the checkpoint, written together.
-
-    Adds the learning rate to `logs`.
-
-    Args:
-        run_position: `RunPosition`, the position saved with the checkpoint.
-        folder: the run's `RunFolder`, for the log.
-        checkpoints: `Checkpoints`, the writer.
-        signals: `StopSignals`, held while the log and checkpoint are written.
-        is_chief: bool, whether this process writes the log.
-    """
-
-    def __init__(self, run_position, folder, checkpoints, signals, is_chief):
-        super().__init__()
-        self.run_position = run_position
-        self.folder = folder
-        self.checkpoints = checkpoints
-        self.signals = signals
-        self.is_chief = is_chief
-
-    def on_epoch_end(self, epoch, logs=None):
-        if not self.run_position.advanced:
+    def _validate(self, logs):
+        if not len(self.data.val_images):
             return
-        logs = logs if logs is not None else {}
+        results = self.model.evaluate(
+            self.data.val_images,
+            self.data.val_labels,
+            batch_size=self.batch_size,
+            verbose=0,
+            return_dict=True,
+        )
+        logs["val_loss"] = results["loss"]
+        logs["val_accuracy"] = results["accuracy"]
+
+    def _record(self, epoch, logs):
+        """The log row and the checkpoint of the position just reached."""
         logs["learning_rate"] = float(
             keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
         )

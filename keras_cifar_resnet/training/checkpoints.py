@@ -1,31 +1,23 @@
-"""Atomic training checkpoints: everything needed to continue a run exactly.
+"""A run's checkpoints, their one owner: everything needed to continue exactly.
 
-One `.npz` file holds the model's variables (weights and BatchNorm moving
-statistics), the optimizer's variables (step counter, momentum or Adam
-moments, loss scale), the metrics' running totals (for a checkpoint taken in
-the middle of an epoch) and a JSON record of where the run stands (epoch,
-step within the epoch, seed, best validation accuracy so far). Values are
-stored as numpy arrays keyed by position and checked against the variables'
-paths and shapes on load, so a checkpoint written under one backend loads
-under another.
-
-The file is written through `run_folder.write_atomically` (beside its final
-name, fsynced, renamed over it), so a run killed while writing leaves the
-previous checkpoint intact; the one before is kept beside it
-(`checkpoint.previous.npz`), so a file damaged later (a full disk, a copy cut
-short) still has a good predecessor. Reading a damaged file raises
-`CheckpointError` with one line saying what is wrong with it.
-
-The record also holds the settings that shape the computation
-(`run_settings`: model, width, batch size, seed, epochs, recipe...), so a
-resumed run whose `config.json` was edited since is refused in one line
-(`load_checkpoint(..., settings=...)`) instead of training on with other
-settings than the checkpoint's.
-
-The data order and the augmentation need no saved random state: the order of
-epoch `e` is a function of `(seed, e)` (`input_pipeline.TrainingBatches`) and the
-augmentation of step `s` a function of `(seed, s)`, where `s` is the
+One `.npz` file holds the model's, the optimizer's and the metrics'
+variables (running totals, for a checkpoint in the middle of an epoch) and
+a JSON record of where the run stands and of the settings that shape the
+computation (`run_settings`), so a resume whose `config.json` was edited is
+refused in one line. Values are keyed by position and checked against the
+variables' paths and shapes on load, so a checkpoint written under one
+backend loads under another. The data order and augmentation need no saved
+random state: they are functions of the seed, the epoch and the
 optimizer's step counter saved here.
+
+This module owns writing (`Checkpoints`, `save_checkpoint`: atomic, through
+`safe_files`, the file replaced kept as `checkpoint.previous.npz` by
+`run_folder.previous_checkpoint_path`), choosing the one a resume continues
+from (`checkpoint_to_resume`: the previous one when the last is damaged or
+gone), restoring it (`load_checkpoint`), and whether a run's `summary.json`
+is the one its checkpoint finished with (`summary_mismatch`). Reading a
+damaged file raises `CheckpointError` in one line; every member's declared
+size is checked before numpy allocates it.
 
 Reading needs numpy only; Keras is imported by the functions that touch
 variables, so a command can check a checkpoint before choosing the backend.
@@ -34,20 +26,29 @@ variables, so a command can check a checkpoint before choosing the backend.
 from __future__ import annotations
 
 import json
+import math
+import os
 import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from keras_cifar_resnet.config import RESUME_OVERRIDABLE
-from keras_cifar_resnet.training.run_folder import write_atomically
+from keras_cifar_resnet import messages
+from keras_cifar_resnet.config import RESUME_OVERRIDABLE, UsageError
+from keras_cifar_resnet.errors import CheckpointError, RunFileError
+from keras_cifar_resnet.safe_files import (
+    open_regular_file,
+    read_run_json,
+    write_atomically,
+)
+from keras_cifar_resnet.training.run_folder import (
+    DAMAGED_CHECKPOINT_NAME,
+    now,
+    previous_checkpoint_path,
+)
 
 FORMAT_VERSION = 1
-
-
-class CheckpointError(Exception):
-    """A checkpoint is missing, unreadable, or does not fit the model."""
 
 
 def run_settings(config):
@@ -109,12 +110,6 @@ def _groups(model):
     }
 
 
-def previous_checkpoint_path(path):
-    """Where the checkpoint before `path` is kept: `NAME.previous.npz`."""
-    path = Path(path)
-    return path.with_name(f"{path.stem}.previous{path.suffix}")
-
-
 def save_checkpoint(path, model, state):
     """Writes `model`'s variables and `state` to `path`, atomically.
 
@@ -174,11 +169,18 @@ def _damage(path, error):
 
 def _read(path):
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no checkpoint there")
     try:
-        with np.load(path, allow_pickle=False) as contents:
-            arrays = {name: contents[name] for name in contents.files}
+        file = open_regular_file(path)
+    except RunFileError as err:
+        if not os.path.lexists(path):
+            raise CheckpointError(f"{path}: no checkpoint there") from None
+        raise CheckpointError(str(err)) from None
+    try:
+        with file:
+            _check_members(file, os.fstat(file.fileno()).st_size)
+            file.seek(0)
+            with np.load(file, allow_pickle=False) as contents:
+                arrays = {name: contents[name] for name in contents.files}
         record = json.loads(arrays.pop("record").tobytes().decode())
         _check_arrays(record, arrays)
     except CheckpointError as err:
@@ -193,6 +195,41 @@ def _read(path):
             f"{FORMAT_VERSION}"
         )
     return record, arrays
+
+
+def _check_members(file, file_size):
+    """Every member is a stored array no larger than the bytes it holds.
+
+    Read from each member's header before its values: numpy allocates the
+    whole declared array first, so a small file declaring a (40000, 40000)
+    array would otherwise take gigabytes before failing.
+    """
+    with zipfile.ZipFile(file) as archive:
+        for info in archive.infolist():
+            if info.compress_type != zipfile.ZIP_STORED or info.file_size > file_size:
+                raise CheckpointError(
+                    f"member {info.filename!r} is compressed or larger than the "
+                    "file (not written by this package)"
+                )
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                if version not in _HEADER_READERS:
+                    raise CheckpointError(
+                        f"member {info.filename!r} has an unknown array header"
+                    )
+                shape, _, dtype = _HEADER_READERS[version](member)
+            declared = math.prod(shape) * dtype.itemsize
+            if declared > info.file_size:
+                raise CheckpointError(
+                    f"member {info.filename!r} declares a {shape} array of "
+                    f"{declared:,} bytes but holds {info.file_size:,}"
+                )
+
+
+_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
 
 
 def _check_arrays(record, arrays):
@@ -270,3 +307,138 @@ def load_checkpoint(path, model, settings=None):
         for index, variable in enumerate(variables):
             variable.assign(arrays[f"{group}/{index:05d}"])
     return record["state"]
+
+
+def saved_state(path):
+    """The state of the checkpoint at `path`, or None when none is readable."""
+    try:
+        return read_checkpoint_state(path)
+    except CheckpointError:
+        return None
+
+
+def checkpoint_to_resume(folder, from_previous=False):
+    """(path, state) of the checkpoint `--resume` continues from; None: none yet.
+
+    The last checkpoint; the previous one when asked, or when the last is
+    gone (deleted, or a copy of the folder without it), so that the epochs
+    it holds are never redone from the beginning. None means the run
+    stopped before its first checkpoint: it has nothing to lose.
+
+    Args:
+        folder: the run's `RunFolder`.
+        from_previous: bool, `--from-previous-checkpoint`.
+
+    Raises:
+        CheckpointError: the checkpoint is damaged (the message says whether
+            the previous one is good and how to continue from it).
+        UsageError: `--from-previous-checkpoint` without a previous one.
+    """
+    last, previous = folder.checkpoint_path, folder.previous_checkpoint_path
+    if from_previous:
+        if not os.path.lexists(previous):
+            raise UsageError(
+                f"--from-previous-checkpoint: {folder.path} has no {previous.name}"
+            )
+        return previous, read_checkpoint_state(previous)
+    if not os.path.lexists(last):
+        if os.path.lexists(previous):
+            return previous, read_checkpoint_state(previous)
+        return None
+    try:
+        return last, read_checkpoint_state(last)
+    except CheckpointError as err:
+        previous_state = saved_state(previous)
+        advice = messages.previous_checkpoint_advice(
+            folder.path, last, previous, previous_state, os.path.lexists(previous)
+        )
+        raise CheckpointError(f"{err}; {advice}") from None
+
+
+def set_aside_last(folder, checkpoint):
+    """Before a run continues from the previous checkpoint, moves the last away.
+
+    Else the next save would keep the damaged last file as the previous one
+    and drop the good one. Returns the note to print (or None when the run
+    continues from the last checkpoint).
+    """
+    if checkpoint == folder.checkpoint_path:
+        return None
+    if os.path.lexists(folder.checkpoint_path):
+        damaged = folder.path / DAMAGED_CHECKPOINT_NAME
+        folder.checkpoint_path.replace(damaged)
+        return messages.continuing_from(checkpoint, damaged)
+    return messages.continuing_from(checkpoint, missing=folder.checkpoint_path.name)
+
+
+def summary_mismatch(folder, state, epochs):
+    """Why the run's `summary.json` is not the one its checkpoint finished with.
+
+    None when it is: a regular file of the run, recording `epochs` epochs
+    and the checkpoint's training time, while the checkpoint stands at the
+    end of the last epoch. Only then is a resumed run complete.
+
+    Args:
+        folder: the run's `RunFolder`.
+        state: dict or None, the checkpoint's state.
+        epochs: int, the run's epochs.
+
+    Returns:
+        str (why not) or None.
+    """
+    if state is None or (state["epoch"], state["step"]) != (epochs, 0):
+        return "its checkpoint has not finished the last epoch"
+    try:
+        summary = read_run_json(folder.summary_path)
+    except RunFileError as err:
+        return str(err)
+    if summary.get("epochs") != epochs or summary.get("train_seconds") != round(
+        state["train_seconds"], 1
+    ):
+        return "it records other epochs or another training time than the checkpoint"
+    return None
+
+
+class Checkpoints:
+    """Saves the model with the run's `Position` to the run's checkpoint.
+
+    Args:
+        path: Path of `checkpoint.npz`.
+        model: the compiled Keras model.
+        config: the run's `TrainConfig` (its seed goes in the record).
+        steps_per_epoch: int, recorded so a resume can check the data.
+        distribution: the run's `Distribution`; only its chief writes.
+        signals: `StopSignals`, held while the file is written.
+    """
+
+    def __init__(self, path, model, config, steps_per_epoch, distribution, signals):
+        self.path = path
+        self.model = model
+        self.config = config
+        self.steps_per_epoch = steps_per_epoch
+        self.distribution = distribution
+        self.signals = signals
+
+    def save(self, position):
+        """Writes `position` and the model's state."""
+        import keras
+
+        if not self.distribution.is_chief:
+            # As the chief's write reads them (TF across workers).
+            self.distribution.join_chief_read(self.model.metrics_variables)
+            return
+        state = {
+            "epoch": position.epoch,
+            "step": position.step,
+            "seed": self.config.seed,
+            "steps_per_epoch": self.steps_per_epoch,
+            "best_epoch": position.best_epoch,
+            "best_val_accuracy": position.best_val_accuracy,
+            "train_seconds": position.train_seconds,
+            # What shaped the computation: a resume compares config.json with it.
+            "settings": run_settings(self.config),
+            "backend": keras.backend.backend(),
+            "time": now(),
+        }
+        with self.signals.saving():
+            save_checkpoint(self.path, self.model, state)

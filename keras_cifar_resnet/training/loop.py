@@ -4,12 +4,12 @@
 the checkpoint to continue from (or a new folder), `fit` with one-job
 callbacks (`keras_cifar_resnet.training.callbacks`), then the test-set evaluation of
 the model the run keeps. The run writes its files through
-`run_folder.RunFolder`; SIGINT and SIGTERM stop it after the current step
+`run_folder.RunFolder`; SIGINT, SIGTERM and SIGHUP stop it after the current step
 with a checkpoint (`keras_cifar_resnet.training.signals`); a non-finite loss stops it
 without one. What it tells the user comes from `keras_cifar_resnet.messages`.
 
 Exit status: 0 done; 1 failed (non-finite loss, a failed write); 128 + signal
-number when stopped by SIGINT (130) or SIGTERM (143).
+number when stopped by SIGINT (130), SIGTERM (143) or SIGHUP (129).
 
 Example:
 
@@ -37,26 +37,33 @@ from keras_cifar_resnet.data.input_pipeline import (
     TrainingBatches,
     prepare_data,
 )
+from keras_cifar_resnet.errors import ModelFileError
 from keras_cifar_resnet.network.resources import check_training_memory
 from keras_cifar_resnet.reporting.evaluation import evaluate_model, progress_verbosity
+from keras_cifar_resnet.reporting.model_files import load_model
 from keras_cifar_resnet.training.build import build_model, compile_model
 from keras_cifar_resnet.training.callbacks import (
-    BestModel,
     CheckpointOnSignal,
-    EpochCheckpoint,
+    EpochEnd,
     EpochLine,
     RunPosition,
     StepProgress,
     StopOnNonFiniteLoss,
-    Validation,
 )
-from keras_cifar_resnet.training.checkpoints import load_checkpoint, run_settings
+from keras_cifar_resnet.training.checkpoints import (
+    Checkpoints,
+    load_checkpoint,
+    run_settings,
+    saved_state,
+    set_aside_last,
+)
 from keras_cifar_resnet.training.distribute import LostProcessError, setup_distribution
+from keras_cifar_resnet.training.first_run import no_accelerator_note
 from keras_cifar_resnet.training.precision_support import warn_if_slow
 from keras_cifar_resnet.training.run_folder import (
     BEST_NAME,
+    CHECKPOINT_NAME,
     CURVES_NAME,
-    DAMAGED_CHECKPOINT_NAME,
     FINAL_NAME,
     RunFolder,
     WriteError,
@@ -66,7 +73,6 @@ from keras_cifar_resnet.training.run_folder import (
     now,
 )
 from keras_cifar_resnet.training.run_state import (
-    Checkpoints,
     ModelExport,
     Position,
     TrainingClock,
@@ -116,12 +122,22 @@ def train(config, *, resume=False, callbacks=(), checkpoint=None):
                 )
             except RunStopped as stop:
                 if distribution.is_chief:
-                    line = messages.stopped_at_once(stop.signum, folder, config.epochs)
+                    line = messages.stopped_at_once(
+                        stop.signum, _how_to_continue(folder, config.epochs)
+                    )
                     print(line, flush=True)
                 return messages.signal_exit_status(stop.signum)
             except WriteError as error:
+                kept = [
+                    name
+                    for name in (CHECKPOINT_NAME, BEST_NAME, FINAL_NAME)
+                    if (folder.path / name).is_file()
+                ]
                 print(
-                    messages.write_error(error, folder, config.epochs), file=sys.stderr
+                    messages.write_error(
+                        error, kept, _how_to_continue(folder, config.epochs)
+                    ),
+                    file=sys.stderr,
                 )
                 return messages.EXIT_FAILED
     except Exception as error:
@@ -189,6 +205,7 @@ def _train_and_evaluate(
                 backend=choose_backend().describe(),
                 data=data,
                 steps_per_epoch=steps_per_epoch,
+                note=no_accelerator_note(config.model, config.width_multiplier),
             ),
             flush=True,
         )
@@ -209,16 +226,23 @@ def _train_and_evaluate(
             signal_stop = CheckpointOnSignal(signals, checkpoints, run_position)
             callbacks = [
                 *extra_callbacks,
-                # Before the position: an epoch's best is judged on its figures.
-                Validation(data, config.batch_size, run_position),
+                # After each step, in this order: the position, then the
+                # checks that may stop the run at it.
                 run_position,
                 nan_stop,
-                BestModel(run_position, export),
-                EpochCheckpoint(
-                    run_position, folder, checkpoints, signals, distribution.is_chief
-                ),
-                # After the epoch's records: a signal during them stops here.
                 signal_stop,
+                # The end of an epoch: one sequence, in order.
+                EpochEnd(
+                    run_position,
+                    data,
+                    config.batch_size,
+                    export,
+                    folder,
+                    checkpoints,
+                    signal_stop,
+                    signals,
+                    distribution.is_chief,
+                ),
                 *shown,
             ]
             batches.start_epoch = first_epoch
@@ -241,16 +265,23 @@ def _train_and_evaluate(
             if nan_stop.failure:
                 print(
                     messages.non_finite_loss(
-                        nan_stop.failure, config, folder.checkpoint_path
+                        nan_stop.failure,
+                        config,
+                        folder.checkpoint_path,
+                        folder.checkpoint_path.exists(),
                     ),
                     file=sys.stderr,
                 )
                 return messages.EXIT_FAILED
             if signal_stop.stopped_at:
                 if distribution.is_chief:
-                    epoch, step = signal_stop.stopped_at
+                    where = messages.stop_position(
+                        *signal_stop.stopped_at, steps_per_epoch
+                    )
                     print(
-                        messages.stopped(signals.signum, epoch, step, folder),
+                        messages.stopped(
+                            signals.signum, where, folder.checkpoint_path, folder.path
+                        ),
                         flush=True,
                     )
                 return messages.signal_exit_status(signals.signum)
@@ -264,6 +295,17 @@ def _train_and_evaluate(
         return 0
     return _evaluate_and_summarise(
         config, data, folder, position, distribution, signals
+    )
+
+
+def _how_to_continue(folder, epochs):
+    """`messages.how_to_continue` for the run in `folder`, from its checkpoint."""
+    return messages.how_to_continue(
+        folder.path,
+        folder.checkpoint_path,
+        saved_state(folder.checkpoint_path),
+        epochs,
+        holds_run=folder.holds_run(),
     )
 
 
@@ -311,15 +353,10 @@ def _restore(config, model, folder, checkpoint, distribution):
     position = Position.from_checkpoint(
         load_checkpoint(checkpoint, model, settings=run_settings(config))
     )
-    if checkpoint != folder.checkpoint_path and distribution.is_chief:
-        # Else the next save would keep the damaged file as the previous one
-        # and drop the good one.
-        damaged = folder.path / DAMAGED_CHECKPOINT_NAME
-        if folder.checkpoint_path.exists():
-            folder.checkpoint_path.replace(damaged)
-        else:
-            damaged = None
-        print(messages.continuing_from(checkpoint, damaged), flush=True)
+    if distribution.is_chief:
+        note = set_aside_last(folder, checkpoint)
+        if note:
+            print(note, flush=True)
     metrics = None
     if position.step:
         metrics = [keras.ops.convert_to_numpy(v) for v in model.metrics_variables]
@@ -343,13 +380,21 @@ def _evaluate_and_summarise(config, data, folder, position, distribution, signal
     report = _test_report(config, data, folder.path / FINAL_NAME, distribution)
     best = None
     if position.best_epoch:
-        best = {
-            "model_file": BEST_NAME,
-            "chosen_on": "validation split",
-            "epoch": position.best_epoch,
-            "validation_accuracy": position.best_val_accuracy,
-            "test": _test_report(config, data, folder.path / BEST_NAME, distribution),
-        }
+        try:
+            best_report = _test_report(
+                config, data, folder.path / BEST_NAME, distribution
+            )
+        except ModelFileError as error:
+            # Lost or damaged since it was written: the summary goes without it.
+            print(messages.best_model_unreadable(error), flush=True)
+        else:
+            best = {
+                "model_file": BEST_NAME,
+                "chosen_on": "validation split",
+                "epoch": position.best_epoch,
+                "validation_accuracy": position.best_val_accuracy,
+                "test": best_report,
+            }
     with signals.saving():
         folder.write_summary(
             {
@@ -377,8 +422,10 @@ def _test_report(config, data, model_path, distribution):
     # float32 whatever the training precision, so the figure is the one the
     # evaluate command gives for the same file.
     with distribution.local_scope(), dtype_policy("float32"):
+        # Checked as evaluate checks it: a damaged file is one line.
+        model, _ = load_model(model_path, input_shape=None, num_classes=None)
         return evaluate_model(
-            keras.saving.load_model(model_path),
+            model,
             data.test_images,
             data.test_labels,
             batch_size=config.eval_batch_size,

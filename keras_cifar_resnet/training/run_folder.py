@@ -13,9 +13,10 @@ A run leaves in its folder:
   validation model's figures apart, labelled as chosen on validation;
 - `curves.png`: loss and accuracy per epoch.
 
-Every file is written beside its final name, flushed to disk and renamed
-over it (`write_atomically`), so a run killed while writing leaves the
-previous version intact. `model_files.load_model` reads a run's model (or
+Every file is written and read through `safe_files`: written beside its
+final name, flushed to disk and renamed over it, so a run killed while
+writing leaves the previous version intact; read only as a regular file of
+the run's own, within its size. `model_files.load_model` reads a run's model (or
 any `.keras` file) back for inference.
 
 Keras is imported inside the functions that need it, so the commands can
@@ -27,23 +28,43 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime
-import errno
 import fcntl
 import importlib.metadata
-import json
+import io
 import os
 import platform
-import shutil
-import tempfile
 from pathlib import Path
 
 from keras_cifar_resnet.config import UsageError
+from keras_cifar_resnet.errors import RunFileError
+from keras_cifar_resnet.safe_files import (
+    WriteError,
+    read_run_json,
+    read_run_text,
+    write_atomically,
+    write_json,
+)
+
+# Re-exported from their former home here, where callers found them.
+from keras_cifar_resnet.safe_files import open_regular_file as open_regular_file
+from keras_cifar_resnet.safe_files import unwritable_reason as unwritable_reason
 
 CONFIG_NAME = "config.json"
 LOG_NAME = "log.csv"
 CHECKPOINT_NAME = "checkpoint.npz"
-# The checkpoint before the last one, kept in case the last is damaged.
-PREVIOUS_CHECKPOINT_NAME = "checkpoint.previous.npz"
+
+
+def previous_checkpoint_path(path):
+    """Where the checkpoint before `path` is kept: `NAME.previous.npz`.
+
+    The one rule for the previous checkpoint's name (kept in case the last
+    is damaged).
+    """
+    path = Path(path)
+    return path.with_name(f"{path.stem}.previous{path.suffix}")
+
+
+PREVIOUS_CHECKPOINT_NAME = previous_checkpoint_path(CHECKPOINT_NAME).name
 # A damaged last checkpoint, set aside when a run continues from the previous.
 DAMAGED_CHECKPOINT_NAME = "checkpoint.damaged.npz"
 BEST_NAME = "best.keras"
@@ -66,123 +87,6 @@ LOG_COLUMNS = (
     "learning_rate",
     "seconds",
 )
-
-
-class WriteError(OSError):
-    """A run's file could not be written (a full disk, a read-only place).
-
-    The message names the file and the reason in one line; the file's old
-    version, if any, is intact (`write_atomically`).
-    """
-
-    def __str__(self):
-        return self.strerror
-
-
-def unwritable_reason(folder):
-    """Why files cannot be written in `folder`, or None when they can.
-
-    Checked before a command does any work, without creating `folder`: its
-    nearest existing ancestor must be a folder that takes a file (a
-    temporary one, removed at once), so a read-only file system or a path
-    through a file is caught here rather than after minutes of work.
-
-    Args:
-        folder: str or Path, the folder a command will write into (it may not
-            exist yet).
-
-    Returns:
-        str (one line) or None.
-    """
-    folder = Path(folder)
-    existing = folder
-    while not existing.exists() and existing.parent != existing:
-        if os.path.islink(existing):
-            return f"{existing} is a link to {os.readlink(existing)}, which is missing"
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"{existing} is a file, not a folder"
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as error:
-        return f"cannot write in {existing} ({error.strerror or error})"
-    return None
-
-
-def write_atomically(path, write, *, keep_previous=None):
-    """Writes `path` through `write(temporary_path)`, then fsyncs and renames.
-
-    The temporary file keeps `path`'s suffix (Keras saves only to `.keras`
-    names). Its bytes reach the disk before the rename makes them the file,
-    so a crash or power cut leaves the old file or the new one, never a
-    truncated one.
-
-    Args:
-        path: str or Path, the file to (re)write.
-        write: callable taking the temporary Path and writing the content.
-        keep_previous: str, Path or None: where the old `path` is kept once
-            the new one is written (a damaged file then has a fallback).
-            Defaults to None (not kept).
-
-    Returns:
-        Path, the written file.
-
-    Raises:
-        WriteError: the file could not be written; the old one is intact.
-    """
-    path = Path(path)
-    try:
-        return _write_atomically(path, write, keep_previous)
-    except WriteError:
-        raise
-    except OSError as error:
-        reason = error.strerror or str(error)
-        raise WriteError(error.errno, f"cannot write {path}: {reason}") from error
-
-
-def _write_atomically(path, write, keep_previous):
-    # Renamed over a regular file only: never a folder, device or pipe.
-    if os.path.exists(path) and not os.path.isfile(path):
-        raise WriteError(
-            errno.EEXIST, f"cannot write {path}: it exists and is not a regular file"
-        )
-    temporary = path.with_name(f".{os.getpid()}.{path.name}")
-    try:
-        write(temporary)
-        with open(temporary, "r+b") as file:
-            os.fsync(file.fileno())
-        if keep_previous is not None and path.exists():
-            _keep_copy(path, Path(keep_previous))
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-    return path
-
-
-def _keep_copy(path, copy):
-    """Makes `copy` hold `path`'s bytes, atomically, leaving `path` in place.
-
-    A hard link costs nothing; a copy serves file systems without links.
-    `path` never goes missing, so there is no moment without a checkpoint.
-    """
-    temporary = copy.with_name(f".{os.getpid()}.{copy.name}")
-    try:
-        try:
-            os.link(path, temporary)
-        except OSError:
-            shutil.copyfile(path, temporary)
-        os.replace(temporary, copy)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-
-
-def write_json(path, data):
-    """Writes `data` as indented JSON to `path`, atomically."""
-    text = json.dumps(data, indent=2) + "\n"
-    return write_atomically(path, lambda temporary: temporary.write_text(text))
 
 
 def now():
@@ -371,8 +275,19 @@ class RunFolder:
         self._write_log([])
 
     def saved_record(self):
-        """`config.json` as a dict (`config`, `started`, `resumed`, ...)."""
-        return json.loads(self.config_path.read_text())
+        """`config.json` as a dict (`config`, `started`, `resumed`, ...).
+
+        Raises:
+            RunFileError: the file is missing, damaged, a link, or its
+                `resumed` entry is not a list (one line naming it).
+        """
+        record = read_run_json(self.config_path)
+        if not isinstance(record.get("resumed", []), list):
+            raise RunFileError(
+                f'{self.config_path}: its "resumed" entry is '
+                f"{type(record['resumed']).__name__}, not a list (edited?)"
+            )
+        return record
 
     def record_resume(self, entry):
         """Appends `entry` to the `resumed` list of `config.json`."""
@@ -381,9 +296,17 @@ class RunFolder:
         write_json(self.config_path, record)
 
     def read_log(self):
-        """The log's rows as dicts of strings, first epoch first."""
-        with open(self.log_path, newline="") as file:
-            return list(csv.DictReader(file))
+        """The log's rows as dicts of strings, first epoch first.
+
+        Raises:
+            RunFileError: the log is missing, damaged or not this package's.
+        """
+        rows = list(csv.DictReader(io.StringIO(read_run_text(self.log_path))))
+        if rows and not set(LOG_COLUMNS) >= set(rows[0]) - {None}:
+            raise RunFileError(
+                f"{self.log_path} has columns other than {', '.join(LOG_COLUMNS)}"
+            )
+        return rows
 
     def _write_log(self, rows):
         def write(temporary):

@@ -2,10 +2,11 @@
 
 `Position` is where the run stands (the next epoch and step, the best
 epoch so far, the seconds trained): an immutable value that only
-`callbacks.RunPosition` advances; a checkpoint stores it with the weights,
-and resuming reads it back. `Checkpoints` and `ModelExport` write
-under `StopSignals.saving`, so a signal never cuts a file short, and only
-on the chief process of a distributed run.
+`callbacks.RunPosition` advances (at an epoch's end, when `EpochEnd` says
+so); a checkpoint stores it with the weights, and resuming reads it back.
+`ModelExport` (like `checkpoints.Checkpoints`) writes under
+`StopSignals.saving`, so a signal never cuts a file short, and only on the
+chief process of a distributed run.
 """
 
 from __future__ import annotations
@@ -14,11 +15,7 @@ import contextlib
 import dataclasses
 import time
 
-import keras
-
 from keras_cifar_resnet.models import ResNet
-from keras_cifar_resnet.training.checkpoints import run_settings, save_checkpoint
-from keras_cifar_resnet.training.run_folder import now
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,49 +89,6 @@ class TrainingClock:
         if self._started is None:
             return self.seconds
         return self.seconds + time.perf_counter() - self._started
-
-
-class Checkpoints:
-    """Saves the model with the run's `Position` to the run's checkpoint.
-
-    Args:
-        path: Path of `checkpoint.npz`.
-        model: the compiled Keras model.
-        config: the run's `TrainConfig` (its seed goes in the record).
-        steps_per_epoch: int, recorded so a resume can check the data.
-        distribution: the run's `Distribution`; only its chief writes.
-        signals: `StopSignals`, held while the file is written.
-    """
-
-    def __init__(self, path, model, config, steps_per_epoch, distribution, signals):
-        self.path = path
-        self.model = model
-        self.config = config
-        self.steps_per_epoch = steps_per_epoch
-        self.distribution = distribution
-        self.signals = signals
-
-    def save(self, position):
-        """Writes `position` and the model's state."""
-        if not self.distribution.is_chief:
-            # As the chief's write reads them (TF across workers).
-            self.distribution.join_chief_read(self.model.metrics_variables)
-            return
-        state = {
-            "epoch": position.epoch,
-            "step": position.step,
-            "seed": self.config.seed,
-            "steps_per_epoch": self.steps_per_epoch,
-            "best_epoch": position.best_epoch,
-            "best_val_accuracy": position.best_val_accuracy,
-            "train_seconds": position.train_seconds,
-            # What shaped the computation: a resume compares config.json with it.
-            "settings": run_settings(self.config),
-            "backend": keras.backend.backend(),
-            "time": now(),
-        }
-        with self.signals.saving():
-            save_checkpoint(self.path, self.model, state)
 
 
 class ModelExport:

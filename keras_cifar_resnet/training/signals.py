@@ -1,4 +1,9 @@
-"""SIGINT and SIGTERM during a training run: stop after the step, or at once.
+"""SIGINT, SIGTERM and SIGHUP during a training run: stop after the step, or at once.
+
+SIGHUP (the terminal closed, without `nohup`) is handled as SIGTERM: a
+checkpoint of the step, then the run stops. The terminal is gone by then,
+so the outputs that were that terminal are pointed at the null device
+first: the lines that would go there cannot fail the save.
 
 Keras-free, like the command line, so that it can be installed before any
 framework is imported.
@@ -7,6 +12,7 @@ framework is imported.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -35,8 +41,24 @@ def _say(line):
     print(f"{line}\n", end="", flush=True)
 
 
+def _is_terminal(stream):
+    try:
+        return os.isatty(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _silence(streams):
+    """Points `streams`' descriptors at the null device (their terminal hung up)."""
+    for stream in streams:
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, stream.fileno())
+            os.close(null)
+
+
 class StopSignals:
-    """SIGINT and SIGTERM for the whole run, from setup to the last file.
+    """SIGINT, SIGTERM and SIGHUP for the whole run, from setup to the last file.
 
     In the epochs (`in_epochs`), the first signal sets `signum`, which the
     `CheckpointOnSignal` callback checks after each step: the run stops there
@@ -56,7 +78,7 @@ class StopSignals:
     ...         write_checkpoint()
     """
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self):
         self.signum = None
@@ -66,8 +88,13 @@ class StopSignals:
         self._stopping = False
         self._previous = {}
         self._previous_unraisable_hook = None
+        self._terminal_outputs = ()
 
     def __enter__(self):
+        # Known now: once the terminal hangs up, `isatty` no longer says so.
+        self._terminal_outputs = [
+            stream for stream in (sys.stdout, sys.stderr) if _is_terminal(stream)
+        ]
         # Signal handlers can only be installed from the main thread.
         if threading.current_thread() is threading.main_thread():
             for signum in self.SIGNALS:
@@ -96,6 +123,8 @@ class StopSignals:
         self._handle(signum, None)
 
     def _handle(self, signum, frame):
+        if signum == signal.SIGHUP:
+            _silence(self._terminal_outputs)
         if self._stopping:
             return  # stopping at once already: the unwinding must not break
         if self._saving and self._held is None:
