@@ -13,6 +13,7 @@ import functools
 import keras
 from keras import layers
 
+from keras_cifar_resnet import serving
 from keras_cifar_resnet.network import batch_norm as fused_batch_norm_layer
 from keras_cifar_resnet.network import conv as fused_conv_layer
 from keras_cifar_resnet.network.initializers import (
@@ -359,6 +360,31 @@ class ResNet(backend_train_step_class(), keras.Model):
             for key, value in self.architecture.items()
         }
         return config | {"name": self.name}
+
+    def export(
+        self,
+        filepath,
+        format="tf_saved_model",  # noqa: A002 -- Keras's own argument name
+        verbose=None,
+        input_signature=None,
+        **kwargs,
+    ):
+        """Keras's `export`, taking raw uint8 images as the model does.
+
+        `format` `"tf_saved_model"` exports under TensorFlow and JAX,
+        `"onnx"` under TensorFlow and torch (`keras_cifar_resnet.serving`);
+        another backend is refused with one line naming one that can.
+        """
+        serving.check_export(format, keras.backend.backend())
+        if input_signature is None:
+            input_signature = serving.image_signature(self.image_shape)
+        return super().export(
+            filepath,
+            format=format,
+            verbose=verbose,
+            input_signature=input_signature,
+            **kwargs,
+        )
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
