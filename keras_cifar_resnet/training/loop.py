@@ -72,6 +72,7 @@ from keras_cifar_resnet.training.run_state import (
     TrainingClock,
 )
 from keras_cifar_resnet.training.signals import RunStopped, StopSignals
+from keras_cifar_resnet.training.tensorboard import TensorBoardLog
 
 
 def train(config, *, resume=False, callbacks=(), checkpoint=None):
@@ -216,6 +217,11 @@ def _train_and_evaluate(
                 BestModel(run_position, export),
                 EpochCheckpoint(
                     run_position, folder, checkpoints, signals, distribution.is_chief
+                ),
+                *(
+                    [TensorBoardLog(folder.path, run_position)]
+                    if config.tensorboard and distribution.is_chief
+                    else []
                 ),
                 # After the epoch's records: a signal during them stops here.
                 signal_stop,
