@@ -22,6 +22,10 @@ from keras_cifar_resnet.network.initializers import (
     draw_model_seed,
     layer_initializers,
 )
+
+# The one import from the network up into the training package, by design:
+# the model class takes its train step from the backend, so that `fit` runs
+# the package's step whichever backend Keras runs on.
 from keras_cifar_resnet.training.steps import backend_train_step_class
 
 BLOCK_TYPES = ("basic_block",)
@@ -236,9 +240,6 @@ def build_network(arguments, seed):
     return inputs, outputs
 
 
-# The model's train step comes from the backend (`training.steps`): the one
-# import from the model up into the training package, by design, since
-# `fit` must run the package's step whichever backend Keras runs on.
 @keras.saving.register_keras_serializable(package="keras_cifar_resnet")
 class ResNet(backend_train_step_class(), keras.Model):
     """ResNet for CIFAR-sized images, taking raw 0-255 pixels.

@@ -8,9 +8,10 @@ naming a backend that can, before Keras starts (and fails partway).
 
 from __future__ import annotations
 
-# Measured with Keras 3.15.1: a SavedModel from torch fails inside Keras's
-# torch.export step; ONNX from JAX needs jax2onnx, whose graph for the
-# stem's stride-1 "same" max-pool onnxruntime rejects.
+# Keras 3.15.1: a SavedModel from torch fails inside Keras's torch.export
+# step (a dynamic_shapes structure mismatch); ONNX from JAX needs jax2onnx,
+# which has been seen to write the stem's stride-1 "same" max-pool as a
+# 4-D MaxPool kernel that onnxruntime rejects.
 BACKENDS_THAT_EXPORT = {
     "tf_saved_model": ("tensorflow", "jax"),
     "onnx": ("tensorflow", "torch"),
