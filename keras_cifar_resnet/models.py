@@ -13,6 +13,7 @@ import functools
 import keras
 from keras import layers
 
+from keras_cifar_resnet import serving
 from keras_cifar_resnet.network import batch_norm as fused_batch_norm_layer
 from keras_cifar_resnet.network import conv as fused_conv_layer
 from keras_cifar_resnet.network.initializers import (
@@ -21,14 +22,114 @@ from keras_cifar_resnet.network.initializers import (
     draw_model_seed,
     layer_initializers,
 )
+
+# The one import from the network up into the training package, by design:
+# the model class takes its train step from the backend, so that `fit` runs
+# the package's step whichever backend Keras runs on.
 from keras_cifar_resnet.training.steps import backend_train_step_class
 
 BLOCK_TYPES = ("basic_block",)
+# A backbone's last layer (`include_top=False`): none (the last stage's
+# feature map) or a global pooling to one vector per image.
+POOLINGS = {
+    None: None,
+    "avg": layers.GlobalAveragePooling2D,
+    "max": layers.GlobalMaxPooling2D,
+}
 
 
-def _validate(name, value, ok, expected):
-    if not ok:
-        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
+# How each constructor argument must look: (check, what the error says).
+# `stages` is the number of entries of `stackwise_num_blocks`.
+def _positive_ints(value):
+    return all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in value)
+
+
+_ARGUMENT_RULES = {
+    "stackwise_num_blocks": (
+        lambda v, stages: len(v) > 0 and _positive_ints(v),
+        "a non-empty sequence of positive ints",
+    ),
+    "stackwise_num_filters": (
+        lambda v, stages: len(v) == stages and _positive_ints(v),
+        "{stages} positive ints, one per stage",
+    ),
+    "stackwise_strides": (
+        lambda v, stages: len(v) == stages and _positive_ints(v),
+        "{stages} positive ints, one per stage",
+    ),
+    "block_type": (lambda v, stages: v in BLOCKS, f"one of {BLOCK_TYPES}"),
+    "stem_filters": (lambda v, stages: _positive_ints([v]), "a positive int"),
+    "num_classes": (
+        lambda v, stages: isinstance(v, int) and not isinstance(v, bool) and v >= 2,
+        "an int >= 2",
+    ),
+    "input_shape": (
+        lambda v, stages: len(v) == 3 and _positive_ints(v) and min(v[:2]) >= 3,
+        "(height, width, channels) with height and width >= 3",
+    ),
+    "batch_norm_momentum": (
+        lambda v, stages: isinstance(v, float) and 0.0 <= v < 1.0,
+        "a float in [0, 1)",
+    ),
+    "width_multiplier": (
+        lambda v, stages: (
+            isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and 0.0 < v < float("inf")
+        ),
+        "a finite number > 0",
+    ),
+    "fused_batch_norm": (lambda v, stages: isinstance(v, bool), "True or False"),
+    "fused_conv": (lambda v, stages: isinstance(v, bool), "True or False"),
+    "initializer": (lambda v, stages: v in INITIALIZERS, f"one of {INITIALIZERS}"),
+    "include_top": (lambda v, stages: isinstance(v, bool), "True or False"),
+    "pooling": (lambda v, stages: v in POOLINGS, f"one of {tuple(POOLINGS)}"),
+}
+_ARGUMENTS = tuple(_ARGUMENT_RULES)
+_SEQUENCES = ("stackwise_num_blocks", "stackwise_num_filters", "stackwise_strides")
+# What `keras.Model` itself takes beside the network's arguments.
+_MODEL_KEYWORDS = ("trainable", "dtype")
+
+
+def _checked_arguments(arguments):
+    """`arguments` with sequences as tuples, or ValueError naming the bad one."""
+    arguments = dict(arguments)
+    for name in (*_SEQUENCES, "input_shape"):
+        try:
+            arguments[name] = tuple(arguments[name])
+        except TypeError:
+            pass  # not a sequence: the rule below says what it must be
+    stages = len(arguments["stackwise_num_blocks"])
+    for name, (ok, expected) in _ARGUMENT_RULES.items():
+        value = arguments[name]
+        try:
+            valid = ok(value, stages)
+        except TypeError:
+            valid = False
+        if not valid:
+            raise ValueError(
+                f"`{name}` must be {expected.format(stages=stages)}. "
+                f"Received: {name}={value!r}"
+            )
+    if arguments["include_top"] and arguments["pooling"] is not None:
+        raise ValueError(
+            "`pooling` applies to a backbone only (`include_top=False`); with the "
+            "classifier on top the network always averages. Received: "
+            f"include_top=True, pooling={arguments['pooling']!r}"
+        )
+    arguments["width_multiplier"] = float(arguments["width_multiplier"])
+    return arguments
+
+
+def _check_model_keywords(kwargs):
+    unknown = sorted(set(kwargs) - set(_MODEL_KEYWORDS))
+    if unknown:
+        raise TypeError(
+            f"ResNet got unexpected keyword arguments {unknown}; it takes the "
+            "arguments its docstring lists and keras.Model's "
+            f"{list(_MODEL_KEYWORDS)}. Received: "
+            + ", ".join(f"{key}={kwargs[key]!r}" for key in unknown)
+        )
 
 
 def basic_block(x, filters, stride, batch_norm, conv, name, init):
@@ -68,6 +169,77 @@ def basic_block(x, filters, stride, batch_norm, conv, name, init):
 BLOCKS = {"basic_block": basic_block}
 
 
+def build_network(arguments, seed):
+    """(inputs, outputs) of the Keras graph that `arguments` describe.
+
+    Args:
+        arguments: dict, `ResNet`'s checked constructor arguments.
+        seed: int, the model's seed for the initializers.
+    """
+
+    def init(name, inputs, kernel_size, dense=False):
+        fan_in = inputs.shape[-1] * kernel_size**2
+        return layer_initializers(
+            arguments["initializer"], seed, name, fan_in, dense=dense
+        )
+
+    def scaled(filters):
+        return max(1, round(filters * arguments["width_multiplier"]))
+
+    conv = fused_conv_layer.Conv2D if arguments["fused_conv"] else layers.Conv2D
+    batch_norm = functools.partial(
+        (
+            fused_batch_norm_layer.BatchNormalization
+            if arguments["fused_batch_norm"]
+            else layers.BatchNormalization
+        ),
+        momentum=arguments["batch_norm_momentum"],
+        **batch_norm_initializers(),
+    )
+
+    inputs = keras.Input(shape=arguments["input_shape"], name="images")
+    x = layers.Rescaling(2.0 / 255.0, offset=-1.0, name="rescale")(inputs)
+    stem_filters = scaled(arguments["stem_filters"])
+    x = conv(
+        stem_filters, 3, padding="valid", name="stem_conv", **init("stem_conv", x, 3)
+    )(x)
+    x = batch_norm(name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    x = layers.MaxPooling2D(2, strides=1, padding="same", name="stem_pool")(x)
+    block = BLOCKS[arguments["block_type"]]
+    stages = zip(
+        arguments["stackwise_num_blocks"],
+        arguments["stackwise_num_filters"],
+        arguments["stackwise_strides"],
+        strict=True,
+    )
+    for stage, (num_blocks, filters, stride) in enumerate(stages, start=1):
+        for index in range(1, num_blocks + 1):
+            x = block(
+                x,
+                scaled(filters),
+                stride if index == 1 else 1,
+                batch_norm,
+                conv,
+                name=f"stage{stage}_block{index}",
+                init=init,
+            )
+    if not arguments["include_top"]:
+        pooling = POOLINGS[arguments["pooling"]]
+        return inputs, (x if pooling is None else pooling(name="pool")(x))
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    # float32 logits under mixed precision, as the Keras mixed-precision
+    # guide recommends: the loss and softmax then see full-precision
+    # values, not bf16's 8-bit mantissa.
+    outputs = layers.Dense(
+        arguments["num_classes"],
+        dtype="float32",
+        name="logits",
+        **init("logits", x, 1, dense=True),
+    )(x)
+    return inputs, outputs
+
+
 @keras.saving.register_keras_serializable(package="keras_cifar_resnet")
 class ResNet(backend_train_step_class(), keras.Model):
     """ResNet for CIFAR-sized images, taking raw 0-255 pixels.
@@ -77,6 +249,11 @@ class ResNet(backend_train_step_class(), keras.Model):
     padding), BN, ReLU, 2x2 max-pool with stride 1 (same padding); then one
     stage per entry of `stackwise_num_blocks`, the first block of each stage
     striding by `stackwise_strides`; global average pooling; `Dense` logits.
+
+    Like `keras.Model`, `ResNet(inputs, outputs)` also takes a Keras graph
+    (for example a backbone with a new head, or what
+    `keras.models.clone_model` builds): a network of any shape that trains
+    with the package's step and `compile_for_training`.
 
     Args:
         stackwise_num_blocks: tuple of int, blocks per stage. Defaults to
@@ -88,6 +265,14 @@ class ResNet(backend_train_step_class(), keras.Model):
         block_type: str, the residual block. Only `"basic_block"`.
         stem_filters: int, filters of the stem conv. Defaults to 64.
         num_classes: int, number of logits. Defaults to 10.
+        include_top: bool. False leaves out the classifier (the pooling and
+            the `Dense` logits): a backbone, as `keras.applications` builds
+            it, with the same layer names and weights as the full network.
+            Defaults to True.
+        pooling: None, `"avg"` or `"max"`, a backbone's last layer: None
+            gives the last stage's feature map (N, 4, 4, 512 for ResNet18 on
+            32x32), `"avg"` and `"max"` a global pooling to (N, 512). Only
+            with `include_top=False`. Defaults to None.
         input_shape: tuple of 3 ints, `(height, width, channels)`. Defaults
             to `(32, 32, 3)`.
         batch_norm_momentum: float, BatchNorm moving-average momentum.
@@ -115,20 +300,28 @@ class ResNet(backend_train_step_class(), keras.Model):
             Defaults to `"torch"`.
         name: str, the model's name.
 
+    Raises:
+        ValueError: an argument out of range, named with the value received.
+        TypeError: a keyword `ResNet` does not take.
+
     Example:
 
     >>> model = ResNet(stackwise_num_blocks=(2, 2, 2, 2))
     >>> logits = model.predict(images)  # (N, 32, 32, 3) uint8 -> (N, 10)
+    >>> features = ResNet18(include_top=False, pooling="avg")  # -> (N, 512)
     """
 
     def __init__(
         self,
+        *args,
         stackwise_num_blocks=(2, 2, 2, 2),
         stackwise_num_filters=(64, 128, 256, 512),
         stackwise_strides=(1, 2, 2, 2),
         block_type="basic_block",
         stem_filters=64,
         num_classes=10,
+        include_top=True,
+        pooling=None,
         input_shape=(32, 32, 3),
         batch_norm_momentum=0.99,
         width_multiplier=1.0,
@@ -138,180 +331,67 @@ class ResNet(backend_train_step_class(), keras.Model):
         name="resnet",
         **kwargs,
     ):
-        stackwise_num_blocks = tuple(stackwise_num_blocks)
-        stackwise_num_filters = tuple(stackwise_num_filters)
-        stackwise_strides = tuple(stackwise_strides)
-        input_shape = tuple(input_shape)
-        _validate(
-            "stackwise_num_blocks",
-            stackwise_num_blocks,
-            len(stackwise_num_blocks) > 0
-            and all(isinstance(n, int) and n > 0 for n in stackwise_num_blocks),
-            "a non-empty sequence of positive ints",
-        )
-        for arg, value in (
-            ("stackwise_num_filters", stackwise_num_filters),
-            ("stackwise_strides", stackwise_strides),
-        ):
-            _validate(
-                arg,
-                value,
-                len(value) == len(stackwise_num_blocks)
-                and all(isinstance(n, int) and n > 0 for n in value),
-                f"{len(stackwise_num_blocks)} positive ints, one per stage",
+        arguments = None
+        if args or "inputs" in kwargs:
+            # `ResNet(inputs, outputs)`: a graph built elsewhere.
+            super().__init__(*args, name=name, **kwargs)
+        else:
+            _check_model_keywords(kwargs)
+            arguments = _checked_arguments(
+                {key: value for key, value in locals().items() if key in _ARGUMENTS}
             )
-        _validate(
-            "block_type", block_type, block_type in BLOCKS, f"one of {BLOCK_TYPES}"
-        )
-        _validate(
-            "stem_filters",
-            stem_filters,
-            isinstance(stem_filters, int) and stem_filters > 0,
-            "a positive int",
-        )
-        _validate(
-            "num_classes",
-            num_classes,
-            isinstance(num_classes, int) and num_classes >= 2,
-            "an int >= 2",
-        )
-        _validate(
-            "input_shape",
-            input_shape,
-            len(input_shape) == 3
-            and all(isinstance(n, int) and n > 0 for n in input_shape)
-            and min(input_shape[:2]) >= 3,
-            "(height, width, channels) with height and width >= 3",
-        )
-        _validate(
-            "batch_norm_momentum",
-            batch_norm_momentum,
-            isinstance(batch_norm_momentum, float) and 0.0 <= batch_norm_momentum < 1.0,
-            "a float in [0, 1)",
-        )
-
-        _validate(
-            "width_multiplier",
-            width_multiplier,
-            isinstance(width_multiplier, (int, float))
-            and not isinstance(width_multiplier, bool)
-            and 0.0 < width_multiplier < float("inf"),
-            "a finite number > 0",
-        )
-        width_multiplier = float(width_multiplier)
-        _validate(
-            "fused_batch_norm",
-            fused_batch_norm,
-            isinstance(fused_batch_norm, bool),
-            "True or False",
-        )
-        _validate(
-            "fused_conv", fused_conv, isinstance(fused_conv, bool), "True or False"
-        )
-        conv = fused_conv_layer.Conv2D if fused_conv else layers.Conv2D
-        _validate(
-            "initializer",
-            initializer,
-            initializer in INITIALIZERS,
-            f"one of {INITIALIZERS}",
-        )
-        # One draw from Python's `random` per model; each weight's seed
-        # derives from it and the layer's name, whatever the build order.
-        seed = draw_model_seed()
-
-        def init(name, inputs, kernel_size, dense=False):
-            fan_in = inputs.shape[-1] * kernel_size**2
-            return layer_initializers(initializer, seed, name, fan_in, dense=dense)
-
-        batch_norm = functools.partial(
-            (
-                fused_batch_norm_layer.BatchNormalization
-                if fused_batch_norm
-                else layers.BatchNormalization
-            ),
-            momentum=batch_norm_momentum,
-            **batch_norm_initializers(),
-        )
-
-        def scaled(filters):
-            return max(1, round(filters * width_multiplier))
-
-        inputs = keras.Input(shape=input_shape, name="images")
-        x = layers.Rescaling(2.0 / 255.0, offset=-1.0, name="rescale")(inputs)
-        x = conv(
-            scaled(stem_filters),
-            3,
-            padding="valid",
-            name="stem_conv",
-            **init("stem_conv", x, 3),
-        )(x)
-        x = batch_norm(name="stem_bn")(x)
-        x = layers.ReLU(name="stem_relu")(x)
-        x = layers.MaxPooling2D(2, strides=1, padding="same", name="stem_pool")(x)
-        block = BLOCKS[block_type]
-        for stage, (num_blocks, filters, stride) in enumerate(
-            zip(
-                stackwise_num_blocks,
-                stackwise_num_filters,
-                stackwise_strides,
-                strict=True,
-            ),
-            start=1,
-        ):
-            for index in range(1, num_blocks + 1):
-                x = block(
-                    x,
-                    scaled(filters),
-                    stride if index == 1 else 1,
-                    batch_norm,
-                    conv,
-                    name=f"stage{stage}_block{index}",
-                    init=init,
-                )
-        x = layers.GlobalAveragePooling2D(name="pool")(x)
-        # float32 logits under mixed precision, as the Keras mixed-precision
-        # guide recommends: the loss and softmax then see full-precision
-        # values, not bf16's 8-bit mantissa.
-        outputs = layers.Dense(
-            num_classes,
-            dtype="float32",
-            name="logits",
-            **init("logits", x, 1, dense=True),
-        )(x)
-        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
-
-        self.stackwise_num_blocks = stackwise_num_blocks
-        self.stackwise_num_filters = stackwise_num_filters
-        self.stackwise_strides = stackwise_strides
-        self.block_type = block_type
-        self.stem_filters = stem_filters
-        self.num_classes = num_classes
-        self.image_shape = input_shape
-        self.batch_norm_momentum = batch_norm_momentum
-        self.width_multiplier = width_multiplier
-        self.fused_batch_norm = fused_batch_norm
-        self.fused_conv = fused_conv
-        self.initializer = initializer
+            # One draw from Python's `random` per model; each weight's seed
+            # derives from it and the layer's name, whatever the build order.
+            inputs, outputs = build_network(arguments, draw_model_seed())
+            super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+        # The arguments as attributes (`model.stem_filters`); None for a graph.
+        self.architecture = arguments
+        for key in _ARGUMENTS:
+            if key != "input_shape":  # Keras's own `input_shape` is the same
+                setattr(self, key, None if arguments is None else arguments[key])
+        # What the train step checks batches against.
+        self.image_shape = tuple(self.input_shape[1:])
+        self.num_classes = int(self.output_shape[-1])
 
     def get_config(self):
-        return {
-            "stackwise_num_blocks": list(self.stackwise_num_blocks),
-            "stackwise_num_filters": list(self.stackwise_num_filters),
-            "stackwise_strides": list(self.stackwise_strides),
-            "block_type": self.block_type,
-            "stem_filters": self.stem_filters,
-            "num_classes": self.num_classes,
-            "input_shape": list(self.image_shape),
-            "batch_norm_momentum": self.batch_norm_momentum,
-            "width_multiplier": self.width_multiplier,
-            "fused_batch_norm": self.fused_batch_norm,
-            "fused_conv": self.fused_conv,
-            "initializer": self.initializer,
-            "name": self.name,
+        if self.architecture is None:
+            return {"graph": super().get_config()}
+        config = {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in self.architecture.items()
         }
+        return config | {"name": self.name}
+
+    def export(
+        self,
+        filepath,
+        format="tf_saved_model",  # noqa: A002 -- Keras's own argument name
+        verbose=None,
+        input_signature=None,
+        **kwargs,
+    ):
+        """Keras's `export`, taking raw uint8 images as the model does.
+
+        `format` `"tf_saved_model"` exports under TensorFlow and JAX,
+        `"onnx"` under TensorFlow and torch (`keras_cifar_resnet.serving`);
+        another backend is refused with one line naming one that can.
+        """
+        serving.check_export(format, keras.backend.backend())
+        if input_signature is None:
+            input_signature = serving.image_signature(self.image_shape)
+        return super().export(
+            filepath,
+            format=format,
+            verbose=verbose,
+            input_signature=input_signature,
+            **kwargs,
+        )
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config, custom_objects=None):
+        if "graph" in config:
+            # keras.Model's own reading of a graph, into this class.
+            return super().from_config(dict(config["graph"]), custom_objects)
         return cls(**config)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -133,6 +134,16 @@ def _check_writable(flag, output_dir):
     refuse_if_busy(output_dir)  # before the folder's contents are judged
 
 
+def _with_tensorboard(config):
+    """`config`, or UsageError when it asks for TensorBoard and none is installed."""
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise UsageError(
+            "--tensorboard needs the tensorboard package, which is not installed: "
+            "pip install 'tensorboard>=2.16'"
+        )
+    return config
+
+
 def config_for_arguments(args):
     """(config, resume) from parsed arguments.
 
@@ -144,9 +155,9 @@ def config_for_arguments(args):
     if args.from_previous_checkpoint and args.resume is None:
         raise UsageError("--from-previous-checkpoint goes with --resume DIR")
     if args.resume is not None:
-        return _resumed_config(Path(args.resume), flags), True
+        return _with_tensorboard(_resumed_config(Path(args.resume), flags)), True
     try:
-        config = config_from_flags(flags)
+        config = _with_tensorboard(config_from_flags(flags))
     except ValueError as err:
         raise UsageError(str(err)) from None
     if config.output_dir is None:

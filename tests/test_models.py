@@ -224,13 +224,14 @@ def test_keras_file_round_trip(tmp_path):
 
 
 def test_trained_model_saves_and_loads_without_warnings(tmp_path, recwarn):
-    """A compiled, trained model saves; loading it needs no compile config."""
+    """A compiled, trained model saves and loads compiled, as Keras models do."""
     model = TinyResNet()
-    model.compile(keras.optimizers.SGD(0.01))
+    model.compile(keras.optimizers.SGD(0.01), label_smoothing=0.1, weight_decay=1e-4)
     model.fit(_images(8), np.arange(8) % 10, batch_size=4, epochs=1, verbose=0)
     model.save(tmp_path / "trained.keras")
     loaded = keras.saving.load_model(tmp_path / "trained.keras")
-    assert not loaded.compiled
+    assert loaded.compiled and loaded.get_compile_config() == model.get_compile_config()
+    assert (loaded.label_smoothing, loaded.weight_decay) == (0.1, 1e-4)
     assert not [w for w in recwarn if "compile" in str(w.message)]
 
 

@@ -192,6 +192,12 @@ class TrainConfig:
         "runs/<model>-<recipe>-<date-time>.",
         metavar="DIR",
     )
+    tensorboard: bool = _field(
+        False,
+        "Also write TensorBoard event files to the run folder's tensorboard/: "
+        "loss, accuracy and learning rate per epoch, train and validation "
+        "(needs the tensorboard package: pip install 'tensorboard>=2.16').",
+    )
     seed: int = _field(0, "Seeds the initial weights, data order and augmentation.")
     mixed_precision: str = _field(
         "off",
@@ -362,7 +368,14 @@ RECIPES = {
 # the step is compiled do not change what is computed (up to float rounding).
 # `distribute` too: a checkpoint moves between one device and many (the
 # global batch is the same; only per-replica BatchNorm statistics differ).
-RESUME_OVERRIDABLE = ("data_dir", "jit_compile", "distribute", "eval_batch_size")
+# `tensorboard` only adds files beside the run's own.
+RESUME_OVERRIDABLE = (
+    "data_dir",
+    "jit_compile",
+    "distribute",
+    "eval_batch_size",
+    "tensorboard",
+)
 
 
 def flag_name(field):

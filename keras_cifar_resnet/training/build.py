@@ -23,8 +23,8 @@ from keras import ops
 
 from keras_cifar_resnet.config import TrainConfig, config_from_flags, warmup_steps
 from keras_cifar_resnet.data.augment import Augmentation
-from keras_cifar_resnet.data.input_checks import check_model
-from keras_cifar_resnet.models import MODELS
+from keras_cifar_resnet.data.input_checks import InputError, check_model
+from keras_cifar_resnet.models import MODELS, ResNet
 
 
 def build_model(config, **model_options):
@@ -148,7 +148,9 @@ def compile_for_training(
     rate is scaled linearly to `batch_size`, as the training command does.
 
     Args:
-        model: a `ResNet` (new, or loaded with `keras.saving.load_model`).
+        model: a `ResNet` (new, or loaded with `keras.saving.load_model`),
+            or a Keras graph made one with `ResNet(inputs, outputs)` (a
+            backbone with a new head: see `keras_cifar_resnet.fine_tune`).
         recipe: str, a recipe name (`keras_cifar_resnet.config.RECIPES`).
             Defaults to `"default"`.
         steps_per_epoch: int, optimizer steps per epoch, e.g.
@@ -173,6 +175,13 @@ def compile_for_training(
     ...                              batch_size=512)
     >>> model.fit(images, labels, batch_size=512, epochs=30)
     """
+    if isinstance(model, keras.Model) and not isinstance(model, ResNet):
+        raise InputError(
+            "`model` must be a keras_cifar_resnet ResNet; a Keras model built from "
+            "layers (a backbone with a new head) trains with the package's step as "
+            "keras_cifar_resnet.ResNet(model.inputs, model.outputs). Received: "
+            f"model={model.name!r} ({type(model).__name__})"
+        )
     check_model(model)
     known = {field.name for field in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(settings) - known)

@@ -158,7 +158,8 @@ class EpochEnd(keras.callbacks.Callback):
     2. The epoch's seconds (training only), then the held-out figures.
     3. The position advances; the best epoch is judged on those figures.
     4. `best.keras`, when this epoch is the best so far.
-    5. The log row and the checkpoint, written together, signals held.
+    5. The log row and the checkpoint, written together, signals held; then
+       the same figures as TensorBoard events, with `--tensorboard`.
     6. A stop a signal asked for during the epoch's last step or 2-5.
 
     Adds `seconds`, `val_loss`, `val_accuracy`, `learning_rate` and
@@ -174,6 +175,7 @@ class EpochEnd(keras.callbacks.Callback):
         signal_stop: `CheckpointOnSignal`, which stops the run after 5.
         signals: `StopSignals`, held while the log and checkpoint are written.
         is_chief: bool, whether this process writes the log.
+        tensorboard: `tensorboard.TensorBoardLog` or None, the event writer.
     """
 
     def __init__(
@@ -187,8 +189,10 @@ class EpochEnd(keras.callbacks.Callback):
         signal_stop,
         signals,
         is_chief,
+        tensorboard=None,
     ):
         super().__init__()
+        self.tensorboard = tensorboard
         self.run_position = run_position
         self.data = data
         self.batch_size = batch_size
@@ -212,6 +216,8 @@ class EpochEnd(keras.callbacks.Callback):
                 self.export.save(BEST_NAME)
                 logs["best_model"] = BEST_NAME
             self._record(epoch, logs)
+            if self.tensorboard is not None:
+                self.tensorboard.write(epoch, logs)
         self.signal_stop.after_epoch(epoch)
 
     def _validate(self, logs):

@@ -78,6 +78,7 @@ from keras_cifar_resnet.training.run_state import (
     TrainingClock,
 )
 from keras_cifar_resnet.training.signals import RunStopped, StopSignals
+from keras_cifar_resnet.training.tensorboard import TensorBoardLog
 
 
 def train(config, *, resume=False, callbacks=(), checkpoint=None):
@@ -220,6 +221,11 @@ def _train_and_evaluate(
             start += 1
         if start < config.epochs:
             fits.append((start, config.epochs, 0))
+        tensorboard = (
+            TensorBoardLog(folder.path)
+            if config.tensorboard and distribution.is_chief
+            else None
+        )
         for first_epoch, end_epoch, skipped in fits:
             run_position = RunPosition(position, steps_per_epoch, clock, epoch_metrics)
             nan_stop = StopOnNonFiniteLoss(run_position)
@@ -242,7 +248,9 @@ def _train_and_evaluate(
                     signal_stop,
                     signals,
                     distribution.is_chief,
+                    tensorboard,
                 ),
+                *([tensorboard] if tensorboard else []),
                 *shown,
             ]
             batches.start_epoch = first_epoch

@@ -17,12 +17,19 @@ from __future__ import annotations
 import importlib
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 # Backend -> module with `channels_last_conv2d`; a backend absent here runs
 # Keras's own layer. Whole ResNet18 steps on the CPU against Keras's layer:
 # benchmarks/results/cpu-2core-amd-epyc-2026-12-02-fused-conv-quiet.md.
 FUSED_KERNEL_MODULES = {"torch": "keras_cifar_resnet.network.conv.torch"}
+# Backends on which a strided 1x1 "valid" convolution takes every stride-th
+# pixel first and convolves unstrided (the same result): TensorFlow 2.21's
+# oneDNN kernel gradient of a strided 1x1 convolution (Conv2DBackpropFilter)
+# corrupts the heap for an odd batch size on AVX-512/AMX CPUs
+# ("double free or corruption", docs/errors.md). torch's kernel does the same
+# in `conv/torch.py`, for its own oneDNN fault.
+SUBSAMPLE_STRIDED_1X1 = ("tensorflow",)
 
 
 def fused_kernel(backend=None):
@@ -89,7 +96,33 @@ class Conv2D(layers.Conv2D):
             and not self.lora_enabled
         )
 
+    def _subsamples_first(self, inputs):
+        return (
+            keras.backend.backend() in SUBSAMPLE_STRIDED_1X1
+            and tuple(self.kernel_size) == (1, 1)
+            and tuple(self.strides) != (1, 1)
+            and self.padding == "valid"
+            and len(inputs.shape) == 4
+            and self.data_format == "channels_last"
+            and tuple(self.dilation_rate) == (1, 1)
+            and self.groups == 1
+            and not self.lora_enabled
+        )
+
+    def _subsampled_call(self, inputs):
+        rows, cols = self.strides
+        outputs = ops.conv(
+            inputs[:, ::rows, ::cols, :], self.kernel, strides=1, padding="valid"
+        )
+        if self.use_bias:
+            outputs = ops.add(outputs, self.bias)
+        if self.activation is not None:
+            return self.activation(outputs)
+        return outputs
+
     def call(self, inputs):
+        if self._subsamples_first(inputs):
+            return self._subsampled_call(inputs)
         if not self._fused_path_applies(inputs):
             return super().call(inputs)
         padding = ((0, 0), (0, 0))

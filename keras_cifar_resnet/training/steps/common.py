@@ -7,11 +7,17 @@ per-backend modules only differ in how they take gradients and apply them.
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 from keras import ops
 
 from keras_cifar_resnet.data import input_checks
+from keras_cifar_resnet.data.augment import Augmentation
+
+# Keras's compile settings that `compile` refuses: the model computes them.
+_OWN_LOSS_AND_METRICS = ("loss", "loss_weights", "metrics", "weighted_metrics")
 
 
 def cross_entropy(labels, logits, label_smoothing=0.0):
@@ -124,9 +130,33 @@ class TrainStepBase:
         return images, labels
 
     def get_compile_config(self):
-        # The training options are not Keras's; a saved model is loaded for
-        # inference and compiled again by whoever trains it further.
-        return None
+        """Keras's compile settings plus the three training options, as plain data.
+
+        What `keras.models.clone_model` and a saved compiled model compile
+        their copy from (`compile_from_config`).
+        """
+        config = super().get_compile_config()
+        if not config:
+            return config
+        # The loss and metrics are the model's own (`compile` refuses them).
+        config = {k: v for k, v in config.items() if k not in _OWN_LOSS_AND_METRICS}
+        augmentation = getattr(self, "augmentation", None)
+        return config | {
+            "label_smoothing": self.label_smoothing,
+            "weight_decay": self.weight_decay,
+            "augmentation": (
+                None if augmentation is None else dataclasses.asdict(augmentation)
+            ),
+        }
+
+    def compile_from_config(self, config):
+        config = dict(keras.saving.deserialize_keras_object(config))
+        if config.get("augmentation") is not None:
+            config["augmentation"] = Augmentation(**config["augmentation"])
+        self.compile(**config)
+        if self.built:
+            # As Keras does: a saved optimizer's variables load into these.
+            self.optimizer.build(self.trainable_variables)
 
     @property
     def metrics(self):
