@@ -194,3 +194,41 @@ def test_an_existing_keras_json_is_kept(tmp_path, monkeypatch):
         "backend": "jax",
         "image_data_format": "channels_last",
     }
+
+
+@pytest.mark.parametrize(
+    "framework, gpu, expected",
+    [
+        (
+            "torch",
+            False,
+            "pip install torch --index-url https://download.pytorch.org/whl/cpu, "
+            "then pip install -e '{checkout}[torch]'",
+        ),
+        ("torch", True, "pip install -e '{checkout}[torch]'"),
+        ("jax", False, "pip install -e '{checkout}[jax]'"),
+        ("jax", True, "pip install -e '{checkout}[jax-cuda]'"),
+        ("tensorflow", True, "pip install -e '{checkout}[tensorflow-cuda]'"),
+    ],
+)
+def test_the_install_advice_is_the_readmes_for_this_machine(
+    monkeypatch, framework, gpu, expected
+):
+    monkeypatch.setattr(backend_choice, "nvidia_gpu_present", lambda: gpu)
+    checkout = backend_choice._checkout()
+    assert checkout is not None and (checkout / "README.md").is_file()
+    advice = backend_choice.install_advice(framework)
+    assert advice == expected.format(checkout=checkout)
+    # The package is on no index: never the bare name.
+    assert f"'keras-cifar-resnet[{framework}]'" not in advice
+
+
+def test_the_install_advice_outside_a_checkout_names_the_git_source(monkeypatch):
+    monkeypatch.setattr(backend_choice, "nvidia_gpu_present", lambda: False)
+    monkeypatch.setattr(backend_choice, "_checkout", lambda: None)
+    monkeypatch.setattr(
+        backend_choice, "_repository_url", lambda: "https://example.org/k.git"
+    )
+    assert backend_choice.install_advice("jax") == (
+        "pip install 'keras-cifar-resnet[jax] @ git+https://example.org/k.git'"
+    )
