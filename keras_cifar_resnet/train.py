@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import os
 import sys
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from keras_cifar_resnet.config import (
     flag_name,
     saved_config,
 )
+from keras_cifar_resnet.data.cifar10 import DATA_ENV_VAR
 from keras_cifar_resnet.output_paths import foreign_run_files
 from keras_cifar_resnet.process_exit import end_process
 from keras_cifar_resnet.training.checkpoints import (
@@ -95,7 +97,25 @@ def _resumed_config(run_dir, flags):
             f"--resume {run_dir}: cannot read its {CONFIG_NAME} ({unreadable})"
         )
     overrides = {name: flags[name] for name in RESUME_OVERRIDABLE if name in flags}
+    if saved.data_dir is None and "data_dir" not in overrides:
+        overrides["data_dir"] = recorded_data_dir(folder.saved_record())
     return dataclasses.replace(saved, output_dir=str(run_dir), **overrides)
+
+
+def recorded_data_dir(record):
+    """Where the run in `record` (its `config.json`) last read CIFAR-10, or None.
+
+    None when the data location is given now (`KERAS_CIFAR_RESNET_DATA`),
+    the run was synthetic, or the recorded folder is gone: then the data is
+    looked for as on a first start. So a resume in a new shell, without the
+    variable the run was started with, reads the same data.
+    """
+    if os.environ.get(DATA_ENV_VAR):
+        return None
+    entries = [record, *record.get("resumed", [])]
+    data = next((e["data"] for e in reversed(entries) if e.get("data")), None)
+    path = (data or {}).get("path")
+    return path if path and Path(path).exists() else None
 
 
 def checkpoint_to_resume(run_dir, from_previous=False):
