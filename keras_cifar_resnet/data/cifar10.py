@@ -235,8 +235,8 @@ def _where_to_put_files(datasets):
         f"put {PYTHON_ARCHIVE} or {BINARY_ARCHIVE} (or its extracted {PYTHON_FOLDER}/ "
         f"or {BINARY_FOLDER}/ folder) in a folder and pass that folder with "
         "--data-dir (`data_dir=` in Python) "
-        f"or set {DATA_ENV_VAR} to it, or extract {PYTHON_ARCHIVE} into "
-        f"{datasets / _KERAS_FOLDER}"
+        f"or set {DATA_ENV_VAR} to it, or extract {PYTHON_ARCHIVE} in "
+        f"{datasets} (making {datasets / PYTHON_FOLDER}/, where it is looked for)"
     )
 
 
