@@ -760,3 +760,11 @@ def test_a_resume_reads_the_data_where_the_run_recorded_it(tmp_path, monkeypatch
     assert config_for_arguments(build_parser().parse_args(["--resume", str(run)]))[
         0
     ].data_dir is None
+
+
+def test_a_start_without_data_leaves_no_empty_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = ["--model", "tiny", "--data-dir", str(tmp_path / "no-such-data")]
+    assert main([*argv, "--output-dir", "runs/first"]) == 1
+    assert "error: " in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -267,14 +267,21 @@ def hold_run_folder(path, held=True):
         yield
         return
     path = Path(path)
-    created = not os.path.lexists(path)
+    # The folder and its parents (`runs/`) that this run creates, deepest first.
+    created = [
+        folder
+        for folder in (path, *path.absolute().parents)
+        if not os.path.lexists(folder)
+    ]
     descriptor = _lock(path)
     try:
         yield
     finally:
-        if created:  # a run stopped before writing leaves no empty folder
-            with contextlib.suppress(OSError):
-                path.rmdir()
+        # A run stopped before writing leaves no empty folder, nor an empty
+        # parent it made.
+        with contextlib.suppress(OSError):
+            for folder in created:
+                folder.rmdir()
         os.close(descriptor)
 
 
