@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,3 +161,31 @@ def test_the_readmes_python_section_says_how_the_backend_is_chosen():
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Use it from Python")[1].split("\n## ")[0]
     assert "KERAS_BACKEND" in section and "before `keras`" in section
+
+
+def test_the_test_command_names_each_module_as_it_collects_it():
+    # The README promises a log that is never silent; collecting is the
+    # first long wait (every test module imports a framework).
+    assert '"-v"' in (ROOT / "noxfile.py").read_text()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-v",
+            "--collect-only",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_layout.py",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert re.search(
+        r"^collected tests/test_layout.py: 2 tests in [\d.]+ s$",
+        result.stdout,
+        re.MULTILINE,
+    ), result.stdout[-2000:]
