@@ -25,6 +25,7 @@ from keras_cifar_resnet.closed_output import closed_stdout_guard
 from keras_cifar_resnet.compilation_cache import enable_compilation_cache
 from keras_cifar_resnet.config import TrainConfig, positive_int
 from keras_cifar_resnet.data.cifar10 import DataError, load_cifar10
+from keras_cifar_resnet.file_writes import write_json
 from keras_cifar_resnet.output_paths import clobber_problem
 
 # Re-exported: `evaluate_model` is public API here since the first release.
@@ -38,11 +39,7 @@ from keras_cifar_resnet.reporting.model_files import (
     load_model,
     resolve_model_path,
 )
-from keras_cifar_resnet.training.run_folder import (
-    RUN_MODEL_FILES,
-    unwritable_reason,
-    write_json,
-)
+from keras_cifar_resnet.training.run_folder import RUN_MODEL_FILES, unwritable_reason
 
 # --- Command line -----------------------------------------------------------
 

@@ -13,6 +13,7 @@ import errno
 import shlex
 import signal
 
+from keras_cifar_resnet.program_names import PROGRAMS
 from keras_cifar_resnet.training.checkpoints import (
     CheckpointError,
     read_checkpoint_state,
@@ -24,12 +25,6 @@ from keras_cifar_resnet.training.run_folder import (
     FINAL_NAME,
 )
 
-# Each command's one name: its installed script, its usage and its error lines.
-PROGRAMS = {
-    "train": "keras-cifar-resnet-train",
-    "evaluate": "keras-cifar-resnet-evaluate",
-    "predict": "keras-cifar-resnet-predict",
-}
 COMMAND = PROGRAMS["train"]
 
 # Exit statuses of all three commands; a signal ends one with 128 + its number.

@@ -35,6 +35,7 @@ from keras_cifar_resnet.config import (
     saved_config,
 )
 from keras_cifar_resnet.data.cifar10 import DATA_ENV_VAR
+from keras_cifar_resnet.errors import DistributionError
 from keras_cifar_resnet.output_paths import foreign_run_files
 from keras_cifar_resnet.process_exit import end_process
 from keras_cifar_resnet.training.checkpoints import (
@@ -246,7 +247,6 @@ def _train(config, resume, checkpoint, prog):
         # Keras is imported from here on, with the backend chosen: seconds
         # in which Ctrl-C must still be one line.
         from keras_cifar_resnet.data.cifar10 import DataError
-        from keras_cifar_resnet.training.distribute import DistributionError
         from keras_cifar_resnet.training.loop import train
     except KeyboardInterrupt as interrupt:
         print(messages.stopped_before_starting())

@@ -33,12 +33,6 @@ RECIPE_NAMES = ("default", "paper")
 RECIPE_ALIASES = {"seed": "paper"}
 
 
-class UsageError(Exception):
-    """A bad command line or setting: the command exits with status 2, one line."""
-
-    usage = True  # `messages.exit_status`: the user's to fix
-
-
 def _field(default, help, *, choices=None, recipe=False, metavar=None, flag=True):
     """A dataclass field carrying its command-line help.
 

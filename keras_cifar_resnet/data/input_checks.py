@@ -149,18 +149,6 @@ def check_pixel_range(images):
         )
 
 
-def check_model(model, *, argument="model"):
-    """Raises `InputError` unless `model` is this package's `ResNet`."""
-    from keras_cifar_resnet.models import ResNet
-
-    if not isinstance(model, ResNet):
-        raise InputError(
-            f"`{argument}` must be a keras_cifar_resnet ResNet (e.g. ResNet18(), or "
-            f"one loaded with keras.saving.load_model); Received: "
-            f"{argument}={_short_repr(model)}"
-        )
-
-
 def check_evaluation_data(model, images, labels):
     """Raises `InputError` unless `model` can be evaluated on `images`, `labels`.
 
@@ -173,7 +161,7 @@ def check_evaluation_data(model, images, labels):
 
     if not isinstance(model, keras.Model):
         raise InputError(
-            f"`model` must be a Keras model; Received: model={_short_repr(model)}"
+            f"`model` must be a Keras model; Received: model={short_repr(model)}"
         )
     images, labels = np.asarray(images), np.asarray(labels)
     expected = tuple(model.input_shape[1:])
@@ -185,6 +173,7 @@ def check_evaluation_data(model, images, labels):
     check_pixel_range(images)
 
 
-def _short_repr(value):
+def short_repr(value):
+    """`repr(value)`, cut to 60 characters, for a `Received:` part."""
     text = repr(value)
     return text if len(text) <= 60 else f"{text[:57]}..."

@@ -20,13 +20,13 @@ import threading
 import keras
 import numpy as np
 
-from keras_cifar_resnet.config import UsageError
 from keras_cifar_resnet.data.cifar10 import (
     IMAGE_SHAPE,
     NUM_CLASSES,
     load_cifar10,
     single_class_warning,
 )
+from keras_cifar_resnet.errors import DistributionError, UsageError
 
 # Batches tf.data may fetch ahead of the epoch fit() has begun.
 _PREFETCH_SLACK = 64
@@ -429,9 +429,6 @@ class ProcessShard(keras.utils.PyDataset):
         images, labels = self.batches[position]
         size, remainder = divmod(len(images), self.count)
         if remainder:
-            # Here, not at the top: the engines in `distribute` read batches.
-            from keras_cifar_resnet.training.distribute import DistributionError
-
             raise DistributionError(
                 f"a batch of {len(images)} images does not split over {self.count} "
                 "processes"

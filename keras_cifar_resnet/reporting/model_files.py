@@ -34,16 +34,16 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_cifar_resnet.network.resources import (
-    ResourceError,
-    check_memory,
-    inference_bytes,
-    resnet_size,
-)
 from keras_cifar_resnet.reporting.model_limits import (
     check_structure,
     check_weight_layout,
     check_zip_member,
+)
+from keras_cifar_resnet.resources import (
+    ResourceError,
+    check_memory,
+    inference_bytes,
+    resnet_size,
 )
 from keras_cifar_resnet.training.run_folder import RUN_MODEL_FILES
 

@@ -23,8 +23,8 @@ from keras import ops
 
 from keras_cifar_resnet.config import TrainConfig, config_from_flags, warmup_steps
 from keras_cifar_resnet.data.augment import Augmentation
-from keras_cifar_resnet.data.input_checks import check_model
-from keras_cifar_resnet.models import MODELS
+from keras_cifar_resnet.data.input_checks import InputError, short_repr
+from keras_cifar_resnet.models import MODELS, ResNet
 
 
 def build_model(config, **model_options):
@@ -173,7 +173,11 @@ def compile_for_training(
     ...                              batch_size=512)
     >>> model.fit(images, labels, batch_size=512, epochs=30)
     """
-    check_model(model)
+    if not isinstance(model, ResNet):
+        raise InputError(
+            "`model` must be a keras_cifar_resnet ResNet (e.g. ResNet18(), or one "
+            f"loaded with keras.saving.load_model); Received: model={short_repr(model)}"
+        )
     known = {field.name for field in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(settings) - known)
     if unknown:

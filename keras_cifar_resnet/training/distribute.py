@@ -56,6 +56,7 @@ import keras
 
 from keras_cifar_resnet.config import DISTRIBUTE as MODES
 from keras_cifar_resnet.data.input_pipeline import ProcessShard, fit_input
+from keras_cifar_resnet.errors import DistributionError
 
 # How long a data-parallel process waits on one that stopped answering (its
 # heartbeats, its collectives) before it stops too, in seconds.
@@ -63,18 +64,6 @@ LOST_PROCESS_TIMEOUT_SECONDS = 30
 # How long finished JAX processes wait at exit for the chief, which still
 # evaluates the test set and writes the run's last files, in seconds.
 FINISH_TIMEOUT_SECONDS = 3600
-
-
-class DistributionError(Exception):
-    """Data-parallel training cannot start as asked (one line, for the CLI)."""
-
-    usage = True  # `messages.exit_status`: the user's to fix
-
-
-class LostProcessError(DistributionError):
-    """Another process of a multi-process run stopped or became unreachable."""
-
-    usage = False
 
 
 class Distribution:

@@ -37,8 +37,9 @@ from keras_cifar_resnet.data.input_pipeline import (
     TrainingBatches,
     prepare_data,
 )
-from keras_cifar_resnet.network.resources import check_training_memory
+from keras_cifar_resnet.errors import LostProcessError
 from keras_cifar_resnet.reporting.evaluation import evaluate_model, progress_verbosity
+from keras_cifar_resnet.resources import check_training_memory
 from keras_cifar_resnet.training.build import build_model, compile_model
 from keras_cifar_resnet.training.callbacks import (
     BestModel,
@@ -51,7 +52,7 @@ from keras_cifar_resnet.training.callbacks import (
     Validation,
 )
 from keras_cifar_resnet.training.checkpoints import load_checkpoint, run_settings
-from keras_cifar_resnet.training.distribute import LostProcessError, setup_distribution
+from keras_cifar_resnet.training.distribute import setup_distribution
 from keras_cifar_resnet.training.precision_support import warn_if_slow
 from keras_cifar_resnet.training.run_folder import (
     BEST_NAME,
