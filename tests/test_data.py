@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from keras_cifar_resnet.data import cifar10 as data
+from keras_cifar_resnet.data import input_checks
 from keras_cifar_resnet.data.cifar10 import CLASS_NAMES, DataError, load_cifar10
 from keras_cifar_resnet.data.input_pipeline import (
     SkipBatches,
@@ -644,7 +645,7 @@ def test_a_training_set_of_one_class_warns(monkeypatch, capsys):
     from keras_cifar_resnet.config import TrainConfig
     from keras_cifar_resnet.data import input_pipeline
 
-    assert data.single_class_warning([3, 3, 1]) is None
+    assert input_checks.single_class_warning([3, 3, 1]) is None
     images = np.zeros((40, 32, 32, 3), np.uint8)
     cats = np.full(40, 3)
     monkeypatch.setattr(

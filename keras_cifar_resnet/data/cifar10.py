@@ -25,8 +25,6 @@ import threading
 import urllib.parse
 from pathlib import Path, PurePosixPath
 
-import numpy as np
-
 from keras_cifar_resnet.data.files import (  # noqa: F401 -- part of this API
     MAX_BATCH_BYTES,
     NUM_CLASSES,
@@ -340,24 +338,6 @@ def _has_official_hash(path):
 
 
 # ----------------------------------------------------------------- public API
-
-
-def single_class_warning(labels):
-    """One line when every label is the same class (training learns nothing), else None.
-
-    Args:
-        labels: sequence of int, the training labels.
-    """
-    classes = np.unique(np.asarray(labels))
-    if len(classes) != 1:
-        return None
-    label = int(classes[0])
-    name = CLASS_NAMES[label] if 0 <= label < len(CLASS_NAMES) else str(label)
-    return (
-        f"every one of the {len(labels)} training labels is class {label} "
-        f"({name}): the model can only learn to answer {name}, and its training "
-        "accuracy of 100% means nothing"
-    )
 
 
 def data_source(data_dir=None):

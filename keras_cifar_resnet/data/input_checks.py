@@ -17,6 +17,8 @@ import warnings
 
 import numpy as np
 
+from keras_cifar_resnet.data.cifar10 import CLASS_NAMES
+
 
 class InputError(ValueError):
     """Training data in a form the model does not take; the message is one line."""
@@ -177,3 +179,21 @@ def short_repr(value):
     """`repr(value)`, cut to 60 characters, for a `Received:` part."""
     text = repr(value)
     return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def single_class_warning(labels):
+    """One line when every label is the same class (training learns nothing), else None.
+
+    Args:
+        labels: sequence of int, the training labels.
+    """
+    classes = np.unique(np.asarray(labels))
+    if len(classes) != 1:
+        return None
+    label = int(classes[0])
+    name = CLASS_NAMES[label] if 0 <= label < len(CLASS_NAMES) else str(label)
+    return (
+        f"every one of the {len(labels)} training labels is class {label} "
+        f"({name}): the model can only learn to answer {name}, and its training "
+        "accuracy of 100% means nothing"
+    )

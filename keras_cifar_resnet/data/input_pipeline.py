@@ -24,8 +24,8 @@ from keras_cifar_resnet.data.cifar10 import (
     IMAGE_SHAPE,
     NUM_CLASSES,
     load_cifar10,
-    single_class_warning,
 )
+from keras_cifar_resnet.data.input_checks import single_class_warning
 from keras_cifar_resnet.errors import DistributionError, UsageError
 
 # Batches tf.data may fetch ahead of the epoch fit() has begun.
