@@ -363,7 +363,8 @@ def prepare_data(config):
 
     Raises:
         DataError: the data cannot be found or read.
-        UsageError: the sizes do not fit the data.
+        UsageError: a validation set as large as the data (the batch size
+            is judged with the devices, in `training.batch_plan`).
     """
     if config.synthetic:
         extra = config.max_train_examples or _TRAIN_SIZE - config.validation_size
@@ -385,11 +386,6 @@ def prepare_data(config):
     if config.max_train_examples is not None:
         x_train = x_train[: config.max_train_examples]
         y_train = y_train[: config.max_train_examples]
-    if len(x_train) < config.batch_size:
-        raise UsageError(
-            f"--batch-size {config.batch_size} is larger than the {len(x_train)} "
-            "training images; lower it or train on more images"
-        )
     warning = single_class_warning(y_train)
     if warning is not None:
         print(f"warning: {warning}", file=sys.stderr, flush=True)

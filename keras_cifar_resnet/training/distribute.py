@@ -83,7 +83,8 @@ class Distribution:
     engine = "single device"
     # Per-replica or global BatchNorm batch statistics (documented per engine).
     batch_norm_statistics = "global"
-    # Whether evaluation's last, partial batch must split evenly too.
+    # Whether evaluation's last, partial batch must split evenly too
+    # (`batch_plan.plan_batches` checks it).
     even_evaluation_batches = False
 
     def __init__(self):
@@ -107,30 +108,6 @@ class Distribution:
         evaluation), which must not wait on the other processes.
         """
         return contextlib.nullcontext()
-
-    def check_batch_size(self, batch_size, evaluation_size=0):
-        """Raises DistributionError unless the batches split evenly.
-
-        Args:
-            batch_size: int, the global batch size.
-            evaluation_size: int, images evaluated in batches of
-                `batch_size` (the validation set); its last, partial batch
-                must split too where the engine needs even splits.
-        """
-        n = self.num_replicas
-        if batch_size % n:
-            raise DistributionError(
-                f"--batch-size {batch_size} does not split evenly over the {n} "
-                f"replicas of {self.engine}; use a multiple of {n}"
-            )
-        remainder = evaluation_size % batch_size
-        if self.even_evaluation_batches and remainder % n:
-            raise DistributionError(
-                f"the last validation batch ({evaluation_size} images % "
-                f"--batch-size {batch_size} = {remainder}) does not split evenly "
-                f"over {n} devices; choose a --validation-size that leaves a "
-                f"multiple of {n}"
-            )
 
     def prepare_model(self, model):
         """Readies the built, compiled `model` for distributed steps."""
