@@ -131,6 +131,9 @@ def device_description():
     device = getattr(tensor, "device", None)
     if callable(device):
         device = device()
+    if device is None and hasattr(tensor, "devices"):
+        # Older JAX (0.4.28) has no `device`: an array names its devices as a set.
+        device = next(iter(tensor.devices()))
     return {
         "tensor_device": str(device),
         "device_kind": getattr(device, "device_kind", None),
