@@ -52,6 +52,8 @@ def test_a_saved_run_resumes_mid_epoch_and_finishes(tmp_path):
     # The saved log numbers epochs from 0; resumed, it numbers them from 1.
     assert [int(row["epoch"]) for row in rows] == [1, 2, 3]
     summary = json.loads((folder / "summary.json").read_text())
-    assert summary["model_file"] == "best.keras" and "accuracy" in summary["test"]
+    # The test figure is the last epoch's model; the validation choice apart.
+    assert summary["model_file"] == "final.keras" and "accuracy" in summary["test"]
+    assert summary["best_validation"]["model_file"] == "best.keras"
     record = json.loads((folder / "config.json").read_text())
     assert len(record["resumed"]) == 1
