@@ -56,7 +56,10 @@ import keras
 
 from keras_cifar_resnet.config import DISTRIBUTE as MODES
 from keras_cifar_resnet.data.input_pipeline import ProcessShard, fit_input
-from keras_cifar_resnet.errors import DistributionError
+from keras_cifar_resnet.errors import (  # noqa: F401 -- LostProcessError: its old home
+    DistributionError,
+    LostProcessError,
+)
 
 # How long a data-parallel process waits on one that stopped answering (its
 # heartbeats, its collectives) before it stops too, in seconds.
