@@ -8,6 +8,7 @@ for a package installed with the `[jax]` extra only.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -18,6 +19,12 @@ import pytest
 
 from keras_cifar_resnet import backend_choice
 from keras_cifar_resnet.backend_choice import BackendError
+
+# The tests that hide TensorFlow and torch stand for a [jax]-only install.
+needs_jax = pytest.mark.skipif(
+    importlib.util.find_spec("jax") is None,
+    reason="stands for a [jax]-only install, and jax is not installed",
+)
 
 
 def _python(code, tmp_path, *, hide=(), backend=None, configured="tensorflow"):
@@ -66,6 +73,7 @@ def test_help_needs_no_backend(tmp_path, backend):
     assert out.strip().endswith("keras imported: False")
 
 
+@needs_jax
 def test_a_run_without_keras_backend_picks_an_installed_one(tmp_path):
     code = """
         from keras_cifar_resnet.backend_choice import choose_backend
@@ -89,12 +97,13 @@ def test_a_run_without_keras_backend_picks_an_installed_one(tmp_path):
             "KERAS_BACKEND=pytorch is not a backend this package runs on; set it "
             "to one of tensorflow, jax, torch (installed: ",
         ),
-        (
+        pytest.param(
             "tensorflow",
             ("tensorflow", "torch"),
             1,
             "KERAS_BACKEND=tensorflow, but tensorflow is not installed "
             "(installed: jax); install it with pip install",
+            marks=needs_jax,
         ),
     ],
 )
@@ -161,6 +170,7 @@ def test_a_new_keras_home_names_the_chosen_backend_so_keras_can_come_first(
     assert out.split() == ["jax", "jax"] and not err.strip(), err
 
 
+@needs_jax
 def test_keras_json_naming_a_missing_framework_is_one_warning_line(tmp_path):
     code = "import keras_cifar_resnet"
     status, out, err = _python(code, tmp_path, hide=("tensorflow", "torch"))
