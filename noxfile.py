@@ -57,6 +57,69 @@ def tests(session, backend):
     )
 
 
+def _floors():
+    """{package: the lowest version pyproject.toml allows}, from its `>=` bounds.
+
+    Read as text (tomllib is Python 3.11+): every `"name>=version"` of the
+    dependencies and extras; the extras repeat the same bounds.
+    """
+    import re
+
+    with open("pyproject.toml") as file:
+        bounds = re.findall(r'"([a-z][\w-]*)(?:\[[\w,-]+\])?>=([\w.]+)"', file.read())
+    return dict(reversed(bounds))
+
+
+def _floor_release(package, floor):
+    """The bound's own release, newest patch: `tensorflow>=2.16` is 2.16.x.
+
+    (TensorFlow published no 2.16.0: its first 2.16 release is 2.16.1.)
+    """
+    parts = floor.split(".")
+    upper = ".".join([*parts[:-1], str(int(parts[-1]) + 1)])
+    return f"{package}>={floor},<{upper}"
+
+
+# The frameworks whose floor is installed; torch's is not: PyPI has no CPU
+# wheel of torch 2.1 for Linux (its Linux wheels are CUDA builds of several
+# GB), so the torch session keeps the CPU build UV_CONSTRAINT pins.
+FLOOR_FRAMEWORKS = {"jax": ["jax", "jaxlib"], "tensorflow": ["tensorflow"]}
+
+
+@nox.session
+@nox.parametrize("backend", sorted(FLOOR_FRAMEWORKS))
+def floors(session, backend):
+    """The fast tests on the lowest keras and framework pyproject.toml promises.
+
+    Installs keras and the backend's framework at their `>=` bounds (jaxlib
+    at jax's), the rest as usual, and runs `-m "not slow"` under that
+    backend; posargs go to pytest. A floor that fails here is raised in
+    pyproject.toml rather than promised.
+    """
+    floors = _floors()
+    pins = [_floor_release("keras", floors["keras"])]
+    for package in FLOOR_FRAMEWORKS[backend]:
+        pins.append(_floor_release(package, floors[package.replace("jaxlib", "jax")]))
+    session.install("-e", f".[{backend},plots]", "--group", "test", *pins)
+    # The versions this session tested, in its log.
+    versions = ", ".join(["keras", *FLOOR_FRAMEWORKS[backend], "numpy"])
+    session.run(
+        "python",
+        "-c",
+        "import importlib.metadata as m; "
+        f"print(*(f'{{p}} {{m.version(p)}}' for p in {versions!r}.split(', ')))",
+    )
+    session.run(
+        "pytest",
+        "-v",
+        "-ra",
+        "-m",
+        "not slow",
+        *session.posargs,
+        env={"KERAS_BACKEND": backend, "KERAS_HOME": session.create_tmp()},
+    )
+
+
 # Extras of the benchmark session: the CPU builds, or with a GPU present the
 # CUDA ones (pyproject's `jax-cuda`, `tensorflow-cuda`; PyPI's Linux torch
 # wheel already carries CUDA, unless UV_CONSTRAINT pins a CPU build).

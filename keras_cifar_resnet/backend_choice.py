@@ -21,6 +21,7 @@ It only looks for the frameworks (`importlib.util.find_spec`), imports none.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -190,6 +191,57 @@ def _installed_words(installed):
     return ", ".join(installed) if installed else "none of them"
 
 
+# PyTorch's CPU wheels: PyPI's Linux torch is a CUDA build of several GB.
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+# The extras that install a framework's CUDA build (pyproject.toml).
+CUDA_EXTRAS = {"jax": "jax-cuda", "tensorflow": "tensorflow-cuda", "torch": "torch"}
+
+
+def nvidia_gpu_present():
+    """Whether this machine has an NVIDIA driver loaded (no framework imported)."""
+    return Path("/proc/driver/nvidia/gpus").is_dir() or Path("/dev/nvidiactl").exists()
+
+
+def _checkout():
+    """The source checkout this package runs from, or None (installed from git)."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+def _repository_url():
+    """The git URL pip installed this package from (PEP 610), else `URL`."""
+    try:
+        origin = json.loads(
+            importlib.metadata.distribution("keras-cifar-resnet").read_text(
+                "direct_url.json"
+            )
+            or "{}"
+        )
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return "URL"
+    return origin["url"] if "vcs_info" in origin and "url" in origin else "URL"
+
+
+def install_advice(framework):
+    """The README's install of `framework` for this machine, as commands.
+
+    From the checkout the package runs from (the package is on no index);
+    on a machine without an NVIDIA GPU, torch's CPU build goes first, as the
+    README says, so that pip keeps it rather than fetch the CUDA one.
+    """
+    gpu = nvidia_gpu_present()
+    extra = CUDA_EXTRAS[framework] if gpu else framework
+    checkout = _checkout()
+    if checkout is None:
+        target = f"'keras-cifar-resnet[{extra}] @ git+{_repository_url()}'"
+    else:
+        target = f"-e '{checkout}[{extra}]'"
+    command = f"pip install {target}"
+    if framework == "torch" and not gpu:
+        command = f"pip install torch --index-url {TORCH_CPU_INDEX}, then {command}"
+    return command
+
+
 def _pick():
     installed = installed_frameworks()
     valid = ", ".join(BACKENDS)
@@ -204,16 +256,15 @@ def _pick():
         if value not in installed:
             raise BackendError(
                 f"{ENV_VAR}={value}, but {value} is not installed (installed: "
-                f"{_installed_words(installed)}); install it with pip install "
-                f"'keras-cifar-resnet[{value}]' or set {ENV_VAR} to one of {valid}",
+                f"{_installed_words(installed)}); install it with "
+                f"{install_advice(value)}; or set {ENV_VAR} to one of {valid}",
                 usage=False,
             )
         return BackendChoice(value, f"from {ENV_VAR}")
     if not installed:
         raise BackendError(
             f"no Keras backend is installed (one of {valid} is needed); install "
-            "one, for example pip install 'keras-cifar-resnet[jax]', and set "
-            f"{ENV_VAR} to it",
+            f"one, for example {install_advice('jax')}, and set {ENV_VAR} to it",
             usage=False,
         )
     configured = _configured_backend()

@@ -1,8 +1,9 @@
-"""The package's file errors, in a module that imports nothing of the package.
+"""The package's exceptions that several floors raise, below all of them.
 
-So that any module may raise or catch them without importing the one that
-reads the file (no import circles). Each message is one line naming the
-file.
+Imports nothing of the package, so any module may raise or catch these
+without an import that runs up a floor or closes a circle. Each message
+is one line, for the commands' `error:` lines; `usage` says whose the
+fix is (`messages.exit_status`: True, the user's, exit status 2).
 """
 
 from __future__ import annotations
@@ -25,3 +26,32 @@ class ModelFileError(Exception):
         # True when the user named the wrong thing (exit status 2), False
         # when the named file itself is broken.
         self.usage = usage
+
+
+class UsageError(Exception):
+    """A bad command line or setting: the command exits with status 2, one line."""
+
+    usage = True  # `messages.exit_status`: the user's to fix
+
+
+class DistributionError(Exception):
+    """Data-parallel training cannot start as asked (one line, for the CLI)."""
+
+    usage = True  # `messages.exit_status`: the user's to fix
+
+
+class LostProcessError(DistributionError):
+    """Another process of a multi-process run stopped or became unreachable."""
+
+    usage = False
+
+
+class WriteError(OSError):
+    """A run's file could not be written (a full disk, a read-only place).
+
+    The message names the file and the reason in one line; the file's old
+    version, if any, is intact (`safe_files.write_atomically`).
+    """
+
+    def __str__(self):
+        return self.strerror

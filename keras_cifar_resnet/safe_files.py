@@ -23,22 +23,11 @@ import stat
 import tempfile
 from pathlib import Path
 
-from keras_cifar_resnet.errors import RunFileError
+from keras_cifar_resnet.errors import RunFileError, WriteError
 
 # The most a run's text file may hold before it is read: a log of 100,000
 # epochs is about 10 MB.
 TEXT_FILE_LIMIT = 64 << 20
-
-
-class WriteError(OSError):
-    """A run's file could not be written (a full disk, a read-only place).
-
-    The message names the file and the reason in one line; the file's old
-    version, if any, is intact (`write_atomically`).
-    """
-
-    def __str__(self):
-        return self.strerror
 
 
 def unwritable_reason(folder):

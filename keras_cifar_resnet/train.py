@@ -40,7 +40,8 @@ from keras_cifar_resnet.config import (
     flag_name,
     saved_config,
 )
-from keras_cifar_resnet.errors import ModelFileError, RunFileError
+from keras_cifar_resnet.data.cifar10 import DATA_ENV_VAR
+from keras_cifar_resnet.errors import DistributionError, ModelFileError, RunFileError
 from keras_cifar_resnet.output_paths import foreign_run_files
 from keras_cifar_resnet.process_exit import end_process
 from keras_cifar_resnet.safe_files import unwritable_reason
@@ -102,10 +103,28 @@ def _resumed_config(run_dir, flags):
             f"--resume {run_dir}: cannot read its {CONFIG_NAME} ({unreadable})"
         )
     overrides = {name: flags[name] for name in RESUME_OVERRIDABLE if name in flags}
+    if saved.data_dir is None and "data_dir" not in overrides:
+        overrides["data_dir"] = recorded_data_dir(folder.saved_record())
     try:
         return dataclasses.replace(saved, output_dir=str(run_dir), **overrides)
     except ValueError as err:  # as without --resume: a usage error
         raise UsageError(str(err)) from None
+
+
+def recorded_data_dir(record):
+    """Where the run in `record` (its `config.json`) last read CIFAR-10, or None.
+
+    None when the data location is given now (`KERAS_CIFAR_RESNET_DATA`),
+    the run was synthetic, or the recorded folder is gone: then the data is
+    looked for as on a first start. So a resume in a new shell, without the
+    variable the run was started with, reads the same data.
+    """
+    if os.environ.get(DATA_ENV_VAR):
+        return None
+    entries = [record, *record.get("resumed", [])]
+    data = next((e["data"] for e in reversed(entries) if e.get("data")), None)
+    path = (data or {}).get("path")
+    return path if path and Path(path).exists() else None
 
 
 def _logged_epochs(folder):
@@ -250,7 +269,6 @@ def _train(config, resume, checkpoint, prog):
         # Keras is imported from here on, with the backend chosen: seconds
         # in which Ctrl-C must still be one line.
         from keras_cifar_resnet.data.cifar10 import DataError
-        from keras_cifar_resnet.training.distribute import DistributionError
         from keras_cifar_resnet.training.loop import train
 
         note = use_package_keras_settings()

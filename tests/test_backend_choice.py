@@ -8,6 +8,7 @@ for a package installed with the `[jax]` extra only.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -18,6 +19,12 @@ import pytest
 
 from keras_cifar_resnet import backend_choice
 from keras_cifar_resnet.backend_choice import BackendError
+
+# The tests that hide TensorFlow and torch stand for a [jax]-only install.
+needs_jax = pytest.mark.skipif(
+    importlib.util.find_spec("jax") is None,
+    reason="stands for a [jax]-only install, and jax is not installed",
+)
 
 
 def _python(code, tmp_path, *, hide=(), backend=None, configured="tensorflow"):
@@ -66,6 +73,7 @@ def test_help_needs_no_backend(tmp_path, backend):
     assert out.strip().endswith("keras imported: False")
 
 
+@needs_jax
 def test_a_run_without_keras_backend_picks_an_installed_one(tmp_path):
     code = """
         from keras_cifar_resnet.backend_choice import choose_backend
@@ -89,12 +97,13 @@ def test_a_run_without_keras_backend_picks_an_installed_one(tmp_path):
             "KERAS_BACKEND=pytorch is not a backend this package runs on; set it "
             "to one of tensorflow, jax, torch (installed: ",
         ),
-        (
+        pytest.param(
             "tensorflow",
             ("tensorflow", "torch"),
             1,
             "KERAS_BACKEND=tensorflow, but tensorflow is not installed "
             "(installed: jax); install it with pip install",
+            marks=needs_jax,
         ),
     ],
 )
@@ -161,6 +170,7 @@ def test_a_new_keras_home_names_the_chosen_backend_so_keras_can_come_first(
     assert out.split() == ["jax", "jax"] and not err.strip(), err
 
 
+@needs_jax
 def test_keras_json_naming_a_missing_framework_is_one_warning_line(tmp_path):
     code = "import keras_cifar_resnet"
     status, out, err = _python(code, tmp_path, hide=("tensorflow", "torch"))
@@ -253,3 +263,41 @@ def test_framework_warnings_stay_warnings_under_pythonwarnings_error():
         assert [str(w.message) for w in caught] == ["old"]
         with pytest.raises(UserWarning):
             warnings.warn_explicit("mine", UserWarning, "x.py", 1, module="myscript")
+
+
+@pytest.mark.parametrize(
+    "framework, gpu, expected",
+    [
+        (
+            "torch",
+            False,
+            "pip install torch --index-url https://download.pytorch.org/whl/cpu, "
+            "then pip install -e '{checkout}[torch]'",
+        ),
+        ("torch", True, "pip install -e '{checkout}[torch]'"),
+        ("jax", False, "pip install -e '{checkout}[jax]'"),
+        ("jax", True, "pip install -e '{checkout}[jax-cuda]'"),
+        ("tensorflow", True, "pip install -e '{checkout}[tensorflow-cuda]'"),
+    ],
+)
+def test_the_install_advice_is_the_readmes_for_this_machine(
+    monkeypatch, framework, gpu, expected
+):
+    monkeypatch.setattr(backend_choice, "nvidia_gpu_present", lambda: gpu)
+    checkout = backend_choice._checkout()
+    assert checkout is not None and (checkout / "README.md").is_file()
+    advice = backend_choice.install_advice(framework)
+    assert advice == expected.format(checkout=checkout)
+    # The package is on no index: never the bare name.
+    assert f"'keras-cifar-resnet[{framework}]'" not in advice
+
+
+def test_the_install_advice_outside_a_checkout_names_the_git_source(monkeypatch):
+    monkeypatch.setattr(backend_choice, "nvidia_gpu_present", lambda: False)
+    monkeypatch.setattr(backend_choice, "_checkout", lambda: None)
+    monkeypatch.setattr(
+        backend_choice, "_repository_url", lambda: "https://example.org/k.git"
+    )
+    assert backend_choice.install_advice("jax") == (
+        "pip install 'keras-cifar-resnet[jax] @ git+https://example.org/k.git'"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,9 @@ def test_other_backends_are_left_alone(backend):
     assert enable_compilation_cache(backend) is None
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("jax") is None, reason="jax is not installed"
+)
 def test_under_jax_compiled_programs_land_in_the_folder(tmp_path):
     output = run_under_backend(
         "jax",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 
 import pytest
 
@@ -136,3 +137,29 @@ def test_positive_int_refuses_zero_and_words():
     for text in ("0", "-1", "three"):
         with pytest.raises(argparse.ArgumentTypeError):
             positive_int(text)
+
+
+def test_every_field_declares_the_values_it_takes():
+    # The bounds live with the fields: a new field without one is caught here.
+    unchecked = {"flip", "synthetic", "data_dir", "output_dir"}  # any bool / path
+    for field in dataclasses.fields(TrainConfig):
+        declared = field.metadata["choices"] or field.metadata["bound"]
+        assert bool(declared) != (field.name in unchecked), field.name
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        ({"epochs": 0}, "--epochs must be an int >= 1, got 0"),
+        ({"momentum": 1.0}, "--momentum must be in [0, 1), got 1.0"),
+        ({"max_train_examples": None}, None),
+        ({"base_learning_rate": 0.1}, "base_batch_size must be an int >= 1, given"),
+        ({"width_multiplier": float("nan")}, "--width-multiplier must be a finite"),
+    ],
+)
+def test_a_field_is_checked_against_its_declared_bound(values, expected):
+    if expected is None:
+        TrainConfig(**values)
+        return
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        TrainConfig(**values)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from keras_cifar_resnet.data import cifar10 as data
+from keras_cifar_resnet.data import input_checks
 from keras_cifar_resnet.data.cifar10 import CLASS_NAMES, DataError, load_cifar10
 from keras_cifar_resnet.data.input_pipeline import (
     SkipBatches,
@@ -644,7 +645,7 @@ def test_a_training_set_of_one_class_warns(monkeypatch, capsys):
     from keras_cifar_resnet.config import TrainConfig
     from keras_cifar_resnet.data import input_pipeline
 
-    assert data.single_class_warning([3, 3, 1]) is None
+    assert input_checks.single_class_warning([3, 3, 1]) is None
     images = np.zeros((40, 32, 32, 3), np.uint8)
     cats = np.full(40, 3)
     monkeypatch.setattr(
@@ -692,3 +693,17 @@ def test_an_archive_member_larger_than_cifar10s_is_refused_before_it_is_read(
     archive.write_bytes(info.tobuf(format=tarfile.GNU_FORMAT) + b"\0" * 1024)
     with pytest.raises(DataError, match=r"data_batch_1.bin: 30,733,073 bytes, more"):
         load_cifar10(archive, download=False)
+
+
+def test_the_not_found_error_names_a_folder_the_user_can_make(tmp_path, monkeypatch):
+    monkeypatch.delenv("KERAS_CIFAR_RESNET_DATA", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    with pytest.raises(DataError) as error:
+        load_cifar10(download=False)
+    datasets = tmp_path / "datasets"
+    assert f"making {datasets / data.PYTHON_FOLDER}/" in str(error.value)
+    assert "-target" not in str(error.value)  # Keras's own name: nobody makes it
+    # Made as the message says, it is where the data is found.
+    batches = _fake_batches()
+    _write_folder(datasets, "python", batches)
+    _assert_loaded(load_cifar10(download=False), batches)

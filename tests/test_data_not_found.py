@@ -19,3 +19,4 @@ def test_the_not_found_error_names_the_flag_and_the_python_argument(
     # The command's flag, and the keyword only as the Python call's.
     assert "--data-dir (`data_dir=` in Python)" in message
     assert "KERAS_CIFAR_RESNET_DATA" in message
+

@@ -76,7 +76,6 @@ def test_single_device_is_a_no_op():
     assert distribution.shard_batches(batches) is batches
     model = types.SimpleNamespace()
     assert distribution.prepare_model(model) is model
-    distribution.check_batch_size(7)
 
 
 def test_unknown_mode_is_refused():
@@ -104,15 +103,6 @@ def test_process_shards_cover_each_global_batch_once():
 def test_uneven_split_is_a_clear_error():
     with pytest.raises(DistributionError, match="does not split over 3 processes"):
         ProcessShard(_Batches(), 0, 3)[0]
-    distribution = SingleDevice()
-    distribution.num_replicas = 4
-    with pytest.raises(DistributionError, match="--batch-size 6 .* multiple of 4"):
-        distribution.check_batch_size(6)
-    distribution.check_batch_size(8, evaluation_size=10)  # 2 left: evaluated locally
-    distribution.even_evaluation_batches = True  # JAX shards evaluation batches too
-    with pytest.raises(DistributionError, match=r"last validation batch .* = 2\)"):
-        distribution.check_batch_size(8, evaluation_size=10)
-    distribution.check_batch_size(8, evaluation_size=12)
 
 
 def test_a_lost_process_is_one_line_only_with_several_processes():

@@ -164,3 +164,20 @@ def test_help_shows_percent_signs_once(command):
     # argparse expands %% in help strings, not in a description or epilog.
     build = PARSERS.get(command) or _benchmark_parser("accuracy")
     assert "%%" not in build().format_help(), command
+
+
+def test_the_flags_a_resume_may_change_are_the_ones_help_names():
+    from keras_cifar_resnet.config import RESUME_OVERRIDABLE
+
+    text = re.sub(r"\s+", " ", (ROOT / "docs" / "training.md").read_text())
+    sentence = re.search(r"rate is kept\); (.*?) may change;", text)
+    assert sentence, "docs/training.md no longer says which flags may change"
+    documented = set(re.findall(r"`(--[\w-]+)`", sentence.group(1)))
+    source = {flag_name(name) for name in RESUME_OVERRIDABLE}
+    assert documented == source
+    resume_help = next(
+        action.help
+        for action in build_parser()._actions
+        if "--resume" in action.option_strings
+    )
+    assert all(flag in resume_help for flag in source)

@@ -88,11 +88,7 @@ def test_one_rule_maps_failures_to_exit_statuses(error, status):
 
 
 def test_distribution_failures_keep_their_statuses():
-    pytest.importorskip("keras")
-    from keras_cifar_resnet.training.distribute import (
-        DistributionError,
-        LostProcessError,
-    )
+    from keras_cifar_resnet.errors import DistributionError, LostProcessError
 
     assert messages.exit_status(DistributionError("one device")) == 2
     assert messages.exit_status(LostProcessError("process lost")) == 1

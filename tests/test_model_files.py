@@ -14,13 +14,13 @@ import pytest
 from PIL import Image
 
 from keras_cifar_resnet import evaluate, predict
-from keras_cifar_resnet.network.resources import named_model_config, resnet_size
 from keras_cifar_resnet.reporting.model_files import (
     ALLOWED_CLASSES,
     ModelFileError,
     load_model,
 )
 from keras_cifar_resnet.reporting.model_limits import MAX_PARAMETERS
+from keras_cifar_resnet.resources import named_model_config, resnet_size
 from tests.test_evaluate import tiny_model
 
 

@@ -104,3 +104,12 @@ def test_training_warns_once_on_a_cpu_without_it(monkeypatch, capsys, native):
         if native
         else [slow_precision_warning("mixed_bfloat16", accelerator=False, native=False)]
     )
+
+
+def test_a_framework_that_is_not_installed_sees_no_gpu(monkeypatch):
+    from keras_cifar_resnet.training import precision_support
+
+    monkeypatch.setattr(precision_support, "_installed", lambda module: False)
+    assert precision_support.accelerator_present("torch") is False
+    with pytest.raises(ValueError, match="must be jax, tensorflow or torch"):
+        precision_support.accelerator_present("mxnet")

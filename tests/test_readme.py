@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,3 +135,57 @@ def test_the_cpu_install_keeps_pytorchs_cpu_build():
 
     (torch,) = [Requirement(text) for text in _extras()["torch"]]
     assert torch.name == "torch" and torch.specifier.contains("2.13.0+cpu")
+
+
+def _python_blocks(page):
+    return [code for lang, code in FENCE.findall(page.read_text()) if lang == "python"]
+
+
+@pytest.mark.parametrize("page", EXAMPLE_PAGES, ids=lambda page: page.name)
+def test_examples_import_the_package_before_keras(page):
+    # Keras alone picks TensorFlow: on a [jax]- or [torch]-only install an
+    # example that imports keras first fails before the package can choose.
+    for code in _python_blocks(page):
+        lines = code.splitlines()
+        firsts = [
+            i
+            for i, line in enumerate(lines)
+            if re.match(r"(import|from) keras_cifar_resnet\b", line)
+        ]
+        for i, line in enumerate(lines):
+            if re.match(r"(import|from) keras\b(?!_)", line):
+                assert firsts and firsts[0] < i, f"{page.name}: {line!r} comes first"
+
+
+def test_the_readmes_python_section_says_how_the_backend_is_chosen():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Use it from Python")[1].split("\n## ")[0]
+    assert "KERAS_BACKEND" in section and "before `keras`" in section
+
+
+def test_the_test_command_names_each_module_as_it_collects_it():
+    # The README promises a log that is never silent; collecting is the
+    # first long wait (every test module imports a framework).
+    assert '"-v"' in (ROOT / "noxfile.py").read_text()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-v",
+            "--collect-only",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_layout.py",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert re.search(
+        r"^collected tests/test_layout.py: \d+ tests in [\d.]+ s$",
+        result.stdout,
+        re.MULTILINE,
+    ), result.stdout[-2000:]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from keras_cifar_resnet.config import TrainConfig
-from keras_cifar_resnet.network.resources import (
+from keras_cifar_resnet.resources import (
     ResourceError,
     available_memory_bytes,
     check_training_memory,

@@ -269,3 +269,37 @@ def test_a_resumed_log_counting_from_0_is_renumbered_from_1(tmp_path):
         ("1", "1"),
         ("2", "1"),
     ]
+
+
+def test_a_run_stopped_before_writing_leaves_no_folder_it_made(tmp_path):
+    parent = tmp_path / "runs"
+    with run_folder.hold_run_folder(parent / "first"):
+        assert (parent / "first").is_dir()
+    assert not parent.exists()  # neither the run's folder nor `runs/`
+    with run_folder.hold_run_folder(parent / "second"):
+        (parent / "second" / "config.json").write_text("{}")
+    assert (parent / "second" / "config.json").is_file()
+    with run_folder.hold_run_folder(parent / "third"):
+        pass
+    assert sorted(p.name for p in parent.iterdir()) == ["second"]
+
+
+def test_the_device_is_read_from_an_array_that_names_only_its_devices(monkeypatch):
+    # JAX 0.4.28 arrays have `devices()` but no `device`: without the device
+    # the memory check would take a CPU run for an accelerator's.
+    import keras
+
+    class Device:
+        device_kind = "cpu"
+
+        def __str__(self):
+            return "TFRT_CPU_0"
+
+    class OldArray:
+        def devices(self):
+            return {Device()}
+
+    monkeypatch.setattr(keras.ops, "zeros", lambda shape: OldArray())
+    described = run_folder.device_description()
+    assert described["tensor_device"] == "TFRT_CPU_0"
+    assert described["device_kind"] == "cpu"

@@ -735,3 +735,46 @@ def test_a_second_ctrl_c_while_saving_waits_for_the_checkpoint(
         f"is at step 2 of epoch 1; continue with: keras-cifar-resnet-train "
         f"--resume {folder}"
     )
+
+
+def _run_that_read(tmp_path, data):
+    run = tmp_path / "run"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "saved_run", run)
+    record = json.loads((run / "config.json").read_text())
+    record["config"]["synthetic"] = False
+    record["data"] = data
+    (run / "config.json").write_text(json.dumps(record))
+    return run
+
+
+def test_a_resume_reads_the_data_where_the_run_recorded_it(tmp_path, monkeypatch):
+    # Started with KERAS_CIFAR_RESNET_DATA, resumed in a shell without it.
+    data = tmp_path / "cifar-10-batches-bin"
+    data.mkdir()
+    run = _run_that_read(
+        tmp_path, {"path": str(data), "given_as": "KERAS_CIFAR_RESNET_DATA"}
+    )
+    monkeypatch.delenv("KERAS_CIFAR_RESNET_DATA", raising=False)
+    args = build_parser().parse_args(["--resume", str(run)])
+    config, resume = config_for_arguments(args)
+    assert resume and config.data_dir == str(data)
+    # A location given now wins; a recorded folder that is gone is not used.
+    args = build_parser().parse_args(["--resume", str(run), "--data-dir", "x"])
+    assert config_for_arguments(args)[0].data_dir == "x"
+    monkeypatch.setenv("KERAS_CIFAR_RESNET_DATA", str(tmp_path))
+    assert config_for_arguments(build_parser().parse_args(["--resume", str(run)]))[
+        0
+    ].data_dir is None
+    monkeypatch.delenv("KERAS_CIFAR_RESNET_DATA")
+    data.rmdir()
+    assert config_for_arguments(build_parser().parse_args(["--resume", str(run)]))[
+        0
+    ].data_dir is None
+
+
+def test_a_start_without_data_leaves_no_empty_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = ["--model", "tiny", "--data-dir", str(tmp_path / "no-such-data")]
+    assert main([*argv, "--output-dir", "runs/first"]) == 1
+    assert "error: " in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

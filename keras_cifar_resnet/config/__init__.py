@@ -25,12 +25,12 @@ from keras_cifar_resnet.config.train_config import (
     RESUME_OVERRIDABLE,
     SCHEDULES,
     TrainConfig,
-    UsageError,
     config_from_flags,
     flag_name,
     saved_config,
     warmup_steps,
 )
+from keras_cifar_resnet.errors import UsageError
 
 __all__ = [
     "add_flags",

@@ -18,6 +18,7 @@ from keras_cifar_resnet.config.train_config import (
     config_from_flags,
     flag_name,
 )
+from keras_cifar_resnet.messages import PROGRAMS
 
 
 def flag_fields():
@@ -95,9 +96,6 @@ def build_parser(prog=None):
     Every flag defaults to None, so that `resolve_config` can tell the flags
     given on the command line (which override the recipe) from the rest.
     """
-    # Here, not at the top: `messages` reads checkpoints, which read this module.
-    from keras_cifar_resnet.messages import PROGRAMS
-
     parser = _Parser(
         prog=prog or PROGRAMS["train"],
         description=(

@@ -33,22 +33,56 @@ RECIPE_NAMES = ("default", "paper")
 RECIPE_ALIASES = {"seed": "paper"}
 
 
-class UsageError(Exception):
-    """A bad command line or setting: the command exits with status 2, one line."""
+@dataclasses.dataclass(frozen=True)
+class Bound:
+    """The values a field takes: `allows(value)`, and `expected` in words."""
 
-    usage = True  # `messages.exit_status`: the user's to fix
+    allows: object  # callable: value -> bool
+    expected: str
+
+    def or_none(self):
+        """The same bound, with None also allowed (a value left unset)."""
+        return Bound(lambda v: v is None or self.allows(v), self.expected)
 
 
-def _field(default, help, *, choices=None, recipe=False, metavar=None, flag=True):
-    """A dataclass field carrying its command-line help.
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
 
-    `recipe=True` marks a value that the recipe sets (its default differs
-    per recipe); an explicit flag overrides it. `flag=False` marks a value
-    the command derives, which has no flag of its own.
+
+def _is_number(value):
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
+def whole(low):
+    """An int >= `low`."""
+    return Bound(lambda v: _is_int(v) and v >= low, f"an int >= {low}")
+
+
+POSITIVE = Bound(lambda v: _is_number(v) and v > 0, "a finite number > 0")
+NON_NEGATIVE = Bound(lambda v: _is_number(v) and v >= 0, "a number >= 0")
+FRACTION = Bound(lambda v: _is_number(v) and 0 <= v < 1, "in [0, 1)")
+_SCALED_FROM = Bound(whole(1).allows, "an int >= 1, given with base_learning_rate")
+
+
+def _field(
+    default, help, *, choices=None, bound=None, recipe=False, metavar=None, flag=True
+):
+    """A dataclass field carrying its command-line help and the values it takes.
+
+    `choices` or `bound` (a `Bound`) say which values are valid; `TrainConfig`
+    checks every field against them. `recipe=True` marks a value that the
+    recipe sets (its default differs per recipe); an explicit flag overrides
+    it. `flag=False` marks a value the command derives, which has no flag of
+    its own.
     """
     metadata = {
         "help": help,
         "choices": choices,
+        "bound": bound,
         "recipe": recipe,
         "metavar": metavar,
         "flag": flag,
@@ -82,6 +116,7 @@ class TrainConfig:
         "the compute, which trains on full CIFAR-10 on a CPU in minutes (the "
         "README's first run).",
         metavar="W",
+        bound=POSITIVE,
     )
     recipe: str = _field(
         "default",
@@ -92,13 +127,18 @@ class TrainConfig:
         "explicitly override the recipe's values.",
         choices=RECIPE_NAMES,
     )
-    epochs: int = _field(100, "Passes over the training set.", recipe=True)
-    batch_size: int = _field(512, "Images per optimizer step.", recipe=True)
+    epochs: int = _field(
+        100, "Passes over the training set.", recipe=True, bound=whole(1)
+    )
+    batch_size: int = _field(
+        512, "Images per optimizer step.", recipe=True, bound=whole(1)
+    )
     eval_batch_size: int = _field(
         1000,
         "Test images per forward pass in the final evaluation (and their "
         "mirror images), independent of --batch-size.",
         metavar="N",
+        bound=whole(1),
     )
     optimizer: str = _field(
         "sgd",
@@ -112,19 +152,24 @@ class TrainConfig:
         "512). Given --batch-size without --learning-rate, the recipe's rate is "
         "scaled linearly from the recipe's batch size.",
         recipe=True,
+        bound=POSITIVE,
     )
     base_learning_rate: float | None = _field(
         None,
         "The recipe's learning rate, at its batch size `base_batch_size`, that "
         "the learning rate was scaled from; None when it was not scaled.",
         flag=False,
+        bound=POSITIVE.or_none(),
     )
     base_batch_size: int | None = _field(
         None,
         "The recipe's batch size that the learning rate was scaled from.",
         flag=False,
+        bound=_SCALED_FROM.or_none(),
     )
-    momentum: float = _field(0.9, "SGD momentum (ignored by Adam).", recipe=True)
+    momentum: float = _field(
+        0.9, "SGD momentum (ignored by Adam).", recipe=True, bound=FRACTION
+    )
     schedule: str = _field(
         "cosine",
         "Learning-rate schedule: 'cosine' (linear warm-up, then cosine "
@@ -136,25 +181,39 @@ class TrainConfig:
         5.0,
         "Epochs of linear warm-up (cosine only; capped at half the run).",
         recipe=True,
+        bound=NON_NEGATIVE,
     )
     weight_decay: float = _field(
         5e-4,
         "L2 coefficient on conv and dense kernels, added to the loss (coupled, "
         "like torch.optim.SGD's weight_decay).",
         recipe=True,
+        bound=NON_NEGATIVE,
     )
     label_smoothing: float = _field(
-        0.1, "Label smoothing of the training loss, in [0, 1).", recipe=True
+        0.1,
+        "Label smoothing of the training loss, in [0, 1).",
+        recipe=True,
+        bound=FRACTION,
     )
     crop_padding: int = _field(
-        4, "Random crop after padding by this many pixels (0: off).", recipe=True
+        4,
+        "Random crop after padding by this many pixels (0: off).",
+        recipe=True,
+        bound=whole(0),
     )
     flip: bool = _field(True, "Random horizontal flips.", recipe=True)
     cutout_size: int = _field(
-        16, "Side of the random cutout square in pixels (0: off).", recipe=True
+        16,
+        "Side of the random cutout square in pixels (0: off).",
+        recipe=True,
+        bound=whole(0),
     )
     batch_norm_momentum: float = _field(
-        0.9, "BatchNorm moving-average momentum.", recipe=True
+        0.9,
+        "BatchNorm moving-average momentum.",
+        recipe=True,
+        bound=FRACTION,
     )
     initializer: str = _field(
         "torch",
@@ -168,12 +227,14 @@ class TrainConfig:
         5000,
         "Training images held out (a seeded split) to pick the best model; 0 "
         "trains on all and keeps the final model instead.",
+        bound=whole(0),
     )
     max_train_examples: int | None = _field(
         None,
         "Train on the first N training images only (after the validation "
         "split), for quick runs. Default: all.",
         metavar="N",
+        bound=whole(1).or_none(),
     )
     synthetic: bool = _field(
         False,
@@ -198,7 +259,9 @@ class TrainConfig:
         "loss, accuracy and learning rate per epoch, train and validation "
         "(needs the tensorboard package: pip install 'tensorboard>=2.16').",
     )
-    seed: int = _field(0, "Seeds the initial weights, data order and augmentation.")
+    seed: int = _field(
+        0, "Seeds the initial weights, data order and augmentation.", bound=whole(0)
+    )
     mixed_precision: str = _field(
         "off",
         "Compute dtype policy: 'off' (float32), 'mixed_bfloat16', or "
@@ -228,115 +291,35 @@ class TrainConfig:
     def __post_init__(self):
         if self.recipe in RECIPE_ALIASES:
             object.__setattr__(self, "recipe", RECIPE_ALIASES[self.recipe])
-        problems = []
-
-        def require(ok, name, expected):
-            if not ok:
-                flag = self.__dataclass_fields__[name].metadata["flag"]
-                shown = flag_name(name) if flag else name
-                problems.append(
-                    f"{shown} must be {expected}, got {getattr(self, name)!r}"
-                )
-
-        for field in dataclasses.fields(self):
-            choices = field.metadata.get("choices")
-            if choices:
-                require(
-                    getattr(self, field.name) in choices,
-                    field.name,
-                    f"one of {', '.join(choices)}",
-                )
-        require(_is_int(self.epochs) and self.epochs >= 1, "epochs", "an int >= 1")
-        require(
-            _is_number(self.width_multiplier) and self.width_multiplier > 0,
-            "width_multiplier",
-            "a finite number > 0",
-        )
-        require(
-            _is_int(self.batch_size) and self.batch_size >= 1,
-            "batch_size",
-            "an int >= 1",
-        )
-        require(
-            _is_int(self.eval_batch_size) and self.eval_batch_size >= 1,
-            "eval_batch_size",
-            "an int >= 1",
-        )
-        require(
-            _is_number(self.learning_rate) and self.learning_rate > 0,
-            "learning_rate",
-            "a finite number > 0",
-        )
-        require(
-            _is_number(self.momentum) and 0 <= self.momentum < 1,
-            "momentum",
-            "in [0, 1)",
-        )
-        require(
-            _is_number(self.warmup_epochs) and self.warmup_epochs >= 0,
-            "warmup_epochs",
-            "a number >= 0",
-        )
-        require(
-            _is_number(self.weight_decay) and self.weight_decay >= 0,
-            "weight_decay",
-            "a number >= 0",
-        )
-        require(
-            _is_number(self.label_smoothing) and 0 <= self.label_smoothing < 1,
-            "label_smoothing",
-            "in [0, 1)",
-        )
-        for name in ("crop_padding", "cutout_size", "validation_size", "seed"):
-            require(
-                _is_int(getattr(self, name)) and getattr(self, name) >= 0,
-                name,
-                "an int >= 0",
-            )
-        require(
-            _is_number(self.batch_norm_momentum) and 0 <= self.batch_norm_momentum < 1,
-            "batch_norm_momentum",
-            "in [0, 1)",
-        )
-        require(
-            self.max_train_examples is None
-            or (_is_int(self.max_train_examples) and self.max_train_examples >= 1),
-            "max_train_examples",
-            "an int >= 1",
-        )
-        require(
-            self.base_learning_rate is None
-            or (_is_number(self.base_learning_rate) and self.base_learning_rate > 0),
-            "base_learning_rate",
-            "a finite number > 0",
-        )
-        require(
-            (self.base_learning_rate is None) == (self.base_batch_size is None)
-            and (
-                self.base_batch_size is None
-                or (_is_int(self.base_batch_size) and self.base_batch_size >= 1)
-            ),
-            "base_batch_size",
-            "an int >= 1, given with base_learning_rate",
-        )
+        problems = [
+            self._problem(field.name, f"one of {', '.join(field.metadata['choices'])}")
+            for field in dataclasses.fields(self)
+            if field.metadata["choices"]
+            and getattr(self, field.name) not in field.metadata["choices"]
+        ]
+        problems += [
+            self._problem(field.name, field.metadata["bound"].expected)
+            for field in dataclasses.fields(self)
+            if field.metadata["bound"]
+            and not field.metadata["bound"].allows(getattr(self, field.name))
+        ]
+        # The one rule across fields: the scaling's two values go together.
+        if (self.base_learning_rate is None) != (self.base_batch_size is None):
+            problems.append(self._problem("base_batch_size", _SCALED_FROM.expected))
         if problems:
             raise ValueError("; ".join(problems))
+
+    def _problem(self, name, expected):
+        shown = (
+            flag_name(name)
+            if self.__dataclass_fields__[name].metadata["flag"]
+            else name
+        )
+        return f"{shown} must be {expected}, got {getattr(self, name)!r}"
 
     def to_dict(self):
         """The settings as a JSON-ready dict."""
         return dataclasses.asdict(self)
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value):
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
 
 
 RECIPES = {

@@ -25,8 +25,6 @@ import threading
 import urllib.parse
 from pathlib import Path, PurePosixPath
 
-import numpy as np
-
 from keras_cifar_resnet.data.files import (  # noqa: F401 -- part of this API
     MAX_BATCH_BYTES,
     NUM_CLASSES,
@@ -235,8 +233,8 @@ def _where_to_put_files(datasets):
         f"put {PYTHON_ARCHIVE} or {BINARY_ARCHIVE} (or its extracted {PYTHON_FOLDER}/ "
         f"or {BINARY_FOLDER}/ folder) in a folder and pass that folder with "
         "--data-dir (`data_dir=` in Python) "
-        f"or set {DATA_ENV_VAR} to it, or extract {PYTHON_ARCHIVE} into "
-        f"{datasets / _KERAS_FOLDER}"
+        f"or set {DATA_ENV_VAR} to it, or extract {PYTHON_ARCHIVE} in "
+        f"{datasets} (making {datasets / PYTHON_FOLDER}/, where it is looked for)"
     )
 
 
@@ -340,24 +338,6 @@ def _has_official_hash(path):
 
 
 # ----------------------------------------------------------------- public API
-
-
-def single_class_warning(labels):
-    """One line when every label is the same class (training learns nothing), else None.
-
-    Args:
-        labels: sequence of int, the training labels.
-    """
-    classes = np.unique(np.asarray(labels))
-    if len(classes) != 1:
-        return None
-    label = int(classes[0])
-    name = CLASS_NAMES[label] if 0 <= label < len(CLASS_NAMES) else str(label)
-    return (
-        f"every one of the {len(labels)} training labels is class {label} "
-        f"({name}): the model can only learn to answer {name}, and its training "
-        "accuracy of 100% means nothing"
-    )
 
 
 def data_source(data_dir=None):

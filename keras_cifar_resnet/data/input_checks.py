@@ -17,6 +17,8 @@ import warnings
 
 import numpy as np
 
+from keras_cifar_resnet.data.cifar10 import CLASS_NAMES
+
 
 class InputError(ValueError):
     """Training data in a form the model does not take; the message is one line."""
@@ -149,18 +151,6 @@ def check_pixel_range(images):
         )
 
 
-def check_model(model, *, argument="model"):
-    """Raises `InputError` unless `model` is this package's `ResNet`."""
-    from keras_cifar_resnet.models import ResNet
-
-    if not isinstance(model, ResNet):
-        raise InputError(
-            f"`{argument}` must be a keras_cifar_resnet ResNet (e.g. ResNet18(), or "
-            f"one loaded with keras.saving.load_model); Received: "
-            f"{argument}={_short_repr(model)}"
-        )
-
-
 def check_evaluation_data(model, images, labels):
     """Raises `InputError` unless `model` can be evaluated on `images`, `labels`.
 
@@ -173,7 +163,7 @@ def check_evaluation_data(model, images, labels):
 
     if not isinstance(model, keras.Model):
         raise InputError(
-            f"`model` must be a Keras model; Received: model={_short_repr(model)}"
+            f"`model` must be a Keras model; Received: model={short_repr(model)}"
         )
     images, labels = np.asarray(images), np.asarray(labels)
     expected = tuple(model.input_shape[1:])
@@ -185,6 +175,25 @@ def check_evaluation_data(model, images, labels):
     check_pixel_range(images)
 
 
-def _short_repr(value):
+def short_repr(value):
+    """`repr(value)`, cut to 60 characters, for a `Received:` part."""
     text = repr(value)
     return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def single_class_warning(labels):
+    """One line when every label is the same class (training learns nothing), else None.
+
+    Args:
+        labels: sequence of int, the training labels.
+    """
+    classes = np.unique(np.asarray(labels))
+    if len(classes) != 1:
+        return None
+    label = int(classes[0])
+    name = CLASS_NAMES[label] if 0 <= label < len(CLASS_NAMES) else str(label)
+    return (
+        f"every one of the {len(labels)} training labels is class {label} "
+        f"({name}): the model can only learn to answer {name}, and its training "
+        "accuracy of 100% means nothing"
+    )

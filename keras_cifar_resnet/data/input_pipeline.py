@@ -20,13 +20,13 @@ import threading
 import keras
 import numpy as np
 
-from keras_cifar_resnet.config import UsageError
 from keras_cifar_resnet.data.cifar10 import (
     IMAGE_SHAPE,
     NUM_CLASSES,
     load_cifar10,
-    single_class_warning,
 )
+from keras_cifar_resnet.data.input_checks import single_class_warning
+from keras_cifar_resnet.errors import DistributionError, UsageError
 
 # Batches tf.data may fetch ahead of the epoch fit() has begun.
 _PREFETCH_SLACK = 64
@@ -363,7 +363,8 @@ def prepare_data(config):
 
     Raises:
         DataError: the data cannot be found or read.
-        UsageError: the sizes do not fit the data.
+        UsageError: a validation set as large as the data (the batch size
+            is judged with the devices, in `training.batch_plan`).
     """
     if config.synthetic:
         extra = config.max_train_examples or _TRAIN_SIZE - config.validation_size
@@ -385,11 +386,6 @@ def prepare_data(config):
     if config.max_train_examples is not None:
         x_train = x_train[: config.max_train_examples]
         y_train = y_train[: config.max_train_examples]
-    if len(x_train) < config.batch_size:
-        raise UsageError(
-            f"--batch-size {config.batch_size} is larger than the {len(x_train)} "
-            "training images; lower it or train on more images"
-        )
     warning = single_class_warning(y_train)
     if warning is not None:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
@@ -429,9 +425,6 @@ class ProcessShard(keras.utils.PyDataset):
         images, labels = self.batches[position]
         size, remainder = divmod(len(images), self.count)
         if remainder:
-            # Here, not at the top: the engines in `distribute` read batches.
-            from keras_cifar_resnet.training.distribute import DistributionError
-
             raise DistributionError(
                 f"a batch of {len(images)} images does not split over {self.count} "
                 "processes"

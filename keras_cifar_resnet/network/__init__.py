@@ -1,4 +1,4 @@
-"""The network's parts: its layers, its initializers and its size estimate.
+"""The network's parts: its layers and its initializers.
 
 The network itself is `keras_cifar_resnet.models`.
 """

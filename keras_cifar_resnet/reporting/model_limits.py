@@ -16,7 +16,7 @@ import math
 import zipfile
 
 from keras_cifar_resnet.errors import ModelFileError
-from keras_cifar_resnet.network.resources import (
+from keras_cifar_resnet.resources import (
     ResourceError,
     check_memory,
     inference_bytes,

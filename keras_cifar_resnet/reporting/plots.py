@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_cifar_resnet.training.run_folder import write_atomically
+from keras_cifar_resnet.safe_files import write_atomically
 
 _INSTALL_HINT = "pip install 'keras-cifar-resnet[plots]'"
 

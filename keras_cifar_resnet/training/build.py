@@ -23,7 +23,7 @@ from keras import ops
 
 from keras_cifar_resnet.config import TrainConfig, config_from_flags, warmup_steps
 from keras_cifar_resnet.data.augment import Augmentation
-from keras_cifar_resnet.data.input_checks import InputError, check_model
+from keras_cifar_resnet.data.input_checks import InputError, short_repr
 from keras_cifar_resnet.models import MODELS, ResNet
 
 
@@ -132,6 +132,23 @@ def compile_model(model, config, steps_per_epoch):
     return model
 
 
+def check_model(model, *, argument="model"):
+    """Raises `InputError` unless `model` is this package's `ResNet`."""
+    if isinstance(model, keras.Model) and not isinstance(model, ResNet):
+        raise InputError(
+            f"`{argument}` must be a keras_cifar_resnet ResNet; a Keras model built "
+            "from layers (a backbone with a new head) trains with the package's "
+            "step as keras_cifar_resnet.ResNet(model.inputs, model.outputs). "
+            f"Received: {argument}={model.name!r} ({type(model).__name__})"
+        )
+    if not isinstance(model, ResNet):
+        raise InputError(
+            f"`{argument}` must be a keras_cifar_resnet ResNet (e.g. ResNet18(), or "
+            "one loaded with keras.saving.load_model); Received: "
+            f"{argument}={short_repr(model)}"
+        )
+
+
 def compile_for_training(
     model,
     recipe="default",
@@ -175,13 +192,6 @@ def compile_for_training(
     ...                              batch_size=512)
     >>> model.fit(images, labels, batch_size=512, epochs=30)
     """
-    if isinstance(model, keras.Model) and not isinstance(model, ResNet):
-        raise InputError(
-            "`model` must be a keras_cifar_resnet ResNet; a Keras model built from "
-            "layers (a backbone with a new head) trains with the package's step as "
-            "keras_cifar_resnet.ResNet(model.inputs, model.outputs). Received: "
-            f"model={model.name!r} ({type(model).__name__})"
-        )
     check_model(model)
     known = {field.name for field in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(settings) - known)

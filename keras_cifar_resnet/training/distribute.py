@@ -56,6 +56,10 @@ import keras
 
 from keras_cifar_resnet.config import DISTRIBUTE as MODES
 from keras_cifar_resnet.data.input_pipeline import ProcessShard, fit_input
+from keras_cifar_resnet.errors import (  # noqa: F401 -- LostProcessError: its old home
+    DistributionError,
+    LostProcessError,
+)
 
 # How long a data-parallel process waits on one that stopped answering (its
 # heartbeats, its collectives) before it stops too, in seconds.
@@ -63,18 +67,6 @@ LOST_PROCESS_TIMEOUT_SECONDS = 30
 # How long finished JAX processes wait at exit for the chief, which still
 # evaluates the test set and writes the run's last files, in seconds.
 FINISH_TIMEOUT_SECONDS = 3600
-
-
-class DistributionError(Exception):
-    """Data-parallel training cannot start as asked (one line, for the CLI)."""
-
-    usage = True  # `messages.exit_status`: the user's to fix
-
-
-class LostProcessError(DistributionError):
-    """Another process of a multi-process run stopped or became unreachable."""
-
-    usage = False
 
 
 class Distribution:
@@ -94,7 +86,8 @@ class Distribution:
     engine = "single device"
     # Per-replica or global BatchNorm batch statistics (documented per engine).
     batch_norm_statistics = "global"
-    # Whether evaluation's last, partial batch must split evenly too.
+    # Whether evaluation's last, partial batch must split evenly too
+    # (`batch_plan.plan_batches` checks it).
     even_evaluation_batches = False
 
     def __init__(self):
@@ -118,30 +111,6 @@ class Distribution:
         evaluation), which must not wait on the other processes.
         """
         return contextlib.nullcontext()
-
-    def check_batch_size(self, batch_size, evaluation_size=0):
-        """Raises DistributionError unless the batches split evenly.
-
-        Args:
-            batch_size: int, the global batch size.
-            evaluation_size: int, images evaluated in batches of
-                `batch_size` (the validation set); its last, partial batch
-                must split too where the engine needs even splits.
-        """
-        n = self.num_replicas
-        if batch_size % n:
-            raise DistributionError(
-                f"--batch-size {batch_size} does not split evenly over the {n} "
-                f"replicas of {self.engine}; use a multiple of {n}"
-            )
-        remainder = evaluation_size % batch_size
-        if self.even_evaluation_batches and remainder % n:
-            raise DistributionError(
-                f"the last validation batch ({evaluation_size} images % "
-                f"--batch-size {batch_size} = {remainder}) does not split evenly "
-                f"over {n} devices; choose a --validation-size that leaves a "
-                f"multiple of {n}"
-            )
 
     def prepare_model(self, model):
         """Readies the built, compiled `model` for distributed steps."""

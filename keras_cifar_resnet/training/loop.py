@@ -37,10 +37,11 @@ from keras_cifar_resnet.data.input_pipeline import (
     TrainingBatches,
     prepare_data,
 )
-from keras_cifar_resnet.errors import ModelFileError
-from keras_cifar_resnet.network.resources import check_training_memory
+from keras_cifar_resnet.errors import LostProcessError, ModelFileError
 from keras_cifar_resnet.reporting.evaluation import evaluate_model, progress_verbosity
 from keras_cifar_resnet.reporting.model_files import load_model
+from keras_cifar_resnet.resources import check_training_memory
+from keras_cifar_resnet.training.batch_plan import plan_batches
 from keras_cifar_resnet.training.build import build_model, compile_model
 from keras_cifar_resnet.training.callbacks import (
     CheckpointOnSignal,
@@ -57,7 +58,7 @@ from keras_cifar_resnet.training.checkpoints import (
     saved_state,
     set_aside_last,
 )
-from keras_cifar_resnet.training.distribute import LostProcessError, setup_distribution
+from keras_cifar_resnet.training.distribute import setup_distribution
 from keras_cifar_resnet.training.first_run import no_accelerator_note
 from keras_cifar_resnet.training.precision_support import warn_if_slow
 from keras_cifar_resnet.training.run_folder import (
@@ -159,11 +160,11 @@ def _train_and_evaluate(
     # The data: arrays, and batches that are a pure function of seed,
     # epoch and index (so a resume continues the same order).
     data = prepare_data(config)
+    plan = plan_batches(config, data, distribution)
     batches = TrainingBatches(
-        data.train_images, data.train_labels, config.batch_size, seed=config.seed
+        data.train_images, data.train_labels, plan.batch_size, seed=config.seed
     )
-    steps_per_epoch = batches.steps_per_epoch
-    distribution.check_batch_size(config.batch_size, len(data.val_images))
+    steps_per_epoch = plan.steps_per_epoch
 
     # The model, seeded, compiled, its optimizer built.
     model = _build_model(config, distribution, steps_per_epoch)

@@ -10,6 +10,7 @@ current backend's own check answers if it is torch and already imported
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 # Policy -> CPU flags any one of which means native arithmetic in that dtype
@@ -91,8 +92,18 @@ def slow_precision_warning(policy, accelerator, native):
     )
 
 
+def _installed(module):
+    return importlib.util.find_spec(module) is not None
+
+
 def accelerator_present(backend):
-    """Whether `backend`'s framework sees a GPU (imports that framework only)."""
+    """Whether `backend`'s framework sees a GPU (imports that framework only).
+
+    A framework that is not installed sees none (the native PyTorch
+    reference asks about torch in a session that may have JAX alone).
+    """
+    if backend in ("torch", "jax", "tensorflow") and not _installed(backend):
+        return False
     if backend == "torch":
         import torch
 

@@ -35,8 +35,7 @@ import os
 import platform
 from pathlib import Path
 
-from keras_cifar_resnet.config import UsageError
-from keras_cifar_resnet.errors import RunFileError
+from keras_cifar_resnet.errors import RunFileError, UsageError
 from keras_cifar_resnet.safe_files import (
     WriteError,
     read_run_json,
@@ -122,6 +121,9 @@ def device_description():
     device = getattr(tensor, "device", None)
     if callable(device):
         device = device()
+    if device is None and hasattr(tensor, "devices"):
+        # Older JAX (0.4.28) has no `device`: an array names its devices as a set.
+        device = next(iter(tensor.devices()))
     return {
         "tensor_device": str(device),
         "device_kind": getattr(device, "device_kind", None),
@@ -171,14 +173,21 @@ def hold_run_folder(path, held=True):
         yield
         return
     path = Path(path)
-    created = not os.path.lexists(path)
+    # The folder and its parents (`runs/`) that this run creates, deepest first.
+    created = [
+        folder
+        for folder in (path, *path.absolute().parents)
+        if not os.path.lexists(folder)
+    ]
     descriptor = _lock(path)
     try:
         yield
     finally:
-        if created:  # a run stopped before writing leaves no empty folder
-            with contextlib.suppress(OSError):
-                path.rmdir()
+        # A run stopped before writing leaves no empty folder, nor an empty
+        # parent it made.
+        with contextlib.suppress(OSError):
+            for folder in created:
+                folder.rmdir()
         os.close(descriptor)
 
 

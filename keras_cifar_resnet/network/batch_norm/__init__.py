@@ -68,7 +68,8 @@ class BatchNormalization(layers.BatchNormalization):
             and self.axis in (-1, 3)
             and self.center
             and self.scale
-            and not self.renorm
+            # Older Keras (3.6) has no batch renormalization, nor the attribute.
+            and not getattr(self, "renorm", False)
             and not self.synchronized
         )
 

@@ -24,7 +24,7 @@ import inspect
 import math
 from pathlib import Path
 
-from keras_cifar_resnet.config import UsageError
+from keras_cifar_resnet.errors import UsageError
 
 MEMINFO = Path("/proc/meminfo")
 BYTES_PER_VALUE = 4  # float32
