@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import keras
 
-from keras_cifar_resnet.data.input_checks import check_model
 from keras_cifar_resnet.models import ResNet
+from keras_cifar_resnet.training.build import check_model
 
 
 def backbone_of(trained, *, pooling="avg"):

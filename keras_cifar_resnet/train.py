@@ -40,7 +40,6 @@ from keras_cifar_resnet.config import (
     flag_name,
     saved_config,
 )
-from keras_cifar_resnet.data.cifar10 import DATA_ENV_VAR
 from keras_cifar_resnet.errors import DistributionError, ModelFileError, RunFileError
 from keras_cifar_resnet.output_paths import foreign_run_files
 from keras_cifar_resnet.process_exit import end_process
@@ -119,6 +118,10 @@ def recorded_data_dir(record):
     looked for as on a first start. So a resume in a new shell, without the
     variable the run was started with, reads the same data.
     """
+    # Here, not at the top: numpy comes with the data package, and main
+    # imports it only once Ctrl-C is guarded.
+    from keras_cifar_resnet.data.cifar10 import DATA_ENV_VAR
+
     if os.environ.get(DATA_ENV_VAR):
         return None
     entries = [record, *record.get("resumed", [])]

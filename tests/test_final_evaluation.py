@@ -9,7 +9,7 @@ from keras_cifar_resnet.config import (
     explicit_flags,
 )
 from keras_cifar_resnet.train import main
-from keras_cifar_resnet.training import loop
+from keras_cifar_resnet.training import summary
 
 
 def test_the_evaluation_batch_is_large_by_default_and_its_own_flag():
@@ -21,13 +21,13 @@ def test_the_evaluation_batch_is_large_by_default_and_its_own_flag():
 
 def test_the_final_evaluation_ignores_the_training_batch(tmp_path, monkeypatch):
     batch_sizes = []
-    evaluate_model = loop.evaluate_model
+    evaluate_model = summary.evaluate_model
 
     def recording(*args, batch_size, **kwargs):
         batch_sizes.append(batch_size)
         return evaluate_model(*args, batch_size=batch_size, **kwargs)
 
-    monkeypatch.setattr(loop, "evaluate_model", recording)
+    monkeypatch.setattr(summary, "evaluate_model", recording)
     flags = ["--synthetic", "--model", "tiny", "--max-train-examples", "16"]
     flags += ["--batch-size", "8", "--validation-size", "0", "--epochs", "1"]
     assert main([*flags, "--output-dir", str(tmp_path / "run")]) == 0

@@ -89,6 +89,7 @@ FLOORS = [
     {"keras_cifar_resnet.training"},
     {
         "keras_cifar_resnet.output_paths",
+        "keras_cifar_resnet.fine_tune",
         "keras_cifar_resnet.train",
         "keras_cifar_resnet.evaluate",
         "keras_cifar_resnet.predict",

@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import random
 import signal
 import sys
@@ -37,9 +36,7 @@ from keras_cifar_resnet.data.input_pipeline import (
     TrainingBatches,
     prepare_data,
 )
-from keras_cifar_resnet.errors import LostProcessError, ModelFileError
-from keras_cifar_resnet.reporting.evaluation import evaluate_model, progress_verbosity
-from keras_cifar_resnet.reporting.model_files import load_model
+from keras_cifar_resnet.errors import LostProcessError
 from keras_cifar_resnet.resources import check_training_memory
 from keras_cifar_resnet.training.batch_plan import plan_batches
 from keras_cifar_resnet.training.build import build_model, compile_model
@@ -60,11 +57,10 @@ from keras_cifar_resnet.training.checkpoints import (
 )
 from keras_cifar_resnet.training.distribute import setup_distribution
 from keras_cifar_resnet.training.first_run import no_accelerator_note
-from keras_cifar_resnet.training.precision_support import warn_if_slow
+from keras_cifar_resnet.training.precision_support import dtype_policy, warn_if_slow
 from keras_cifar_resnet.training.run_folder import (
     BEST_NAME,
     CHECKPOINT_NAME,
-    CURVES_NAME,
     FINAL_NAME,
     RunFolder,
     WriteError,
@@ -79,6 +75,7 @@ from keras_cifar_resnet.training.run_state import (
     TrainingClock,
 )
 from keras_cifar_resnet.training.signals import RunStopped, StopSignals
+from keras_cifar_resnet.training.summary import evaluate_and_summarise
 from keras_cifar_resnet.training.tensorboard import TensorBoardLog
 
 
@@ -302,7 +299,7 @@ def _train_and_evaluate(
     export.save(FINAL_NAME)
     if not distribution.is_chief:
         return 0
-    return _evaluate_and_summarise(
+    return evaluate_and_summarise(
         config, data, folder, position, distribution, signals
     )
 
@@ -316,17 +313,6 @@ def _how_to_continue(folder, epochs):
         epochs,
         holds_run=folder.holds_run(),
     )
-
-
-@contextlib.contextmanager
-def dtype_policy(name):
-    """Keras's global dtype policy set to `name` inside the block."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def _build_model(config, distribution, steps_per_epoch):
@@ -376,82 +362,3 @@ def _restore(config, model, folder, checkpoint, distribution):
             | _record(config, distribution)
         )
     return position, metrics
-
-
-def _evaluate_and_summarise(config, data, folder, position, distribution, signals):
-    """The test figures, `summary.json` and the curves; status 0.
-
-    The headline figure is the last epoch's model (`final.keras`): nothing is
-    chosen by looking at the test set. With a validation split the model of
-    the best validation accuracy (`best.keras`) is evaluated too and recorded
-    apart, labelled as chosen on the validation split.
-    """
-    report = _test_report(config, data, folder.path / FINAL_NAME, distribution)
-    best = None
-    if position.best_epoch:
-        try:
-            best_report = _test_report(
-                config, data, folder.path / BEST_NAME, distribution
-            )
-        except ModelFileError as error:
-            # Lost or damaged since it was written: the summary goes without it.
-            print(messages.best_model_unreadable(error), flush=True)
-        else:
-            best = {
-                "model_file": BEST_NAME,
-                "chosen_on": "validation split",
-                "epoch": position.best_epoch,
-                "validation_accuracy": position.best_val_accuracy,
-                "test": best_report,
-            }
-    with signals.saving():
-        folder.write_summary(
-            {
-                "model_file": FINAL_NAME,
-                "test_model": "the last epoch's model",
-                "epochs": config.epochs,
-                "validation_accuracy": position.best_val_accuracy,
-                "train_images": len(data.train_images),
-                "synthetic": config.synthetic,
-                "train_seconds": round(position.train_seconds, 1),
-                "backend": keras.backend.backend(),
-                "test": report,
-                "best_validation": best,
-            }
-        )
-    _draw_curves(folder)
-    print(messages.test_result(report, best, folder.path), flush=True)
-    return 0
-
-
-def _test_report(config, data, model_path, distribution):
-    """evaluate_model's report of the model file at `model_path` on the test set."""
-    print(messages.evaluating_test_set(model_path, len(data.test_images)), flush=True)
-    # The chief alone, on its own devices: the others have finished. In
-    # float32 whatever the training precision, so the figure is the one the
-    # evaluate command gives for the same file.
-    with distribution.local_scope(), dtype_policy("float32"):
-        # Checked as evaluate checks it: a damaged file is one line.
-        model, _ = load_model(model_path, input_shape=None, num_classes=None)
-        return evaluate_model(
-            model,
-            data.test_images,
-            data.test_labels,
-            batch_size=config.eval_batch_size,
-            verbose=progress_verbosity(),
-        )
-
-
-def _draw_curves(folder):
-    from keras_cifar_resnet.reporting.plots import (
-        PlotsUnavailableError,
-        plot_training_curves,
-    )
-
-    try:
-        plot_training_curves(folder.log_path, folder.curves_path)
-    except PlotsUnavailableError as err:
-        print(messages.curves_not_drawn(CURVES_NAME, err))
-    except OSError as err:  # a full disk: the results are written already
-        reason = err.strerror or err
-        print(messages.curves_not_drawn(CURVES_NAME, f"cannot write it ({reason})"))

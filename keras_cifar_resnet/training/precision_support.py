@@ -10,6 +10,7 @@ current backend's own check answers if it is torch and already imported
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 
@@ -130,3 +131,16 @@ def warn_if_slow(policy, backend):
     )
     if message:
         print(message, flush=True)
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Keras's global dtype policy set to `name` inside the block."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
