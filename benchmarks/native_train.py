@@ -47,12 +47,10 @@ import torch.nn.functional as F  # noqa: E402
 from benchmarks.torch_reference import (  # noqa: E402
     TorchResNet,
     augment,
+    augmentation as reference_augmentation,
     keras_initialization,
     load_keras_weights,
     make_optimizer,
-)
-from benchmarks.torch_reference import (
-    augmentation as reference_augmentation,
 )
 from keras_cifar_resnet.config import (  # noqa: E402
     INITIALIZERS,

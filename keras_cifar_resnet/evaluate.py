@@ -44,8 +44,8 @@ from keras_cifar_resnet.reporting.model_files import (
     load_model,
     resolve_model_path,
 )
+from keras_cifar_resnet.run_files import RUN_MODEL_FILES
 from keras_cifar_resnet.safe_files import unwritable_reason, write_json
-from keras_cifar_resnet.training.run_folder import RUN_MODEL_FILES
 
 # --- Command line -----------------------------------------------------------
 

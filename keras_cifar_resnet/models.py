@@ -14,10 +14,16 @@ import keras
 from keras import layers
 
 from keras_cifar_resnet import serving
-from keras_cifar_resnet.network import batch_norm as fused_batch_norm_layer
-from keras_cifar_resnet.network import conv as fused_conv_layer
+from keras_cifar_resnet.network import (
+    batch_norm as fused_batch_norm_layer,
+    conv as fused_conv_layer,
+)
+from keras_cifar_resnet.network.arguments import (
+    ARGUMENTS,
+    check_model_keywords,
+    checked_arguments,
+)
 from keras_cifar_resnet.network.initializers import (
-    INITIALIZERS,
     batch_norm_initializers,
     draw_model_seed,
     layer_initializers,
@@ -28,7 +34,6 @@ from keras_cifar_resnet.network.initializers import (
 # the package's step whichever backend Keras runs on.
 from keras_cifar_resnet.training.steps import backend_train_step_class
 
-BLOCK_TYPES = ("basic_block",)
 # A backbone's last layer (`include_top=False`): none (the last stage's
 # feature map) or a global pooling to one vector per image.
 POOLINGS = {
@@ -36,100 +41,6 @@ POOLINGS = {
     "avg": layers.GlobalAveragePooling2D,
     "max": layers.GlobalMaxPooling2D,
 }
-
-
-# How each constructor argument must look: (check, what the error says).
-# `stages` is the number of entries of `stackwise_num_blocks`.
-def _positive_ints(value):
-    return all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in value)
-
-
-_ARGUMENT_RULES = {
-    "stackwise_num_blocks": (
-        lambda v, stages: len(v) > 0 and _positive_ints(v),
-        "a non-empty sequence of positive ints",
-    ),
-    "stackwise_num_filters": (
-        lambda v, stages: len(v) == stages and _positive_ints(v),
-        "{stages} positive ints, one per stage",
-    ),
-    "stackwise_strides": (
-        lambda v, stages: len(v) == stages and _positive_ints(v),
-        "{stages} positive ints, one per stage",
-    ),
-    "block_type": (lambda v, stages: v in BLOCKS, f"one of {BLOCK_TYPES}"),
-    "stem_filters": (lambda v, stages: _positive_ints([v]), "a positive int"),
-    "num_classes": (
-        lambda v, stages: isinstance(v, int) and not isinstance(v, bool) and v >= 2,
-        "an int >= 2",
-    ),
-    "input_shape": (
-        lambda v, stages: len(v) == 3 and _positive_ints(v) and min(v[:2]) >= 3,
-        "(height, width, channels) with height and width >= 3",
-    ),
-    "batch_norm_momentum": (
-        lambda v, stages: isinstance(v, float) and 0.0 <= v < 1.0,
-        "a float in [0, 1)",
-    ),
-    "width_multiplier": (
-        lambda v, stages: (
-            isinstance(v, (int, float))
-            and not isinstance(v, bool)
-            and 0.0 < v < float("inf")
-        ),
-        "a finite number > 0",
-    ),
-    "fused_batch_norm": (lambda v, stages: isinstance(v, bool), "True or False"),
-    "fused_conv": (lambda v, stages: isinstance(v, bool), "True or False"),
-    "initializer": (lambda v, stages: v in INITIALIZERS, f"one of {INITIALIZERS}"),
-    "include_top": (lambda v, stages: isinstance(v, bool), "True or False"),
-    "pooling": (lambda v, stages: v in POOLINGS, f"one of {tuple(POOLINGS)}"),
-}
-_ARGUMENTS = tuple(_ARGUMENT_RULES)
-_SEQUENCES = ("stackwise_num_blocks", "stackwise_num_filters", "stackwise_strides")
-# What `keras.Model` itself takes beside the network's arguments.
-_MODEL_KEYWORDS = ("trainable", "dtype")
-
-
-def _checked_arguments(arguments):
-    """`arguments` with sequences as tuples, or ValueError naming the bad one."""
-    arguments = dict(arguments)
-    for name in (*_SEQUENCES, "input_shape"):
-        try:
-            arguments[name] = tuple(arguments[name])
-        except TypeError:
-            pass  # not a sequence: the rule below says what it must be
-    stages = len(arguments["stackwise_num_blocks"])
-    for name, (ok, expected) in _ARGUMENT_RULES.items():
-        value = arguments[name]
-        try:
-            valid = ok(value, stages)
-        except TypeError:
-            valid = False
-        if not valid:
-            raise ValueError(
-                f"`{name}` must be {expected.format(stages=stages)}. "
-                f"Received: {name}={value!r}"
-            )
-    if arguments["include_top"] and arguments["pooling"] is not None:
-        raise ValueError(
-            "`pooling` applies to a backbone only (`include_top=False`); with the "
-            "classifier on top the network always averages. Received: "
-            f"include_top=True, pooling={arguments['pooling']!r}"
-        )
-    arguments["width_multiplier"] = float(arguments["width_multiplier"])
-    return arguments
-
-
-def _check_model_keywords(kwargs):
-    unknown = sorted(set(kwargs) - set(_MODEL_KEYWORDS))
-    if unknown:
-        raise TypeError(
-            f"ResNet got unexpected keyword arguments {unknown}; it takes the "
-            "arguments its docstring lists and keras.Model's "
-            f"{list(_MODEL_KEYWORDS)}. Received: "
-            + ", ".join(f"{key}={kwargs[key]!r}" for key in unknown)
-        )
 
 
 def basic_block(x, filters, stride, batch_norm, conv, name, init):
@@ -336,9 +247,9 @@ class ResNet(backend_train_step_class(), keras.Model):
             # `ResNet(inputs, outputs)`: a graph built elsewhere.
             super().__init__(*args, name=name, **kwargs)
         else:
-            _check_model_keywords(kwargs)
-            arguments = _checked_arguments(
-                {key: value for key, value in locals().items() if key in _ARGUMENTS}
+            check_model_keywords(kwargs)
+            arguments = checked_arguments(
+                {key: value for key, value in locals().items() if key in ARGUMENTS}
             )
             # One draw from Python's `random` per model; each weight's seed
             # derives from it and the layer's name, whatever the build order.
@@ -346,7 +257,7 @@ class ResNet(backend_train_step_class(), keras.Model):
             super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         # The arguments as attributes (`model.stem_filters`); None for a graph.
         self.architecture = arguments
-        for key in _ARGUMENTS:
+        for key in ARGUMENTS:
             if key != "input_shape":  # Keras's own `input_shape` is the same
                 setattr(self, key, None if arguments is None else arguments[key])
         # What the train step checks batches against.

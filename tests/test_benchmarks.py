@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import accuracy, interleaved, report
-from benchmarks import conftest as benchmark_options
+from benchmarks import accuracy, conftest as benchmark_options, interleaved, report
 from keras_cifar_resnet.training.run_folder import LOG_COLUMNS
 from tests.backend_subprocess import (
     current_backend,

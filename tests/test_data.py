@@ -17,8 +17,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_cifar_resnet.data import cifar10 as data
-from keras_cifar_resnet.data import input_checks
+from keras_cifar_resnet.data import cifar10 as data, input_checks
 from keras_cifar_resnet.data.cifar10 import CLASS_NAMES, DataError, load_cifar10
 from keras_cifar_resnet.data.input_pipeline import (
     SkipBatches,

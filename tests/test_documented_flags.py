@@ -16,8 +16,12 @@ from pathlib import Path
 import pytest
 
 from keras_cifar_resnet import evaluate, predict
-from keras_cifar_resnet.config import build_parser, flag_fields, flag_name
-from keras_cifar_resnet.config import resolve_config as resolve_train_config
+from keras_cifar_resnet.config import (
+    build_parser,
+    flag_fields,
+    flag_name,
+    resolve_config as resolve_train_config,
+)
 from keras_cifar_resnet.training.first_run import QUICK_RUN_FLAGS
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,9 +14,10 @@ from keras import ops
 
 from keras_cifar_resnet import ResNet
 from keras_cifar_resnet.models import TinyResNet
-from keras_cifar_resnet.network.batch_norm import FUSED_KERNEL_MODULES, fused_kernel
 from keras_cifar_resnet.network.batch_norm import (
+    FUSED_KERNEL_MODULES,
     BatchNormalization as FusedBatchNormalization,
+    fused_kernel,
 )
 from tests.weight_transfer import assert_same_predictions, trained_tiny_resnet
 

@@ -16,10 +16,10 @@ from keras_cifar_resnet import ResNet
 from keras_cifar_resnet.models import TinyResNet
 from keras_cifar_resnet.network.conv import (
     FUSED_KERNEL_MODULES,
+    Conv2D as FusedConv2D,
     fused_kernel,
     same_padding,
 )
-from keras_cifar_resnet.network.conv import Conv2D as FusedConv2D
 from tests.backend_subprocess import run_under_backend
 from tests.weight_transfer import assert_same_predictions, trained_tiny_resnet
 

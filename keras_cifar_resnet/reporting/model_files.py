@@ -45,8 +45,8 @@ from keras_cifar_resnet.reporting.model_limits import (
     check_weight_layout,
     check_zip_member,
 )
+from keras_cifar_resnet.run_files import RUN_MODEL_FILES
 from keras_cifar_resnet.safe_files import open_regular_file
-from keras_cifar_resnet.training.run_folder import RUN_MODEL_FILES
 
 CONFIG_MEMBER = "config.json"
 METADATA_MEMBER = "metadata.json"

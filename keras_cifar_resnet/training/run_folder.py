@@ -36,55 +36,34 @@ import platform
 from pathlib import Path
 
 from keras_cifar_resnet.errors import RunFileError, UsageError
-from keras_cifar_resnet.safe_files import (
-    WriteError,
-    read_run_json,
-    read_run_text,
-    write_atomically,
-    write_json,
+
+# The run folder's file names, kept below every floor (run_files), are
+# imported from here too.
+from keras_cifar_resnet.run_files import (
+    BEST_NAME as BEST_NAME,
+    CHECKPOINT_NAME as CHECKPOINT_NAME,
+    CONFIG_NAME as CONFIG_NAME,
+    CURVES_NAME as CURVES_NAME,
+    DAMAGED_CHECKPOINT_NAME as DAMAGED_CHECKPOINT_NAME,
+    FINAL_NAME as FINAL_NAME,
+    LOCK_NAME as LOCK_NAME,
+    LOG_COLUMNS as LOG_COLUMNS,
+    LOG_NAME as LOG_NAME,
+    PREVIOUS_CHECKPOINT_NAME as PREVIOUS_CHECKPOINT_NAME,
+    RUN_MODEL_FILES as RUN_MODEL_FILES,
+    SUMMARY_NAME as SUMMARY_NAME,
+    previous_checkpoint_path as previous_checkpoint_path,
 )
 
 # Re-exported from their former home here, where callers found them.
-from keras_cifar_resnet.safe_files import open_regular_file as open_regular_file
-from keras_cifar_resnet.safe_files import unwritable_reason as unwritable_reason
-
-CONFIG_NAME = "config.json"
-LOG_NAME = "log.csv"
-CHECKPOINT_NAME = "checkpoint.npz"
-
-
-def previous_checkpoint_path(path):
-    """Where the checkpoint before `path` is kept: `NAME.previous.npz`.
-
-    The one rule for the previous checkpoint's name (kept in case the last
-    is damaged).
-    """
-    path = Path(path)
-    return path.with_name(f"{path.stem}.previous{path.suffix}")
-
-
-PREVIOUS_CHECKPOINT_NAME = previous_checkpoint_path(CHECKPOINT_NAME).name
-# A damaged last checkpoint, set aside when a run continues from the previous.
-DAMAGED_CHECKPOINT_NAME = "checkpoint.damaged.npz"
-BEST_NAME = "best.keras"
-FINAL_NAME = "final.keras"
-SUMMARY_NAME = "summary.json"
-CURVES_NAME = "curves.png"
-# Not written any more: the run's folder itself is locked
-# (`hold_run_folder`). A folder from an earlier version may hold one.
-LOCK_NAME = ".lock"
-# What a run's folder may hold for inference, in order of preference: the
-# model at the end of training (the one summary.json's test figures are of),
-# then the one chosen on validation (all a run written before 0.1 kept).
-RUN_MODEL_FILES = (FINAL_NAME, BEST_NAME)
-LOG_COLUMNS = (
-    "epoch",
-    "loss",
-    "accuracy",
-    "val_loss",
-    "val_accuracy",
-    "learning_rate",
-    "seconds",
+from keras_cifar_resnet.safe_files import (
+    WriteError,
+    open_regular_file as open_regular_file,
+    read_run_json,
+    read_run_text,
+    unwritable_reason as unwritable_reason,
+    write_atomically,
+    write_json,
 )
 
 
