@@ -324,3 +324,29 @@ def test_evaluate_refuses_overflowing_outputs_and_writes_no_report(
     error = capsys.readouterr().err.strip().splitlines()
     assert error[-1].endswith("(its weights overflow); no report written")
     assert not report.exists()
+
+
+def test_a_clone_or_a_new_head_saved_as_a_graph_passes_the_checks(tmp_path):
+    """clone_model's and fine_tune's models are saved as Keras's graph."""
+    import keras
+
+    from keras_cifar_resnet import ResNet
+    from keras_cifar_resnet.fine_tune import backbone_of
+    from keras_cifar_resnet.models import TinyResNet
+    from keras_cifar_resnet.reporting.model_limits import graph_parameters
+
+    trained = TinyResNet()
+    clone = keras.models.clone_model(trained)
+    backbone = backbone_of(trained, pooling="avg")
+    head = keras.layers.Dense(100, dtype="float32", name="logits")
+    new_head = ResNet(backbone.input, head(backbone.output))
+    for name, model, classes in (("clone", clone, 10), ("head", new_head, 100)):
+        path = tmp_path / f"{name}.keras"
+        model.save(path)
+        config = json.loads(_members(path)["config.json"])["config"]
+        assert "graph" in config
+        assert graph_parameters(config["graph"]) == model.count_params()
+        loaded, _ = load_model(path, input_shape=(32, 32, 3), num_classes=classes)
+        assert loaded.count_params() == model.count_params()
+    with pytest.raises(ModelFileError, match="has 100 outputs .* needs 10"):
+        load_model(tmp_path / "head.keras", input_shape=(32, 32, 3), num_classes=10)

@@ -184,6 +184,8 @@ def check_declared_size(config, path, input_shape, num_classes):
     Returns:
         int, the parameters it declares.
     """
+    if "graph" in config:  # a clone, or a backbone under a new head
+        return _check_graph_size(config["graph"], path, input_shape, num_classes)
     check_structure(config, path)
     raw_shape = config.get("input_shape", CIFAR10_INPUT_SHAPE)
     if not (
@@ -233,4 +235,81 @@ def check_declared_size(config, path, input_shape, num_classes):
         check_memory(inference_bytes(config, batch_size=1), f"loading {path}")
     except ResourceError as error:
         raise ModelFileError(str(error)) from None
+    return parameters
+
+
+def graph_parameters(graph):
+    """The parameters a `ResNet` graph's layers declare, from their configs.
+
+    A clone or a backbone under a new head is saved as Keras's graph (its
+    layers, each with the input shape it was built for) instead of the
+    architecture's arguments: convolutions, dense layers and BatchNorm
+    carry all of its weights.
+    """
+    total = 0
+    for layer in graph["layers"]:
+        config = layer["config"]
+        shape = (layer.get("build_config") or {}).get("input_shape")
+        if not {"filters", "units", "momentum"} & set(config):
+            continue
+        channels = shape[-1]
+        if not all(_positive_int(n) for n in (channels,)):
+            raise ValueError(f"layer {config.get('name')!r} has no built input")
+        if "filters" in config:
+            size = math.prod(config["kernel_size"]) * channels * config["filters"]
+            total += size + (config["filters"] if config.get("use_bias") else 0)
+        elif "units" in config:
+            total += channels * config["units"] + (
+                config["units"] if config.get("use_bias") else 0
+            )
+        else:  # BatchNormalization: scale and offset, mean and variance
+            total += channels * (
+                2 + bool(config.get("center")) + bool(config.get("scale"))
+            )
+    return total
+
+
+def _first_name(nodes):
+    """The layer name of a graph's first input or output: `[name, 0, 0]`, or
+    a list of such."""
+    return nodes[0] if isinstance(nodes[0], str) else nodes[0][0]
+
+
+def _check_graph_size(graph, path, input_shape, num_classes):
+    """`check_declared_size` for a model saved as a graph; returns its parameters."""
+    try:
+        layers = {layer["config"]["name"]: layer for layer in graph["layers"]}
+        declared_shape = tuple(
+            layers[_first_name(graph["input_layers"])]["config"]["batch_shape"][1:]
+        )
+        output = layers[_first_name(graph["output_layers"])]["config"]
+        parameters = graph_parameters(graph)
+    except (KeyError, IndexError, TypeError, ValueError, OverflowError) as error:
+        raise ModelFileError(
+            f"{path}: its graph config is not valid ({type(error).__name__}: "
+            f"{' '.join(str(error).split())[:120]})"
+        ) from None
+    if not (len(declared_shape) == 3 and all(map(_positive_int, declared_shape))):
+        raise ModelFileError(f"{path}: the model takes images of {declared_shape}")
+    if declared_shape[0] * declared_shape[1] > MAX_INPUT_PIXELS:
+        raise ModelFileError(
+            f"{path}: declares an input of {declared_shape[0]}x{declared_shape[1]} "
+            f"pixels, above the limit of {MAX_INPUT_PIXELS:,}"
+        )
+    if input_shape is not None and declared_shape != tuple(input_shape):
+        raise ModelFileError(
+            f"{path}: the model takes {'x'.join(map(str, declared_shape))} "
+            f"images; this command needs {'x'.join(map(str, input_shape))}"
+        )
+    classes = output.get("units")
+    if num_classes is not None and classes != num_classes:
+        raise ModelFileError(
+            f"{path}: the model has {classes or 'no class'} outputs ("
+            f"{output.get('name')!r}); this command needs {num_classes} (CIFAR-10)"
+        )
+    if parameters > MAX_PARAMETERS:
+        raise ModelFileError(
+            f"{path}: declares {parameters:,} parameters, above the limit of "
+            f"{MAX_PARAMETERS:,}"
+        )
     return parameters
