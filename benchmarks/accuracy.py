@@ -1,29 +1,12 @@
 """Accuracy per backend: the default recipe through the real training command.
 
 Runs `python -m keras_cifar_resnet.train` under the current KERAS_BACKEND (or,
-with `--native`, the same recipe in plain PyTorch: `native_train.py`), then
-reads the run's `log.csv` (validation accuracy and seconds per epoch)
-and `summary.json` (test accuracy), and writes `accuracy-<backend>.json` for
-`benchmarks/report.py`: test accuracy, and the training time (the sum of
-the epochs' seconds, wall clock, device named) until validation accuracy
-first reached 94% and 95%.
-
-Profiles:
-    full   the default recipe unchanged (ResNet18, 100 epochs, batch 512):
-           the figure to compare with published ones; hours on a CPU.
-    quick  minutes on a CPU: ResNet18, 2,048 training images, 1,000
-           validation images, 2 epochs, batch 128 (learning rate 0.05, the
-           recipe's 0.2 scaled linearly from batch 512). Its accuracy only shows
-           that training works on the backend: it is NOT the GPU figure.
-    cpu    accuracy anyone can check on a 2-core CPU: ResNet18 at width 0.125
-           (8/8/16/32/64 filters, 1/64 of the compute) on all 45,000 training
-           images, 6 epochs, batch 256 (learning rate 0.1, scaled from the
-           recipe's), the warm-up shortened in proportion (5% of the run, as
-           5 of 100 epochs). 5-20 minutes per backend on one core; run it for
-           the three Keras backends and `--native` to compare them.
-    gpu    the default recipe shortened to --epochs epochs (default 30; the
-           cosine schedule is fitted to it).
-    tiny   CI only: the test model on 64 random images, one epoch.
+with `--native`, the same recipe in plain PyTorch: `native_train.py`) and
+writes `accuracy-<backend>.json` for `benchmarks/report.py`: test accuracy,
+and the training seconds until validation accuracy first reached 94% and 95%.
+Profiles (`PROFILE_NOTES`): full (the recipe unchanged), quick (a CPU smoke
+run, NOT the GPU figure), cpu (the README's first run: width 0.125, 6
+epochs), gpu (the recipe shortened to --epochs), tiny (CI only).
 
     python -m benchmarks.accuracy --profile quick --output-dir benchmark-results
 """
@@ -187,54 +170,61 @@ def build_parser():
         "recipe, data and order) instead of the Keras training command; "
         "recorded as backend native-torch.",
     )
-    parser.add_argument(
-        "--epochs",
-        type=int,
-        default=None,
-        help="epochs for the gpu profile (default 30).",
-    )
-    parser.add_argument(
-        "--model",
-        default="resnet18",
-        help="network, as train's --model. Default: resnet18.",
-    )
-    parser.add_argument(
-        "--mixed-precision",
-        default="off",
-        help="as train's --mixed-precision (Keras only). Default: off.",
-    )
-    parser.add_argument(
-        "--data-dir",
-        default=None,
-        help="CIFAR-10 folder (default: train's own lookup, "
-        "e.g. KERAS_CIFAR_RESNET_DATA).",
-    )
-    parser.add_argument(
-        "--output-dir",
-        default="benchmark-results",
-        help="where the run and accuracy-<backend>.json go. "
-        "Default: benchmark-results.",
-    )
-    parser.add_argument(
-        "--seeds",
-        type=int,
-        default=None,
-        metavar="N",
-        help="train N runs, seeds 0..N-1 (seed k gives every implementation "
-        "the same initial weights and batches), each recorded as "
-        "accuracy-<backend>-seed<k>.json. Default: one run at the trainer's "
-        "--seed, recorded as accuracy-<backend>.json.",
-    )
-    parser.add_argument(
-        "--first-seed",
-        type=int,
-        default=0,
-        metavar="K",
-        help="with --seeds: start at seed K (to add seeds to a set). Default: 0.",
-    )
-    parser.add_argument(
-        "--device", default=None, help="device name to record (default: the backend's)."
-    )
+    for flag, kind, default, metavar, help in (
+        ("--epochs", int, None, None, "epochs for the gpu profile (default 30)."),
+        ("--model", str, "resnet18", None, "network, as train's --model."),
+        (
+            "--mixed-precision",
+            str,
+            "off",
+            None,
+            "as train's --mixed-precision (Keras only).",
+        ),
+        (
+            "--data-dir",
+            str,
+            None,
+            None,
+            "CIFAR-10 folder (default: train's own lookup, "
+            "e.g. KERAS_CIFAR_RESNET_DATA).",
+        ),
+        (
+            "--output-dir",
+            str,
+            "benchmark-results",
+            None,
+            "where the run and accuracy-<backend>.json go.",
+        ),
+        (
+            "--seeds",
+            int,
+            None,
+            "N",
+            "train N runs, seeds 0..N-1 (seed k gives every implementation "
+            "the same initial weights and batches), each recorded as "
+            "accuracy-<backend>-seed<k>.json. Default: one run at the "
+            "trainer's --seed, recorded as accuracy-<backend>.json.",
+        ),
+        (
+            "--first-seed",
+            int,
+            0,
+            "K",
+            "with --seeds: start at seed K (to add seeds to a set).",
+        ),
+        (
+            "--device",
+            str,
+            None,
+            None,
+            "device name to record (default: the backend's).",
+        ),
+    ):
+        if default is not None:
+            help += f" Default: {default}."
+        parser.add_argument(
+            flag, type=kind, default=default, metavar=metavar, help=help
+        )
     return parser
 
 
