@@ -223,7 +223,8 @@ def make_optimizer(module, config, learning_rate=None):
 class NativeTorchStep:
     """The native step with the same interface as `harness.KerasTrainStep`.
 
-    `batches`: numpy (images, labels) to rotate; `config`: the recipe.
+    It rotates `batches` (numpy images and labels; default: as the Keras
+    step's) and trains with `config`'s recipe (default: the Keras step's).
     """
 
     def __init__(
@@ -233,10 +234,14 @@ class NativeTorchStep:
         precision,
         channels_last,
         compile,
-        batches,
-        config,
+        batches=None,
+        config=None,
         width_multiplier=1.0,
     ):
+        from benchmarks.harness import RECIPE, synthetic_batches
+
+        config = config or RECIPE
+        batches = batches or synthetic_batches(batch_size, 4)
         self.device = torch.device("cuda" if accelerator_present("torch") else "cpu")
         self.batch_size = batch_size
         self.model = TorchResNet(
