@@ -24,6 +24,8 @@ from pathlib import Path
 
 from keras_cifar_resnet.config.train_config import RECIPES
 from keras_cifar_resnet.training.first_run import QUICK_RUN_FLAGS
+from keras_cifar_resnet.training.precision_support import NATIVE_FLAGS, cpu_flags
+from keras_cifar_resnet.training.run_folder import package_versions
 
 THRESHOLDS = (0.94, 0.95)
 # Native PyTorch runs of a seed start from the weights the command draws.
@@ -50,11 +52,7 @@ PROFILE_NOTES = {
 
 
 def seconds_to_reach(log_rows, threshold):
-    """Training seconds until validation accuracy first reached `threshold`.
-
-    Sums the `seconds` column (each epoch's wall clock) up to and including
-    the first epoch at or above the threshold; None if none reached it.
-    """
+    """Summed epoch seconds up to the first at or above `threshold`, or None."""
     elapsed = 0.0
     for row in log_rows:
         elapsed += float(row["seconds"])
@@ -119,31 +117,18 @@ def accuracy_record(
 
 
 def installed_versions():
-    """Python's and the installed frameworks' versions (the run's own process)."""
-    import importlib.metadata as metadata
-    import platform
-
-    found = {"python": platform.python_version()}
-    for dist in ("keras", "jax", "jaxlib", "tensorflow", "torch", "numpy"):
-        try:
-            found[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
+    """The installed packages' versions, as the training command records them."""
+    return {name: v for name, v in package_versions().items() if v is not None}
 
 
 def machine_description():
-    """The CPU model, its cores, and whether it has native bf16 (AVX-512 or AMX)."""
+    """The CPU model, its cores, and its native bf16 flags (AVX-512, AMX, Arm)."""
     from benchmarks.harness import cpu_name
 
-    try:
-        with open("/proc/cpuinfo") as file:
-            flags = set(file.read().split())
-    except OSError:
-        flags = set()
+    flags = cpu_flags() or frozenset()
     return {
         "cpu": cpu_name(),
-        "native_bf16": sorted(flags & {"avx512_bf16", "amx_bf16"}),
+        "native_bf16": sorted(flags & NATIVE_FLAGS["mixed_bfloat16"]),
     }
 
 
