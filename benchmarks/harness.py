@@ -19,7 +19,10 @@ import numpy as np
 
 from keras_cifar_resnet.config import TrainConfig
 from keras_cifar_resnet.training import build
-from keras_cifar_resnet.training.precision_support import accelerator_present
+from keras_cifar_resnet.training.precision_support import (
+    accelerator_present,
+    dtype_policy,
+)
 
 # The default recipe, its learning rate held at the peak (a schedule costs
 # nothing measurable); benchmarks/torch_reference.py takes the same values.
@@ -161,9 +164,9 @@ class KerasTrainStep:
     ):
         self.backend = keras.backend.backend()
         self.batch_size = batch_size
-        previous_policy = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(PRECISIONS[precision])
-        try:
+        # The policy is read when layers are built; the package's context
+        # restores it, so the next configuration starts from the default.
+        with dtype_policy(PRECISIONS[precision]):
             self.model = compile_model(
                 build_model(
                     model_name,
@@ -173,10 +176,6 @@ class KerasTrainStep:
                 ),
                 jit_compile,
             )
-        finally:
-            # The policy is read when layers are built; restore it so the next
-            # configuration in this process starts from the default.
-            keras.config.set_dtype_policy(previous_policy)
         self.batches = to_backend(synthetic_batches(batch_size, num_batches))
         self._next = 0
         self._state = None
