@@ -277,10 +277,7 @@ def main(argv=None):
                 "loss": float(loss_sum) / steps_per_epoch,
                 "accuracy": float(correct) / (steps_per_epoch * config.batch_size),
                 # The rate the next step will use, as the command logs it.
-                "learning_rate": learning_rate
-                * learning_rate_factor(
-                    (epoch + 1) * steps_per_epoch, total_steps, warmup
-                ),
+                "learning_rate": schedule.get_last_lr()[0],
                 "seconds": seconds,
             }
             marker = ""

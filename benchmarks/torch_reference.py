@@ -22,11 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from keras_cifar_resnet.data.augment import CUTOUT_FILL
 from keras_cifar_resnet.models import ARCHITECTURES
 from keras_cifar_resnet.training.precision_support import accelerator_present
 
 BATCH_NORM_EPSILON = 1e-3
+# As keras_cifar_resnet.data.augment.CUTOUT_FILL (importing that module first
+# trips the package's registration): mid grey, the model's 0.
+CUTOUT_FILL = 127.5
 # torch's BatchNorm2d attribute: the Keras weight it holds.
 BATCH_NORM_WEIGHTS = (
     ("weight", "gamma"),
