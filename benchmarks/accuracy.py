@@ -142,74 +142,54 @@ def build_parser():
         "trainer after the profile's own flags, so they override them (e.g. "
         "`-- --max-train-examples 512`).",
     )
-    parser.add_argument(
+    add = parser.add_argument
+    add(
         "--profile",
         choices=sorted(ACCURACY_PROFILES),
         default="quick",
         help="how far to train (see the module docstring). Default: quick.",
     )
-    parser.add_argument(
+    add(
         "--native",
         action="store_true",
         help="train with benchmarks/native_train.py (plain PyTorch, the same "
         "recipe, data and order) instead of the Keras training command; "
         "recorded as backend native-torch.",
     )
-    for flag, kind, default, metavar, help in (
-        ("--epochs", int, None, None, "epochs for the gpu profile (default 30)."),
-        ("--model", str, "resnet18", None, "network, as train's --model."),
-        (
-            "--mixed-precision",
-            str,
-            "off",
-            None,
-            "as train's --mixed-precision (Keras only).",
-        ),
-        (
-            "--data-dir",
-            str,
-            None,
-            None,
-            "CIFAR-10 folder (default: train's own lookup, "
-            "e.g. KERAS_CIFAR_RESNET_DATA).",
-        ),
-        (
-            "--output-dir",
-            str,
-            "benchmark-results",
-            None,
-            "where the run and accuracy-<backend>.json go.",
-        ),
-        (
-            "--seeds",
-            int,
-            None,
-            "N",
-            "train N runs, seeds 0..N-1 (seed k gives every implementation "
-            "the same initial weights and batches), each recorded as "
-            "accuracy-<backend>-seed<k>.json. Default: one run at the "
-            "trainer's --seed, recorded as accuracy-<backend>.json.",
-        ),
-        (
-            "--first-seed",
-            int,
-            0,
-            "K",
-            "with --seeds: start at seed K (to add seeds to a set).",
-        ),
-        (
-            "--device",
-            str,
-            None,
-            None,
-            "device name to record (default: the backend's).",
-        ),
-    ):
-        if default is not None:
-            help += f" Default: {default}."
-        parser.add_argument(
-            flag, type=kind, default=default, metavar=metavar, help=help
-        )
+    add("--epochs", type=int, help="epochs for the gpu profile (default 30).")
+    add("--model", default="resnet18", help="as train's. Default: resnet18.")
+    add(
+        "--mixed-precision",
+        default="off",
+        help="as train's (Keras only). Default: off.",
+    )
+    add(
+        "--data-dir",
+        help="CIFAR-10 folder (default: train's lookup, e.g. KERAS_CIFAR_RESNET_DATA).",
+    )
+    add(
+        "--output-dir",
+        default="benchmark-results",
+        help="where the run and accuracy-<backend>.json go. "
+        "Default: benchmark-results.",
+    )
+    add(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help="train N runs, seeds 0..N-1 (seed k gives every implementation "
+        "the same initial weights and batches), each recorded as "
+        "accuracy-<backend>-seed<k>.json. Default: one run at the trainer's "
+        "--seed, recorded as accuracy-<backend>.json.",
+    )
+    add(
+        "--first-seed",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --seeds: start at seed K (to add seeds to a set). Default: 0.",
+    )
+    add("--device", help="device name to record (default: the backend's).")
     return parser
 
 
