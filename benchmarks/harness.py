@@ -52,11 +52,6 @@ def compile_model(model, jit_compile="auto"):
     return build.compile_model(model, config, steps_per_epoch=1)
 
 
-def jit_compile_of(model):
-    """What Keras resolved `jit_compile="auto"` to for this model."""
-    return bool(getattr(model, "jit_compile", False))
-
-
 def synthetic_batches(batch_size, count, seed=0):
     """`count` batches of random uint8 NHWC images and int32 labels, as numpy."""
     rng = np.random.default_rng(seed)
@@ -66,14 +61,6 @@ def synthetic_batches(batch_size, count, seed=0):
             rng.integers(0, 10, size=(batch_size,), dtype=np.int32),
         )
         for _ in range(count)
-    ]
-
-
-def to_backend(batches):
-    """Numpy batches as the backend's tensors, on its default device."""
-    return [
-        (keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y))
-        for x, y in batches
     ]
 
 
@@ -176,7 +163,11 @@ class KerasTrainStep:
                 ),
                 jit_compile,
             )
-        self.batches = to_backend(synthetic_batches(batch_size, num_batches))
+        # As the backend's tensors, on its default device.
+        self.batches = [
+            tuple(map(keras.ops.convert_to_tensor, batch))
+            for batch in synthetic_batches(batch_size, num_batches)
+        ]
         self._next = 0
         self._state = None
 

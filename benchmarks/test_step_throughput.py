@@ -23,7 +23,6 @@ from benchmarks.harness import (
     PeakMemory,
     device_name,
     gpu_present,
-    jit_compile_of,
     round_statistics,
     threading_settings,
     versions,
@@ -108,7 +107,8 @@ def test_keras(benchmark, bench_settings, keras_case):
         variant=f"keras-{backend}" + keras_suffix(fused_batch_norm, fused_conv, jit),
         model=model,
         precision=precision,
-        jit_compile=jit_compile_of(runner.model),
+        # What Keras resolved `jit_compile="auto"` to for this model.
+        jit_compile=bool(getattr(runner.model, "jit_compile", False)),
         fused_batch_norm=fused_batch_norm,
         fused_conv=fused_conv,
     )
