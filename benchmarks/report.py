@@ -559,36 +559,24 @@ def build_parser():
         description="Merge benchmark JSON files (pytest-benchmark output and "
         "accuracy-*.json) into a markdown table and a PNG chart.",
     )
-    parser.add_argument(
-        "inputs",
-        nargs="+",
-        metavar="PATH",
-        help="JSON files, or folders whose *.json are read.",
+    add = parser.add_argument
+    add("inputs", nargs="+", metavar="PATH", help="JSON files, or folders of them.")
+    add(
+        "--output-dir",
+        metavar="DIR",
+        help="where table.md and chart.png go (default: the first folder given, "
+        "else the first file's folder).",
     )
-    for flag, metavar, default, help in (
-        (
-            "--output-dir",
-            "DIR",
-            None,
-            "where table.md and chart.png go (default: the first folder given, "
-            "else the first file's folder).",
-        ),
-        (
-            "--baseline",
-            "auto|none|DIR",
-            "auto",
-            "results to compare with, marking any row that lost more than "
-            f"{1 - REGRESSION_BOUND:.0%}: auto (default) takes the newest folder "
-            "under benchmarks/results measured on the same device.",
-        ),
-        (
-            "--command",
-            None,
-            None,
-            "the command that produced the figures, recorded in table.md.",
-        ),
-    ):
-        parser.add_argument(flag, metavar=metavar, default=default, help=help)
+    add(
+        "--baseline",
+        default="auto",
+        metavar="auto|none|DIR",
+        help="results to compare with, marking any row that lost more than "
+        # %% is argparse's escape for a percent sign.
+        f"{(1 - REGRESSION_BOUND) * 100:.0f}%%: auto (default) takes the newest "
+        "folder under benchmarks/results measured on the same device.",
+    )
+    add("--command", help="the command that produced the figures, for table.md.")
     return parser
 
 
