@@ -38,7 +38,7 @@ def build_parser():
         prog="python -m benchmarks.interleaved",
         description="Time the Keras step on the current backend and native "
         "PyTorch in interleaved rounds in one process; write each ratio's "
-        "median and 95%% interval as interleaved-*.json for benchmarks.report.",
+        "median and 95% interval as interleaved-*.json for benchmarks.report.",
     )
     parser.add_argument("--model", default="resnet18", help="Default: resnet18.")
     parser.add_argument("--width-multiplier", type=float, default=1.0)

@@ -160,7 +160,8 @@ def _benchmark_parser(name):
 
 
 @pytest.mark.parametrize(
-    "command", [*PARSERS, "benchmarks/accuracy.py", "benchmarks/report.py"]
+    "command",
+    [*PARSERS, *(f"benchmarks/{m}.py" for m in ("accuracy", "report", "interleaved"))],
 )
 def test_help_shows_percent_signs_once(command):
     # argparse expands %% in help strings, not in a description or epilog.
