@@ -1,29 +1,12 @@
 """Accuracy per backend: the default recipe through the real training command.
 
 Runs `python -m keras_cifar_resnet.train` under the current KERAS_BACKEND (or,
-with `--native`, the same recipe in plain PyTorch: `native_train.py`), then
-reads the run's `log.csv` (validation accuracy and seconds per epoch)
-and `summary.json` (test accuracy), and writes `accuracy-<backend>.json` for
-`benchmarks/report.py`: test accuracy, and the training time (the sum of
-the epochs' seconds, wall clock, device named) until validation accuracy
-first reached 94% and 95%.
-
-Profiles:
-    full   the default recipe unchanged (ResNet18, 100 epochs, batch 512):
-           the figure to compare with published ones; hours on a CPU.
-    quick  minutes on a CPU: ResNet18, 2,048 training images, 1,000
-           validation images, 2 epochs, batch 128 (learning rate 0.05, the
-           recipe's 0.2 scaled linearly from batch 512). Its accuracy only shows
-           that training works on the backend: it is NOT the GPU figure.
-    cpu    accuracy anyone can check on a 2-core CPU: ResNet18 at width 0.125
-           (8/8/16/32/64 filters, 1/64 of the compute) on all 45,000 training
-           images, 6 epochs, batch 256 (learning rate 0.1, scaled from the
-           recipe's), the warm-up shortened in proportion (5% of the run, as
-           5 of 100 epochs). 5-20 minutes per backend on one core; run it for
-           the three Keras backends and `--native` to compare them.
-    gpu    the default recipe shortened to --epochs epochs (default 30; the
-           cosine schedule is fitted to it).
-    tiny   CI only: the test model on 64 random images, one epoch.
+with `--native`, the same recipe in plain PyTorch: `native_train.py`) and
+writes `accuracy-<backend>.json` for `benchmarks/report.py`: test accuracy,
+and the training seconds until validation accuracy first reached 94% and 95%.
+Profiles (`PROFILE_NOTES`): full (the recipe unchanged), quick (a CPU smoke
+run, NOT the GPU figure), cpu (the README's first run: width 0.125, 6
+epochs), gpu (the recipe shortened to --epochs), tiny (CI only).
 
     python -m benchmarks.accuracy --profile quick --output-dir benchmark-results
 """
@@ -41,6 +24,8 @@ from pathlib import Path
 
 from keras_cifar_resnet.config.train_config import RECIPES
 from keras_cifar_resnet.training.first_run import QUICK_RUN_FLAGS
+from keras_cifar_resnet.training.precision_support import NATIVE_FLAGS, cpu_flags
+from keras_cifar_resnet.training.run_folder import package_versions
 
 THRESHOLDS = (0.94, 0.95)
 # Native PyTorch runs of a seed start from the weights the command draws.
@@ -67,11 +52,7 @@ PROFILE_NOTES = {
 
 
 def seconds_to_reach(log_rows, threshold):
-    """Training seconds until validation accuracy first reached `threshold`.
-
-    Sums the `seconds` column (each epoch's wall clock) up to and including
-    the first epoch at or above the threshold; None if none reached it.
-    """
+    """Summed epoch seconds up to the first at or above `threshold`, or None."""
     elapsed = 0.0
     for row in log_rows:
         elapsed += float(row["seconds"])
@@ -136,31 +117,18 @@ def accuracy_record(
 
 
 def installed_versions():
-    """Python's and the installed frameworks' versions (the run's own process)."""
-    import importlib.metadata as metadata
-    import platform
-
-    found = {"python": platform.python_version()}
-    for dist in ("keras", "jax", "jaxlib", "tensorflow", "torch", "numpy"):
-        try:
-            found[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
+    """The installed packages' versions, as the training command records them."""
+    return {name: v for name, v in package_versions().items() if v is not None}
 
 
 def machine_description():
-    """The CPU model, its cores, and whether it has native bf16 (AVX-512 or AMX)."""
+    """The CPU model, its cores, and its native bf16 flags (AVX-512, AMX, Arm)."""
     from benchmarks.harness import cpu_name
 
-    try:
-        with open("/proc/cpuinfo") as file:
-            flags = set(file.read().split())
-    except OSError:
-        flags = set()
+    flags = cpu_flags() or frozenset()
     return {
         "cpu": cpu_name(),
-        "native_bf16": sorted(flags & {"avx512_bf16", "amx_bf16"}),
+        "native_bf16": sorted(flags & NATIVE_FLAGS["mixed_bfloat16"]),
     }
 
 
@@ -174,67 +142,54 @@ def build_parser():
         "trainer after the profile's own flags, so they override them (e.g. "
         "`-- --max-train-examples 512`).",
     )
-    parser.add_argument(
+    add = parser.add_argument
+    add(
         "--profile",
         choices=sorted(ACCURACY_PROFILES),
         default="quick",
         help="how far to train (see the module docstring). Default: quick.",
     )
-    parser.add_argument(
+    add(
         "--native",
         action="store_true",
         help="train with benchmarks/native_train.py (plain PyTorch, the same "
         "recipe, data and order) instead of the Keras training command; "
         "recorded as backend native-torch.",
     )
-    parser.add_argument(
-        "--epochs",
-        type=int,
-        default=None,
-        help="epochs for the gpu profile (default 30).",
-    )
-    parser.add_argument(
-        "--model",
-        default="resnet18",
-        help="network, as train's --model. Default: resnet18.",
-    )
-    parser.add_argument(
+    add("--epochs", type=int, help="epochs for the gpu profile (default 30).")
+    add("--model", default="resnet18", help="as train's. Default: resnet18.")
+    add(
         "--mixed-precision",
         default="off",
-        help="as train's --mixed-precision (Keras only). Default: off.",
+        help="as train's (Keras only). Default: off.",
     )
-    parser.add_argument(
+    add(
         "--data-dir",
-        default=None,
-        help="CIFAR-10 folder (default: train's own lookup, "
-        "e.g. KERAS_CIFAR_RESNET_DATA).",
+        help="CIFAR-10 folder (default: train's lookup, e.g. KERAS_CIFAR_RESNET_DATA).",
     )
-    parser.add_argument(
+    add(
         "--output-dir",
         default="benchmark-results",
         help="where the run and accuracy-<backend>.json go. "
         "Default: benchmark-results.",
     )
-    parser.add_argument(
+    add(
         "--seeds",
         type=int,
-        default=None,
         metavar="N",
         help="train N runs, seeds 0..N-1 (seed k gives every implementation "
         "the same initial weights and batches), each recorded as "
         "accuracy-<backend>-seed<k>.json. Default: one run at the trainer's "
         "--seed, recorded as accuracy-<backend>.json.",
     )
-    parser.add_argument(
+    add(
         "--first-seed",
         type=int,
         default=0,
         metavar="K",
         help="with --seeds: start at seed K (to add seeds to a set). Default: 0.",
     )
-    parser.add_argument(
-        "--device", default=None, help="device name to record (default: the backend's)."
-    )
+    add("--device", help="device name to record (default: the backend's).")
     return parser
 
 

@@ -1,15 +1,7 @@
 """Options and parametrization of the step benchmarks.
 
-Profiles (one at most; each option below overrides the profile's value):
-    (none)   GPU profile: resnet18 and resnet34, batch 128 and 512, float32
-             and mixed (bf16), 10 rounds of 10 steps after 2 warm-up rounds.
-    --quick  minutes on a CPU: resnet18, batch 128, float32 and mixed (bf16),
-             3 rounds of one step after one warm-up round.
-    --tiny   for CI: the test model, batch 8, one round of one step.
-
-On a machine without a GPU whose CPU lacks native bf16, the profiles' bf16
-rows (Keras mixed and the native -bf16 variants) are left out, and the
-report says why: emulated bf16 runs many times slower than float32 there.
+The profiles (full for a GPU, `--quick`, `--tiny`) and every option, and why
+bf16 rows are left out on a CPU without native bf16: benchmarks/README.md.
 An explicit --precisions or --native list is run as given.
 """
 
@@ -19,31 +11,14 @@ import dataclasses
 
 import pytest
 
+PROFILE_FIELDS = ("models", "batch_sizes", "precisions", "rounds", "steps", "warmup")
 THROUGHPUT_PROFILES = {
-    "full": dict(
-        models=("resnet18", "resnet34"),
-        batch_sizes=(128, 512),
-        precisions=("float32", "mixed"),
-        rounds=10,
-        steps=10,
-        warmup=2,
-    ),
-    "quick": dict(
-        models=("resnet18",),
-        batch_sizes=(128,),
-        precisions=("float32", "mixed"),
-        rounds=3,
-        steps=1,
-        warmup=1,
-    ),
-    "tiny": dict(
-        models=("tiny",),
-        batch_sizes=(8,),
-        precisions=("float32",),
-        rounds=1,
-        steps=1,
-        warmup=0,
-    ),
+    name: dict(zip(PROFILE_FIELDS, values, strict=True))
+    for name, values in {
+        "full": (("resnet18", "resnet34"), (128, 512), ("float32", "mixed"), 10, 10, 2),
+        "quick": (("resnet18",), (128,), ("float32", "mixed"), 3, 1, 1),
+        "tiny": (("tiny",), (8,), ("float32",), 1, 1, 0),
+    }.items()
 }
 # The native reference's variants: (memory format, precision, compiled).
 # `eager` names the NCHW layout; `compiled-` runs the same under torch.compile.
@@ -63,15 +38,20 @@ GPU_NATIVE_VARIANTS = (
     "channels_last-bf16",
     "compiled-channels_last-bf16",
 )
-# On a CPU, where each layout and torch.compile fare differently: all of them.
-CPU_NATIVE_VARIANTS = tuple(NATIVE_VARIANTS)
 # How the Keras step is compiled: Keras's choice, forced, or both side by side.
 JIT_COMPILES = {"auto": ("auto",), "on": ("on",), "both": ("auto", "on")}
-# The Keras model's BatchNorm (`ResNet(fused_batch_norm=...)`): the package's
-# fused layer, Keras's own, or both side by side.
-BATCH_NORMS = {"fused": (True,), "keras": (False,), "both": (True, False)}
-# The Keras model's convolutions (`ResNet(fused_conv=...)`), likewise.
-CONVS = {"fused": (True,), "keras": (False,), "both": (True, False)}
+# The Keras model's BatchNorm and Conv2D (`ResNet(fused_batch_norm=...,
+# fused_conv=...)`): the package's fused layer, Keras's own, or both.
+LAYERS = {"fused": (True,), "keras": (False,), "both": (True, False)}
+# The options that override a profile's fields, in PROFILE_FIELDS's order.
+PROFILE_OPTIONS = (
+    "--models",
+    "--batch-sizes",
+    "--precisions",
+    "--rounds",
+    "--steps-per-round",
+    "--warmup-rounds",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +113,7 @@ def pytest_addoption(parser):
         ),
         (
             "--batch-norm",
-            BATCH_NORMS,
+            LAYERS,
             "fused",
             "the Keras model's BatchNorm: 'fused' (the package's layer, on the "
             "framework's fused kernel where it has one), 'keras' (Keras's own "
@@ -141,7 +121,7 @@ def pytest_addoption(parser):
         ),
         (
             "--conv",
-            CONVS,
+            LAYERS,
             "fused",
             "the Keras model's Conv2D: 'fused' (the package's layer, in the "
             "tensors' own layout where the backend would copy them), 'keras' "
@@ -157,38 +137,29 @@ def pytest_addoption(parser):
 
 
 def settings_from(config):
-    profile = (
-        "tiny"
-        if config.getoption("--tiny")
-        else ("quick" if config.getoption("--quick") else "full")
-    )
+    option = config.getoption
+    profile = "tiny" if option("--tiny") else ("quick" if option("--quick") else "full")
     values = dict(THROUGHPUT_PROFILES[profile])
-    for option, key in (
-        ("--models", "models"),
-        ("--precisions", "precisions"),
-        ("--rounds", "rounds"),
-        ("--steps-per-round", "steps"),
-        ("--warmup-rounds", "warmup"),
-    ):
-        if config.getoption(option) is not None:
-            values[key] = config.getoption(option)
-    if config.getoption("--batch-sizes") is not None:
-        values["batch_sizes"] = tuple(int(b) for b in config.getoption("--batch-sizes"))
+    for flag, key in zip(PROFILE_OPTIONS, PROFILE_FIELDS, strict=True):
+        if option(flag) is not None:
+            values[key] = option(flag)
+    values["batch_sizes"] = tuple(int(b) for b in values["batch_sizes"])
     from benchmarks.harness import gpu_present
     from keras_cifar_resnet.training.precision_support import cpu_has_native
 
-    native = config.getoption("--native") or ()
+    native = option("--native") or ()
     skipped = ""
     if native == ("auto",):
-        native = GPU_NATIVE_VARIANTS if gpu_present("torch") else CPU_NATIVE_VARIANTS
+        # On a CPU, where each layout and torch.compile fare differently: all.
+        native = GPU_NATIVE_VARIANTS if gpu_present("torch") else tuple(NATIVE_VARIANTS)
     bf16_skip = bf16_skip_reason(gpu_present(), cpu_has_native("mixed_bfloat16"))
     if bf16_skip:
-        if config.getoption("--precisions") is None and "mixed" in values["precisions"]:
+        if option("--precisions") is None and "mixed" in values["precisions"]:
             values["precisions"] = tuple(
                 p for p in values["precisions"] if p != "mixed"
             )
             skipped = bf16_skip
-        if config.getoption("--native") == ("auto",):
+        if option("--native") == ("auto",):
             native = tuple(v for v in native if NATIVE_VARIANTS[v][1] != "mixed")
             skipped = bf16_skip
     unknown = sorted(set(native) - set(NATIVE_VARIANTS))
@@ -204,22 +175,17 @@ def settings_from(config):
         )
     return Settings(
         native=tuple(native),
-        inference=not config.getoption("--no-inference"),
-        jit_compiles=JIT_COMPILES[config.getoption("--jit-compile")],
-        fused_batch_norms=BATCH_NORMS[config.getoption("--batch-norm")],
-        fused_convs=CONVS[config.getoption("--conv")],
+        inference=not option("--no-inference"),
+        jit_compiles=JIT_COMPILES[option("--jit-compile")],
+        fused_batch_norms=LAYERS[option("--batch-norm")],
+        fused_convs=LAYERS[option("--conv")],
         skipped=skipped,
         **values,
     )
 
 
 def bf16_skip_reason(gpu, native_bf16):
-    """Why the profiles leave bf16 out, or "" when they run it.
-
-    Args:
-        gpu: bool, the machine has a GPU.
-        native_bf16: True/False/None (unknown), the CPU computes bf16 natively.
-    """
+    """Why the profiles leave bf16 out, or "" (`native_bf16` None: unknown)."""
     if gpu or native_bf16 is not False:
         return ""
     return (
@@ -232,13 +198,12 @@ def _configurations(settings):
     # Smallest first: JAX's GPU memory peak cannot be reset, so each figure
     # is the peak so far; ascending order keeps it the configuration's own.
     order = {"tiny": 0, "resnet18": 1, "resnet34": 2}
-    configs = [
+    return [
         (model, batch, precision)
         for batch in sorted(settings.batch_sizes)
         for model in sorted(settings.models, key=lambda m: order.get(m, 9))
         for precision in sorted(settings.precisions, reverse=True)
     ]
-    return configs
 
 
 def pytest_generate_tests(metafunc):

@@ -1,25 +1,9 @@
 """Times the package's own compiled Keras train step, as `fit` calls it.
 
-Nothing here re-implements the step: the model is the package's `ResNet`,
-compiled with the package's `compile` (its own loss, weight decay and
-augmentation), and each step is one call of the function Keras built with
-`make_train_function()`, fed the way each backend's `fit` feeds it
-(`keras/src/backend/*/trainer.py`):
-
-- JAX: `logs, state = model.train_function(state, iterator)`, the state
-  (trainable, non-trainable, optimizer, metrics values) threaded from step to
-  step, as `fit` does between syncs; the first call is `train_on_batch`, which
-  jits the same `train_step` and pays the compilation.
-- torch: `logs = model.train_function([batch])` with the module in train mode.
-- TensorFlow: `logs = model.train_function(iterator)`, the `tf.function`.
-
-Batches are converted to the backend's tensors before timing (on the
-accelerator where there is one), so the figure is the step, not the input
-pipeline (which `benchmarks/input_pipeline.py` measures). Several batches
-rotate so that no cache holds the one input. A round is `steps_per_round`
-steps followed by a synchronisation: a host copy of the loss, plus
-`block_until_ready` on JAX's whole state and `torch.cuda.synchronize()` on a
-GPU, so the clock never stops while the device is still working.
+Nothing here re-implements the step: the model and `compile` are the
+package's, and each step is one call of Keras's `make_train_function()`,
+fed as each backend's `fit` feeds it. How it is timed, synchronised and
+measured: benchmarks/README.md, "What is measured, and how".
 """
 
 from __future__ import annotations
@@ -35,25 +19,27 @@ import numpy as np
 
 from keras_cifar_resnet.config import TrainConfig
 from keras_cifar_resnet.training import build
-from keras_cifar_resnet.training.precision_support import accelerator_present
+from keras_cifar_resnet.training.precision_support import (
+    accelerator_present,
+    dtype_policy,
+)
 
-# The step is the default recipe's (keras_cifar_resnet.config.TrainConfig):
-# Nesterov SGD, coupled weight decay, label smoothing, crop+flip+cutout and
-# its BatchNorm momentum; the learning rate is held at the recipe's peak (a
-# schedule costs nothing measurable). The native PyTorch reference
-# (benchmarks/torch_reference.py) takes the same values.
+# The default recipe, its learning rate held at the peak (a schedule costs
+# nothing measurable); benchmarks/torch_reference.py takes the same values.
 RECIPE = TrainConfig(schedule="constant")
 AUGMENTATION = build.build_augmentation(RECIPE)
 
 PRECISIONS = {"float32": "float32", "mixed": "mixed_bfloat16"}
+JAX_STATE = (
+    "trainable_variables",
+    "non_trainable_variables",
+    "optimizer_variables",
+    "metrics_variables",
+)
 
 
 def build_model(model_name, width_multiplier=1.0, **model_options):
-    """The package's model by name: `resnet18`, `resnet34` or `tiny`.
-
-    `model_options` go to the model (for example `fused_batch_norm=False`);
-    `TrainConfig` rejects an unknown name.
-    """
+    """The package's model by name; `model_options` go to the model."""
     config = dataclasses.replace(
         RECIPE, model=model_name, width_multiplier=width_multiplier
     )
@@ -61,26 +47,13 @@ def build_model(model_name, width_multiplier=1.0, **model_options):
 
 
 def compile_model(model, jit_compile="auto"):
-    """Compiles with the training command's `build.compile_model`.
-
-    `jit_compile`: "auto" (Keras's default) or "on" (XLA on TensorFlow,
-    torch.compile on torch).
-    """
+    """Compiles with the training command's `build.compile_model`."""
     config = dataclasses.replace(RECIPE, jit_compile=jit_compile)
     return build.compile_model(model, config, steps_per_epoch=1)
 
 
-def jit_compile_of(model):
-    """What Keras resolved `jit_compile="auto"` to for this model."""
-    return bool(getattr(model, "jit_compile", False))
-
-
 def synthetic_batches(batch_size, count, seed=0):
-    """`count` batches of uint8 NHWC images and int32 labels, as numpy.
-
-    Random pixels cost the step exactly what real ones do (no data-dependent
-    control flow), and need no data on the machine.
-    """
+    """`count` batches of random uint8 NHWC images and int32 labels, as numpy."""
     rng = np.random.default_rng(seed)
     return [
         (
@@ -91,24 +64,11 @@ def synthetic_batches(batch_size, count, seed=0):
     ]
 
 
-def to_backend(batches):
-    """Numpy batches as the backend's tensors, on its default device."""
-    return [
-        (keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y))
-        for x, y in batches
-    ]
-
-
 class PeakMemory:
     """Peak memory of one measurement: GPU allocator peak, or the process RSS.
 
-    On CPU the kernel's high-water mark (VmHWM) is reset before the
-    measurement by writing 5 to /proc/self/clear_refs, so each configuration
-    reports its own peak even though all run in one process; where that is
-    refused, `ru_maxrss` (the process's peak so far) is reported and said so.
-    On GPU: `torch.cuda.max_memory_allocated` after a reset; JAX's
-    `peak_bytes_in_use`, which cannot be reset (so a process's runs go
-    smallest first and each figure is the peak so far).
+    CPU: VmHWM, reset through /proc/self/clear_refs (else `ru_maxrss`, the
+    peak so far); GPU: torch's allocator peak, or JAX's, which cannot be reset.
     """
 
     def __init__(self, backend):
@@ -157,12 +117,7 @@ def _jax_gpu():
 
 
 def synchronize(backend, outputs):
-    """Waits until the device has finished everything `outputs` depends on.
-
-    A host copy of the loss is the portable barrier; JAX also blocks on the
-    whole threaded state (its buffers may be signalled separately) and torch
-    on the CUDA stream.
-    """
+    """Waits until the device has finished `outputs`; returns the loss."""
     if backend == "jax":
         import jax
 
@@ -178,17 +133,9 @@ def synchronize(backend, outputs):
 class KerasTrainStep:
     """One compiled model and its batches; `run(steps)` trains that many steps.
 
-    Args:
-        model_name: str, `resnet18`, `resnet34` or `tiny`.
-        batch_size: int, images per step.
-        precision: str, `float32` or `mixed` (Keras's `mixed_bfloat16`).
-        num_batches: int, distinct batches to rotate. Defaults to 4.
-        jit_compile: str, "auto" or "on", as `compile_model`. Defaults to
-            "auto".
-        fused_batch_norm: bool, the model's BatchNorm (see `ResNet`).
-            Defaults to True.
-        fused_conv: bool, the model's Conv2D (see `ResNet`). Defaults to
-            True.
+    `precision` is `float32` or `mixed` (`mixed_bfloat16`); `jit_compile`,
+    `fused_batch_norm` and `fused_conv` are the `--jit-compile`,
+    `--batch-norm` and `--conv` options of benchmarks/README.md.
     """
 
     def __init__(
@@ -204,9 +151,9 @@ class KerasTrainStep:
     ):
         self.backend = keras.backend.backend()
         self.batch_size = batch_size
-        previous_policy = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(PRECISIONS[precision])
-        try:
+        # The policy is read when layers are built; the package's context
+        # restores it, so the next configuration starts from the default.
+        with dtype_policy(PRECISIONS[precision]):
             self.model = compile_model(
                 build_model(
                     model_name,
@@ -216,11 +163,11 @@ class KerasTrainStep:
                 ),
                 jit_compile,
             )
-        finally:
-            # The policy is read when layers are built; restore it so the next
-            # configuration in this process starts from the default.
-            keras.config.set_dtype_policy(previous_policy)
-        self.batches = to_backend(synthetic_batches(batch_size, num_batches))
+        # As the backend's tensors, on its default device.
+        self.batches = [
+            tuple(map(keras.ops.convert_to_tensor, batch))
+            for batch in synthetic_batches(batch_size, num_batches)
+        ]
         self._next = 0
         self._state = None
 
@@ -241,12 +188,7 @@ class KerasTrainStep:
         model = self.model
         if self.backend == "jax":
             if self._state is None:
-                self._state = model._get_jax_state(
-                    trainable_variables=True,
-                    non_trainable_variables=True,
-                    optimizer_variables=True,
-                    metrics_variables=True,
-                )
+                self._state = model._get_jax_state(**dict.fromkeys(JAX_STATE, True))
             for _ in range(steps):
                 logs, self._state = model.train_function(
                     self._state, iter([self._batch()])
@@ -264,13 +206,7 @@ class KerasTrainStep:
     def finish(self):
         """Writes JAX's threaded state back into the model's variables."""
         if self.backend == "jax" and self._state is not None:
-            trainable, non_trainable, optimizer, metrics = self._state
-            self.model._jax_state = {
-                "trainable_variables": trainable,
-                "non_trainable_variables": non_trainable,
-                "optimizer_variables": optimizer,
-                "metrics_variables": metrics,
-            }
+            self.model._jax_state = dict(zip(JAX_STATE, self._state, strict=True))
             self.model._jax_state_synced = False
             self.model.jax_state_sync()
             self._state = None
@@ -299,11 +235,8 @@ def _machine_busy_seconds():
 class CPUUse:
     """Cores kept busy over a stretch, by this process and by all the others.
 
-    `busy_cores` (process CPU seconds / wall seconds) tells a threading mode
-    apart: TensorFlow's slow CPU mode keeps about one core busy, the fast one
-    all of them. `other_busy_cores` is what every other process used meanwhile
-    (from /proc/stat; None elsewhere): unlike the load average it does not
-    lag, so two rows' figures say whether they ran on an equally quiet machine.
+    `other_busy_cores` comes from /proc/stat (None elsewhere): unlike the load
+    average it does not lag, so two rows can be checked for an equal machine.
     """
 
     wall: float = 0.0
@@ -350,12 +283,9 @@ def threading_settings(backend):
         import tensorflow as tf
 
         # 0 means "TensorFlow picks", which is where the two speeds come from.
-        settings["tf_intra_op_threads"] = (
-            tf.config.threading.get_intra_op_parallelism_threads()
-        )
-        settings["tf_inter_op_threads"] = (
-            tf.config.threading.get_inter_op_parallelism_threads()
-        )
+        threading = tf.config.threading
+        settings["tf_intra_op_threads"] = threading.get_intra_op_parallelism_threads()
+        settings["tf_inter_op_threads"] = threading.get_inter_op_parallelism_threads()
     if backend == "torch":
         import torch
 
@@ -398,11 +328,7 @@ def cpu_name():
 
 
 def gpu_present(framework=None):
-    """Whether `framework` (default: Keras's backend) sees a GPU.
-
-    Every benchmark asks this one question, through
-    `precision_support.accelerator_present`, which the training command uses.
-    """
+    """Whether `framework` (default: Keras's backend) sees a GPU, as training asks."""
     framework = framework or keras.backend.backend()
     return accelerator_present("torch" if framework == "native-torch" else framework)
 
@@ -413,15 +339,11 @@ def versions(backend):
     import sys
 
     found = {"python": platform.python_version(), "keras": keras.__version__}
-    for module, dist in (
-        ("jax", "jax"),
-        ("torch", "torch"),
-        ("tensorflow", "tensorflow"),
-    ):
+    for module in ("jax", "torch", "tensorflow"):
         if module in sys.modules:
             found[module] = sys.modules[module].__version__
         elif backend == module:
-            found[module] = metadata.version(dist)
+            found[module] = metadata.version(module)
     return found
 
 

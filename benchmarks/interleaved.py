@@ -1,21 +1,12 @@
 """Speed ratios that hold from run to run: implementations interleaved in rounds.
 
-A ratio of two figures measured minutes apart carries whatever the machine
-did in between (another process, a clock change, a thermal limit). Here every
-implementation runs `--steps` steps per round, in a new random order each
-round, in one process; each round gives one ratio per pair, so a change of
-machine speed during the run hits both sides of that round's ratio alike.
-The report gives each ratio's median over the rounds and a 95% interval
-(Student's t over the per-round ratios).
-
-Implementations: the package's model on the current Keras backend (Keras's
-default compile choice), and where torch is installed, native PyTorch eager
-(NCHW), channels_last and, with `--compiled`, torch.compile'd channels_last.
+Every implementation (the Keras step on the current backend; native PyTorch
+eager, channels_last and, with `--compiled`, compiled) runs `--steps` steps
+per round, in a new random order each round, in one process, so a change of
+machine speed hits both sides of a round's ratio alike. Why, and the
+commands: docs/benchmarks.md, "Ratios that hold".
 
     KERAS_BACKEND=torch python -m benchmarks.interleaved --rounds 9
-    # the per-step overhead: a model so small that compute is negligible
-    KERAS_BACKEND=torch python -m benchmarks.interleaved --width-multiplier 0.125 \\
-        --batch-size 8 --steps 20
 """
 
 from __future__ import annotations
@@ -32,7 +23,7 @@ from pathlib import Path
 import keras
 
 from benchmarks.accuracy import installed_versions, machine_description
-from benchmarks.harness import RECIPE, CPUUse, KerasTrainStep, synthetic_batches
+from benchmarks.harness import CPUUse, KerasTrainStep
 from benchmarks.statistics import mean_interval
 
 NATIVE = {  # variant: (channels_last, compiled)
@@ -47,7 +38,7 @@ def build_parser():
         prog="python -m benchmarks.interleaved",
         description="Time the Keras step on the current backend and native "
         "PyTorch in interleaved rounds in one process; write each ratio's "
-        "median and 95%% interval as interleaved-*.json for benchmarks.report.",
+        "median and 95% interval as interleaved-*.json for benchmarks.report.",
     )
     parser.add_argument("--model", default="resnet18", help="Default: resnet18.")
     parser.add_argument("--width-multiplier", type=float, default=1.0)
@@ -93,18 +84,14 @@ def _runners(args):
             args.precision,
             channels_last=channels_last,
             compile=compiled,
-            batches=synthetic_batches(args.batch_size, 4),
-            config=RECIPE,
             width_multiplier=args.width_multiplier,
         )
     return runners
 
 
 def interleave(runners, rounds, steps, seed=0):
-    """{name: [seconds per step, one per round]}, {round: other cores busy}.
-
-    One untimed round first (caches, allocator, the first compilation).
-    """
+    """{name: [seconds per step, one per round]}, [other cores busy per round]."""
+    # One untimed round first (caches, allocator, the first compilation).
     for runner in runners.values():
         runner.first_step()
         runner.run(steps)

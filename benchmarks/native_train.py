@@ -1,25 +1,12 @@
 """The training command's default recipe in plain PyTorch: the accuracy anchor.
 
-What a PyTorch user would write instead of this library, on the same network
-as `torch_reference.py` (same width multiplier) and the same recipe
-(`keras_cifar_resnet.config.RECIPES["default"]`): random crop, flip and
-cutout on whole batches; softmax cross-entropy with label smoothing; Nesterov
-SGD with coupled weight decay on conv and dense kernels; the linear warm-up
-(step `s` of `w` at `(s + 1) / (w + 1)` of the peak) and cosine decay to 0;
-BatchNorm momentum 0.9 in Keras's convention. The optimizer, BatchNorm and
-random draws keep torch's own semantics (`torch.optim.SGD`'s momentum
-buffer, `nn.BatchNorm2d`'s unbiased running variance, torch's generator).
-
-The images come from the package's numpy data code, so both trainers see the
-same split and the same batches in the same order: `prepare_data` (the
-seeded validation split) and `TrainingBatches` (each epoch's order a pure
-function of the seed and the epoch). Nothing that trains touches Keras.
-
-The run folder matches the training command's for the files that hold
-figures: `config.json`, `log.csv` (same columns), `best.pt` or `final.pt`
-(the model chosen on validation accuracy, or the last one with
-`--validation-size 0`) and `summary.json` (same keys; test accuracy with and
-without flip TTA through `keras_cifar_resnet.reporting.evaluation.metrics_from_logits`).
+The network of `torch_reference.py` and the recipe of
+`keras_cifar_resnet.config.RECIPES["default"]` (warm-up and cosine decay as
+the command's schedule), with torch's own optimizer, BatchNorm and random
+draws. The images, split and batch order come from the package's numpy data
+code (`prepare_data`, `TrainingBatches`), so both trainers see the same
+batches; nothing that trains touches Keras. The run folder holds the
+command's `config.json`, `log.csv` and `summary.json`, and `best.pt`/`final.pt`.
 
     python -m benchmarks.native_train --width-multiplier 0.25 --epochs 10 \\
         --batch-size 256 --output-dir runs/native
@@ -65,7 +52,10 @@ from keras_cifar_resnet.data.input_pipeline import (  # noqa: E402
     TrainingBatches,
     prepare_data,
 )
-from keras_cifar_resnet.reporting.evaluation import metrics_from_logits  # noqa: E402
+from keras_cifar_resnet.reporting.evaluation import (  # noqa: E402
+    flip_horizontally,
+    metrics_from_logits,
+)
 from keras_cifar_resnet.training.precision_support import accelerator_present  # noqa: E402
 from keras_cifar_resnet.training.run_folder import LOG_COLUMNS, write_json  # noqa: E402
 
@@ -73,11 +63,7 @@ EVALUATION_BATCH = 500
 
 
 def learning_rate_factor(step, total_steps, warmup):
-    """The fraction of the peak rate at `step` (0-based), as the command's schedule.
-
-    Linear warm-up at `(step + 1) / (warmup + 1)`, then cosine decay to 0 at
-    `total_steps`.
-    """
+    """The fraction of the peak rate at `step` (0-based), as the command's schedule."""
     if step < warmup:
         return (step + 1) / (warmup + 1)
     decay_steps = total_steps - warmup
@@ -136,11 +122,7 @@ def build_parser():
 
 
 def parse(argv=None):
-    """(args, config): the command line, and the recipe with its flags applied.
-
-    The training command's own rules resolve and check the config, so the
-    two cannot drift apart; an invalid value exits with status 2.
-    """
+    """(args, config): the command line, resolved by the training command's rules."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -169,7 +151,7 @@ def package_initial_model(config, initializer):
 def test_report(model, images, labels, device):
     """The test figures of `model`, with flip TTA, as the command reports them."""
     logits = predict(model, images, device)
-    flipped = predict(model, np.ascontiguousarray(images[:, :, ::-1]), device)
+    flipped = predict(model, flip_horizontally(images), device)
     return metrics_from_logits(logits, flipped, labels)
 
 
@@ -293,10 +275,7 @@ def main(argv=None):
                 "loss": float(loss_sum) / steps_per_epoch,
                 "accuracy": float(correct) / (steps_per_epoch * config.batch_size),
                 # The rate the next step will use, as the command logs it.
-                "learning_rate": learning_rate
-                * learning_rate_factor(
-                    (epoch + 1) * steps_per_epoch, total_steps, warmup
-                ),
+                "learning_rate": schedule.get_last_lr()[0],
                 "seconds": seconds,
             }
             marker = ""

@@ -1,17 +1,8 @@
-"""Merges benchmark JSON from separate processes into one table and chart.
-
-Each backend runs in its own process (KERAS_BACKEND is fixed per process),
-so each writes its own pytest-benchmark JSON; the accuracy runs write
-`accuracy-<backend>.json` (benchmarks/accuracy.py). This reads them all and
-writes `table.md` (markdown) and `chart.png` (training images/s), printing
-the table too.
+"""Merges the benchmarks' JSON (one file per process) into `table.md` and `chart.png`.
 
     python -m benchmarks.report benchmark-results [--output-dir DIR]
 
-Ratios are to native PyTorch eager at the same model, batch and precision
-(float32: NCHW float32; mixed: NCHW bf16 autocast), from the same run; a
-mixed-precision row also gives its gain over the same implementation at
-float32 ("x own fp32").
+What each column means, and the ratios' anchors: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -30,12 +21,19 @@ ORDER = ("keras-jax", "keras-tensorflow", "keras-torch")
 # A ratio compares two rows only when the other processes on the machine kept
 # about as many cores busy during both (harness.CPUUse.other_busy_cores).
 OTHER_LOAD_BOUND = 0.25
-# The guard against a step back: a row slower than this share of the same
-# row in the last results of the same machine kind is marked.
+# A row slower than this share of the same row in the last results of the
+# same machine kind is marked as a step back.
 REGRESSION_BOUND = 0.95
 RESULTS = Path(__file__).resolve().parent / "results"
 ACCURACY_ORDER = ("jax", "tensorflow", "torch", "native-torch")
 ACCURACY_REFERENCE = "native-torch"
+LEVEL = f"{CONFIDENCE:.0%}"
+
+
+def _config(row, variant=None):
+    """A row's configuration: function, model, batch and variant."""
+    variant = row["variant"] if variant is None else variant
+    return (row["function"], row["model"], row["batch_size"], variant)
 
 
 def rows_from_benchmarks(benchmarks):
@@ -43,37 +41,25 @@ def rows_from_benchmarks(benchmarks):
     rows = []
     for bench in benchmarks:
         info = dict(bench.get("extra_info") or {})
-        if "variant" not in info:
-            continue
-        info.setdefault("name", bench.get("name"))
-        rows.append(info)
+        if "variant" in info:
+            info.setdefault("name", bench.get("name"))
+            rows.append(info)
     _add_ratios(rows)
     _add_precision_gains(rows)
     return rows
 
 
-def _float32_variant(variant):
-    # Native variants name their precision (eager-bf16); Keras rows do not.
-    return variant.removesuffix("-bf16")
-
-
 def _add_precision_gains(rows):
     float32_rows = {
-        (r["function"], r["model"], r["batch_size"], r["variant"]): r
+        _config(r): r
         for r in rows
         if r["precision"] == "float32" and r.get("images_per_second")
     }
     for row in rows:
         if row["precision"] != "mixed" or not row.get("images_per_second"):
             continue
-        base = float32_rows.get(
-            (
-                row["function"],
-                row["model"],
-                row["batch_size"],
-                _float32_variant(row["variant"]),
-            )
-        )
+        # Native variants name their precision (eager-bf16); Keras rows do not.
+        base = float32_rows.get(_config(row, row["variant"].removesuffix("-bf16")))
         if base:
             row["ratio_to_float32"] = (
                 row["images_per_second"] / base["images_per_second"]
@@ -81,53 +67,77 @@ def _add_precision_gains(rows):
 
 
 def _add_ratios(rows):
-    anchors = {
-        (r["function"], r["model"], r["batch_size"], r["variant"]): r
-        for r in rows
-        if r.get("images_per_second")
-    }
+    anchors = {_config(r): r for r in rows if r.get("images_per_second")}
     for row in rows:
-        anchor = anchors.get(
-            (
-                row["function"],
-                row["model"],
-                row["batch_size"],
-                ANCHORS.get(row["precision"], ""),
-            )
-        )
+        anchor = anchors.get(_config(row, ANCHORS.get(row["precision"], "")))
         if anchor is None and row["function"] == "inference":
             # Native inference is timed for eager float32 only.
-            anchor = anchors.get(
-                (row["function"], row["model"], row["batch_size"], "native-torch-eager")
+            anchor = anchors.get(_config(row, "native-torch-eager"))
+        if not anchor or not row.get("images_per_second"):
+            continue
+        others = (row.get("other_busy_cores"), anchor.get("other_busy_cores"))
+        if None not in others and abs(others[0] - others[1]) > OTHER_LOAD_BOUND:
+            row["ratio_refused"] = (
+                f"others busy {others[0]:.2f} vs {others[1]:.2f} cores"
             )
-        if anchor and row.get("images_per_second"):
-            others = (row.get("other_busy_cores"), anchor.get("other_busy_cores"))
-            if None not in others and abs(others[0] - others[1]) > OTHER_LOAD_BOUND:
-                row["ratio_refused"] = (
-                    f"others busy {others[0]:.2f} vs {others[1]:.2f} cores"
-                )
-                continue
-            row["ratio_to_native"] = (
-                row["images_per_second"] / anchor["images_per_second"]
-            )
-            row["ratio_anchor"] = anchor["variant"].removeprefix("native-torch-")
+            continue
+        row["ratio_to_native"] = row["images_per_second"] / anchor["images_per_second"]
+        row["ratio_anchor"] = anchor["variant"].removeprefix("native-torch-")
 
 
 def _sort_key(row):
     variant = row["variant"]
     rank = ORDER.index(variant) if variant in ORDER else len(ORDER)
-    return (
-        row["function"] != "train",
-        row["model"],
-        row["batch_size"],
-        row["precision"],
-        rank,
-        variant,
-    )
+    function, model, batch, _ = _config(row)
+    return (function != "train", model, batch, row["precision"], rank, variant)
 
 
 def _fmt(value, spec, empty="-"):
     return empty if value is None else format(value, spec)
+
+
+def _table(header, aligns, rows):
+    """A markdown table; `aligns` has an `l` or `r` per column."""
+    rule = "|".join(" ---: " if a == "r" else " --- " for a in aligns)
+    return ["| " + " | ".join(header) + " |", f"|{rule}|", *rows]
+
+
+THROUGHPUT_HEADER = (
+    "implementation|model|batch|precision|images/s|ms/step (median, IQR)|"
+    "x native eager|x own fp32|first call (s)|peak memory (MiB)|cores busy|"
+    "images/CPU-s|others busy|load"
+).split("|")
+
+
+def _ratio_text(r):
+    ratio = r.get("ratio_to_native")
+    text = "-" if ratio is None else f"{ratio:.3g}"
+    if r.get("ratio_refused"):
+        text = f"- ({r['ratio_refused']})"
+    if ratio is not None and r.get("ratio_anchor") != ANCHOR_NAMES.get(r["precision"]):
+        text += f" (vs {r['ratio_anchor']})"
+    return text
+
+
+def _throughput_cells(r):
+    median = r.get("ms_per_step_median")
+    return [
+        r["variant"] + (" (jit)" if r.get("jit_compile") else ""),
+        r["model"],
+        str(r["batch_size"]),
+        r["precision"],
+        _fmt(r.get("images_per_second"), ".1f"),
+        "-" if median is None else f"{median:.1f} ± {r['ms_per_step_iqr']:.1f}",
+        _ratio_text(r),
+        _fmt(r.get("ratio_to_float32"), ".3g"),
+        _fmt(r.get("first_step_s"), ".1f"),
+        _fmt(r.get("peak_memory_mib"), ".0f")
+        + ("*" if "so_far" in str(r.get("memory_kind")) else ""),
+        _fmt(r.get("busy_cores"), ".2f"),
+        _fmt(_per_cpu_second(r), ".1f"),
+        _fmt(r.get("other_busy_cores"), ".2f"),
+        _fmt(r.get("load_average_1min"), ".1f"),
+    ]
 
 
 def format_rows(rows, accuracy=None):
@@ -138,55 +148,21 @@ def format_rows(rows, accuracy=None):
         chosen = sorted((r for r in rows if r["function"] == function), key=_sort_key)
         if not chosen:
             continue
-        lines += [f"**{title}**", ""]
-        header = (
-            "implementation|model|batch|precision|images/s|ms/step (median, IQR)|"
-            "x native eager|x own fp32|first call (s)|peak memory (MiB)|cores busy|"
-            "images/CPU-s|others busy|load"
-        ).split("|")
+        header, table = list(THROUGHPUT_HEADER), []
         if function == "train":
             header.append("test accuracy")
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append(
-            "|" + "|".join([" --- "] * 4 + [" ---: "] * (len(header) - 4)) + "|"
-        )
         for r in chosen:
-            ratio = r.get("ratio_to_native")
-            ratio_text = "-" if ratio is None else f"{ratio:.3g}"
-            if r.get("ratio_refused"):
-                ratio_text = f"- ({r['ratio_refused']})"
-            if ratio is not None and r.get("ratio_anchor") != ANCHOR_NAMES.get(
-                r["precision"]
-            ):
-                ratio_text += f" (vs {r['ratio_anchor']})"
-            jit = " (jit)" if r.get("jit_compile") else ""
-            cells = [
-                r["variant"] + jit,
-                r["model"],
-                str(r["batch_size"]),
-                r["precision"],
-                _fmt(r.get("images_per_second"), ".1f"),
-                (
-                    f"{r['ms_per_step_median']:.1f} ± {r['ms_per_step_iqr']:.1f}"
-                    if r.get("ms_per_step_median") is not None
-                    else "-"
-                ),
-                ratio_text,
-                _fmt(r.get("ratio_to_float32"), ".3g"),
-                _fmt(r.get("first_step_s"), ".1f"),
-                _fmt(r.get("peak_memory_mib"), ".0f")
-                + ("*" if "so_far" in str(r.get("memory_kind")) else ""),
-                _fmt(r.get("busy_cores"), ".2f"),
-                _fmt(_per_cpu_second(r), ".1f"),
-                _fmt(r.get("other_busy_cores"), ".2f"),
-                _fmt(r.get("load_average_1min"), ".1f"),
-            ]
+            cells = _throughput_cells(r)
             if function == "train":
-                runs = _runs_of(accuracy, r["backend"], r["model"])
-                figures = _figures(runs, "test_accuracy")
+                figures = _figures(_runs_of(accuracy, r["backend"], r["model"]))
                 cells.append(f"{sum(figures) / len(figures):.4f}" if figures else "-")
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+            table.append("| " + " | ".join(cells) + " |")
+        lines += [
+            f"**{title}**",
+            "",
+            *_table(header, "l" * 4 + "r" * (len(header) - 4), table),
+            "",
+        ]
     if accuracy:
         lines += accuracy_lines(accuracy)
     return lines
@@ -201,7 +177,7 @@ def _runs_of(accuracy, backend, model):
     ]
 
 
-def _figures(runs, key):
+def _figures(runs, key="test_accuracy"):
     return [run[key] for run in runs if run.get(key) is not None]
 
 
@@ -210,9 +186,16 @@ def _percent(interval):
     if interval is None:
         return "-"
     text = f"{interval.mean:.2%}"
-    return (
-        text if interval.half_width is None else f"{text} ± {interval.half_width:.2%}"
-    )
+    half = interval.half_width
+    return text if half is None else f"{text} ± {half:.2%}"
+
+
+def _signed(interval):
+    if interval is None:
+        return "-"
+    text = f"{interval.mean * 100:+.2f} points"
+    half = interval.half_width
+    return text if half is None else f"{text} ± {half * 100:.2f}"
 
 
 def _interval_of(runs, key):
@@ -227,25 +210,13 @@ def _accuracy_order(key):
 
 
 def accuracy_lines(accuracy):
-    """Per implementation: n, mean, sd and 95% interval over seeds; differences.
-
-    The figure is the test accuracy of each run's last epoch's model; the
-    best-validation model's is shown apart, labelled as chosen on the
-    validation split. Each Keras backend's difference from native PyTorch of
-    the same model and profile comes with Welch's 95% interval.
-    """
-    level = f"{CONFIDENCE:.0%}"
-    lines = [
-        f"**Accuracy over seeds**: test accuracy of the last epoch's model, mean "
-        f"± the {level} interval (Student's t), flip TTA beside it; the "
-        "best-validation model's (chosen on the validation split only) apart",
-        "",
-        "| implementation | model | profile | device | n | seeds | mean ± "
-        f"{level} | sd | flip TTA mean ± {level} | best-validation model | "
-        "to 94% | to 95% | wall (s, median) |",
-        "| --- | --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | "
-        "---: | ---: |",
-    ]
+    """Per implementation: n, mean, sd and 95% interval over seeds; differences."""
+    header = (
+        "implementation|model|profile|device|n|seeds|"
+        f"mean ± {LEVEL}|sd|flip TTA mean ± {LEVEL}|best-validation model|"
+        "to 94%|to 95%|wall (s, median)"
+    ).split("|")
+    table = []
     for key in sorted(accuracy, key=_accuracy_order):
         backend, model, profile = key
         runs = sorted(
@@ -256,7 +227,7 @@ def accuracy_lines(accuracy):
         seeds = ", ".join(
             "-" if r.get("seed") is None else str(r["seed"]) for r in runs
         )
-        lines.append(
+        table.append(
             f"| {backend} | {model} | {profile} | {runs[0].get('device', '-')} | "
             f"{len(runs)} | {seeds} | {_percent(plain)} | "
             f"{'-' if plain is None or plain.sd is None else f'{plain.sd:.2%}'} | "
@@ -266,58 +237,52 @@ def accuracy_lines(accuracy):
             f"{_time_to(runs[0].get('seconds_to_95'))} | "
             f"{_fmt(walls[len(walls) // 2] if walls else None, '.0f')} |"
         )
-    lines.append("")
-    lines += difference_lines(accuracy)
-    return lines
+    return [
+        f"**Accuracy over seeds**: test accuracy of the last epoch's model, mean "
+        f"± the {LEVEL} interval (Student's t), flip TTA beside it; the "
+        "best-validation model's (chosen on the validation split only) apart",
+        "",
+        *_table(header, "llllrlrrrrrrr", table),
+        "",
+        *difference_lines(accuracy),
+    ]
+
+
+def _verdict(interval):
+    if interval.half_width is None:
+        return "cannot tell: needs 2 or more runs on each side"
+    if interval.excludes_zero():
+        return "yes: the interval excludes 0"
+    return "no: the interval contains 0"
 
 
 def difference_lines(accuracy):
     """Each implementation minus native PyTorch, with Welch's interval, in words."""
-    level = f"{CONFIDENCE:.0%}"
-    rows, verdicts = [], []
+    rows, differences = [], []
     for key in sorted(accuracy, key=_accuracy_order):
         backend, model, profile = key
         reference = accuracy.get((ACCURACY_REFERENCE, model, profile))
         if backend == ACCURACY_REFERENCE or not reference:
             continue
-        cells = []
-        for figure in ("test_accuracy", "test_accuracy_flip_tta"):
-            ours = _figures(accuracy[key], figure)
-            theirs = _figures(reference, figure)
-            if not ours or not theirs:
-                cells.append(None)
-                continue
-            cells.append(welch_difference(ours, theirs))
-        plain = cells[0]
-        if plain is None:
+        cells = [
+            welch_difference(ours, theirs) if ours and theirs else None
+            for ours, theirs in (
+                (_figures(accuracy[key], f), _figures(reference, f))
+                for f in ("test_accuracy", "test_accuracy_flip_tta")
+            )
+        ]
+        if cells[0] is None:
             continue
-        if plain.half_width is None:
-            verdict = "cannot tell: needs 2 or more runs on each side"
-        elif plain.excludes_zero():
-            verdict = "yes: the interval excludes 0"
-        else:
-            verdict = "no: the interval contains 0"
-        verdicts.append((backend, model, profile, plain, verdict))
+        differences.append((backend, cells[0]))
         rows.append(
             f"| {backend} | {model} | {profile} | "
             f"{len(accuracy[key])} vs {len(reference)} | "
-            f"{_signed(plain)} | {_signed(cells[1])} | {verdict} |"
+            f"{_signed(cells[0])} | {_signed(cells[1])} | {_verdict(cells[0])} |"
         )
     if not rows:
         return []
-    lines = [
-        f"**Difference from native PyTorch** (test accuracy, last epoch's model; "
-        f"mean difference ± Welch's {level} interval)",
-        "",
-        "| implementation | model | profile | n | difference | flip TTA "
-        "difference | distinguishable? |",
-        "| --- | --- | --- | --- | ---: | ---: | --- |",
-        *rows,
-        "",
-    ]
-    apart = [v for v in verdicts if v[3].excludes_zero()]
-    unknown = [v for v in verdicts if v[3].half_width is None]
-    if unknown:
+    apart = [(b, i) for b, i in differences if i.excludes_zero()]
+    if any(i.half_width is None for _, i in differences):
         summary = (
             "Some implementations have a single run: at n = 1 no difference "
             "can be told from seed noise."
@@ -326,35 +291,29 @@ def difference_lines(accuracy):
         summary = (
             "At this n, "
             + "; ".join(
-                f"{b} differs from native PyTorch by {_signed(i)}"
-                for b, _, _, i, _ in apart
+                f"{b} differs from native PyTorch by {_signed(i)}" for b, i in apart
             )
-            + f" ({level} interval excludes 0); the others cannot be told apart."
+            + f" ({LEVEL} interval excludes 0); the others cannot be told apart."
         )
     else:
         summary = (
             f"At this n no implementation can be told apart from native PyTorch: "
-            f"every {level} interval of the difference contains 0."
+            f"every {LEVEL} interval of the difference contains 0."
         )
-    return lines + [summary, ""]
-
-
-def _signed(interval):
-    if interval is None:
-        return "-"
-    text = f"{interval.mean * 100:+.2f} points"
-    if interval.half_width is None:
-        return text
-    return f"{text} ± {interval.half_width * 100:.2f}"
+    header = "implementation|model|profile|n|difference|flip TTA difference|"
+    return [
+        f"**Difference from native PyTorch** (test accuracy, last epoch's model; "
+        f"mean difference ± Welch's {LEVEL} interval)",
+        "",
+        *_table((header + "distinguishable?").split("|"), "llllrrl", rows),
+        "",
+        summary,
+        "",
+    ]
 
 
 def _per_cpu_second(row):
-    """images/s over cores busy: throughput per CPU-second actually obtained.
-
-    On a CPU shared with other processes a run gets only part of the cores;
-    this figure is far less sensitive to that than images/s (threads that
-    spin while waiting still count as busy, so it is a lower bound).
-    """
+    """images/s over cores busy: on a shared CPU, steadier than images/s."""
     if not row.get("images_per_second") or not row.get("busy_cores"):
         return None
     return row["images_per_second"] / row["busy_cores"]
@@ -364,26 +323,26 @@ def _time_to(seconds):
     return "not reached" if seconds is None else f"{seconds:.0f} s"
 
 
+def _joined(mapping):
+    return ", ".join(f"{k} {v}" for k, v in sorted((mapping or {}).items()))
+
+
 def environment_lines(rows):
     """Hardware, versions and date, from the rows' own records."""
-    lines = []
-    seen = set()
+    lines, first_rows = [], {}
     for r in rows:
-        backend = r["backend"]
-        if backend in seen:
-            continue
-        seen.add(backend)
-        versions = ", ".join(f"{k} {v}" for k, v in sorted(r["versions"].items()))
-        threads = ", ".join(f"{k}={v}" for k, v in sorted(r["threading"].items()))
+        first_rows.setdefault(r["backend"], r)
+    for r in first_rows.values():
         native_bf16 = r.get("cpu_native_bf16")
         bf16 = (
             ""
             if native_bf16 is None
             else f" (CPU native bf16: {'yes' if native_bf16 else 'no'})"
         )
+        threads = ", ".join(f"{k}={v}" for k, v in sorted(r["threading"].items()))
         lines.append(
-            f"- {backend}: {r['device']}{bf16}; {versions}; {r['date']}"
-            + (f"; threads: {threads}" if threads else "")
+            f"- {r['backend']}: {r['device']}{bf16}; {_joined(r['versions'])}; "
+            f"{r['date']}" + (f"; threads: {threads}" if threads else "")
         )
     return lines
 
@@ -394,9 +353,7 @@ def recorded_environment_lines(records):
     for run in records:
         machine = run.get("machine") or {}
         bf16 = machine.get("native_bf16")
-        versions = ", ".join(
-            f"{k} {v}" for k, v in sorted((run.get("versions") or {}).items())
-        )
+        versions = _joined(run.get("versions"))
         line = (
             f"- {run['kind']} runs: {machine.get('cpu') or run.get('device', '-')}"
             + ("" if bf16 is None else f" (native bf16: {', '.join(bf16) or 'no'})")
@@ -408,13 +365,7 @@ def recorded_environment_lines(records):
 
 
 def _row_key(row):
-    return (
-        row["function"],
-        row["model"],
-        row["batch_size"],
-        row["precision"],
-        row["variant"],
-    )
+    return (*_config(row), row["precision"])
 
 
 def last_results_of_machine(rows, results=RESULTS, exclude=()):
@@ -431,12 +382,11 @@ def last_results_of_machine(rows, results=RESULTS, exclude=()):
     for folder in sorted(p for p in Path(results).glob("*") if p.is_dir()):
         if folder.resolve() in excluded:
             continue
-        found, _ = load([folder])
-        same = [r for r in found if r.get("device") in devices]
+        same = [r for r in load([folder])[0] if r.get("device") in devices]
         date = max((r.get("date", "") for r in same), default="")
         if same and newest[2] < date < before:
             newest = (folder, same, date)
-    return newest[0], newest[1]
+    return newest[:2]
 
 
 def mark_regressions(rows, baseline_rows, bound=REGRESSION_BOUND):
@@ -447,9 +397,8 @@ def mark_regressions(rows, baseline_rows, bound=REGRESSION_BOUND):
         before = baseline.get(_row_key(row))
         if before is None or not row.get("images_per_second"):
             continue
-        share = row["images_per_second"] / before["images_per_second"]
-        row["share_of_last"] = share
-        if share < bound:
+        row["share_of_last"] = row["images_per_second"] / before["images_per_second"]
+        if row["share_of_last"] < bound:
             marked.append(row)
     return marked
 
@@ -462,29 +411,17 @@ def regression_lines(rows, folder, marked):
             "",
         ]
     compared = sum(1 for r in rows if "share_of_last" in r)
-    lines = [
+    lost = f"lost more than {1 - REGRESSION_BOUND:.0%}"
+    return [
         f"Against the last results of this machine kind ({folder.name}): "
         f"{compared} rows compared; "
-        + (
-            f"{len(marked)} lost more than {1 - REGRESSION_BOUND:.0%}:"
-            if marked
-            else f"none lost more than {1 - REGRESSION_BOUND:.0%}."
-        )
-    ]
-    lines += [
-        f"- {r['variant']} {r['model']} b{r['batch_size']} {r['precision']} "
-        f"{r['function']}: {r['share_of_last']:.2f}x its last figure"
-        for r in marked
-    ]
-    return lines + [""]
-
-
-def load_interleaved(paths):
-    """The records of `benchmarks.interleaved` runs in `paths`."""
-    return [
-        data
-        for data in _json_contents(paths)
-        if isinstance(data, dict) and data.get("kind") == "interleaved"
+        + (f"{len(marked)} {lost}:" if marked else f"none {lost}."),
+        *(
+            f"- {r['variant']} {r['model']} b{r['batch_size']} {r['precision']} "
+            f"{r['function']}: {r['share_of_last']:.2f}x its last figure"
+            for r in marked
+        ),
+        "",
     ]
 
 
@@ -492,16 +429,7 @@ def interleaved_lines(records):
     """Each interleaved run's ratios, and every implementation's ms per step."""
     if not records:
         return []
-    lines = [
-        "**Interleaved ratios**: the Keras step's speed over native PyTorch's, "
-        "one ratio per round (implementations in a new random order each "
-        "round, one process); median, and mean ± 95% interval (Student's t)",
-        "",
-        "| backend | model | width | batch | precision | ratio | rounds | median "
-        "| mean ± 95% |",
-        "| --- | --- | ---: | ---: | --- | --- | ---: | ---: | ---: |",
-    ]
-    steps = []
+    ratios, steps = [], []
     for r in records:
         config = (
             f"{r['backend']} | {r['model']} | {r['width_multiplier']:g} | "
@@ -510,20 +438,28 @@ def interleaved_lines(records):
         for pair, ratio in r["ratios"].items():
             half = ratio.get("half_width")
             spread = "" if half is None else f" ± {half:.3f}"
-            lines.append(
+            ratios.append(
                 f"| {config} | {pair} | {r['rounds']} | {ratio['median']:.3f} | "
                 f"{ratio['mean']:.3f}{spread} |"
             )
-        for name, ms in r["ms_per_step_median"].items():
-            steps.append(f"| {config} | {name} | {ms:.1f} |")
-    return lines + [
+        steps += [
+            f"| {config} | {name} | {ms:.1f} |"
+            for name, ms in r["ms_per_step_median"].items()
+        ]
+    header = "backend|model|width|batch|precision".split("|")
+    return [
+        "**Interleaved ratios**: the Keras step's speed over native PyTorch's, "
+        "one ratio per round (implementations in a new random order each "
+        "round, one process); median, and mean ± 95% interval (Student's t)",
+        "",
+        *_table(
+            [*header, "ratio", "rounds", "median", "mean ± 95%"], "llrrllrrr", ratios
+        ),
         "",
         "**Milliseconds per step** (median over the rounds; at a width and "
         "batch this small the step is the frameworks' per-step overhead)",
         "",
-        "| backend | model | width | batch | precision | implementation | ms/step |",
-        "| --- | --- | ---: | ---: | --- | --- | ---: |",
-        *steps,
+        *_table([*header, "implementation", "ms/step"], "llrrllr", steps),
         "",
     ]
 
@@ -532,7 +468,9 @@ def _json_contents(paths):
     """The parsed JSON of each file given and of each folder's *.json."""
     for path in map(Path, paths):
         for file in sorted(path.glob("*.json")) if path.is_dir() else [path]:
-            yield json.loads(file.read_text())
+            data = json.loads(file.read_text())
+            if isinstance(data, dict):
+                yield data
 
 
 def load(paths):
@@ -542,23 +480,27 @@ def load(paths):
     """
     benchmarks, accuracy = [], {}
     for data in _json_contents(paths):
-        if isinstance(data, dict) and "benchmarks" in data:
+        if "benchmarks" in data:
             benchmarks += data["benchmarks"]
-        elif isinstance(data, dict) and data.get("kind") == "accuracy":
+        elif data.get("kind") == "accuracy":
             key = (data["backend"], data["model"], data.get("profile"))
             accuracy.setdefault(key, []).append(data)
     return rows_from_benchmarks(benchmarks), accuracy
 
 
+def load_interleaved(paths):
+    """The records of `benchmarks.interleaved` runs in `paths`."""
+    return [d for d in _json_contents(paths) if d.get("kind") == "interleaved"]
+
+
 def skipped_notes(paths):
     """What the benchmark runs in `paths` left out of their profile, and why."""
-    notes = []
-    for data in _json_contents(paths):
-        if isinstance(data, dict) and "benchmarks" in data:
-            skipped = (data.get("machine_info") or {}).get("skipped")
-            if skipped and skipped not in notes:
-                notes.append(skipped)
-    return notes
+    notes = [
+        (data.get("machine_info") or {}).get("skipped")
+        for data in _json_contents(paths)
+        if "benchmarks" in data
+    ]
+    return list(dict.fromkeys(n for n in notes if n))
 
 
 def chart(rows, path):
@@ -574,37 +516,36 @@ def chart(rows, path):
     )
     if not train:
         return None
-    labels = [
-        f"{r['model']} b{r['batch_size']} {r['precision']}  {r['variant']}"
-        for r in train
-    ]
     values = [r["images_per_second"] for r in train]
-    colours = [
-        "#4c72b0" if r["implementation"] == "keras" else "#dd8452" for r in train
-    ]
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(train) + 1.5))
-    bars = ax.barh(range(len(train)), values, color=colours)
-    ax.set_yticks(range(len(train)), labels, fontsize=8)
+    bars = ax.barh(
+        range(len(train)),
+        values,
+        color=[
+            "#4c72b0" if r["implementation"] == "keras" else "#dd8452" for r in train
+        ],
+    )
+    ax.set_yticks(
+        range(len(train)),
+        [
+            f"{r['model']} b{r['batch_size']} {r['precision']}  {r['variant']}"
+            for r in train
+        ],
+        fontsize=8,
+    )
     ax.invert_yaxis()
     ax.set_xlabel("training images/s (higher is better)")
-    devices = sorted({r["device"] for r in train})
     ax.set_title(
         "Training-step throughput: Keras backends (blue) vs native "
-        f"PyTorch (orange)\n{'; '.join(devices)}",
+        f"PyTorch (orange)\n{'; '.join(sorted({r['device'] for r in train}))}",
         fontsize=9,
     )
-    for bar, row in zip(bars, train, strict=True):
-        value = row["images_per_second"]
+    for bar, row, value in zip(bars, train, values, strict=True):
         text = f"{value:.1f}" if value < 100 else f"{value:.0f}"
         if row.get("ratio_to_native") is not None and row["implementation"] == "keras":
             text += f"  ({row['ratio_to_native']:.3g}x)"
-        ax.text(
-            bar.get_width(),
-            bar.get_y() + bar.get_height() / 2,
-            " " + text,
-            va="center",
-            fontsize=7,
-        )
+        y = bar.get_y() + bar.get_height() / 2
+        ax.text(bar.get_width(), y, " " + text, va="center", fontsize=7)
     ax.set_xlim(0, max(values) * 1.25)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -618,51 +559,55 @@ def build_parser():
         description="Merge benchmark JSON files (pytest-benchmark output and "
         "accuracy-*.json) into a markdown table and a PNG chart.",
     )
-    parser.add_argument(
-        "inputs",
-        nargs="+",
-        metavar="PATH",
-        help="JSON files, or folders whose *.json are read.",
-    )
-    parser.add_argument(
+    add = parser.add_argument
+    add("inputs", nargs="+", metavar="PATH", help="JSON files, or folders of them.")
+    add(
         "--output-dir",
         metavar="DIR",
-        default=None,
-        help="where table.md and chart.png go (default: the "
-        "first folder given, else the first file's folder).",
+        help="where table.md and chart.png go (default: the first folder given, "
+        "else the first file's folder).",
     )
-    parser.add_argument(
+    add(
         "--baseline",
         default="auto",
         metavar="auto|none|DIR",
         help="results to compare with, marking any row that lost more than "
-        f"{1 - REGRESSION_BOUND:.0%}: auto (default) takes the newest folder "
-        "under benchmarks/results measured on the same device.",
+        # %% is argparse's escape for a percent sign.
+        f"{(1 - REGRESSION_BOUND) * 100:.0f}%%: auto (default) takes the newest "
+        "folder under benchmarks/results measured on the same device.",
     )
-    parser.add_argument(
-        "--command",
-        default=None,
-        help="the command that produced the figures, recorded in table.md.",
-    )
+    add("--command", help="the command that produced the figures, for table.md.")
     return parser
+
+
+FOOTNOTE = (
+    "Ratios: images/s over native PyTorch eager (NCHW) at the same "
+    "model, batch and precision, measured in the same run. `*`: peak "
+    "so far in the process (cannot be reset). First call: build, "
+    "compile (trace/jit) and one step. Cores busy: process CPU seconds "
+    "per wall second while timed; images/CPU-s: images/s over that (on a "
+    "shared CPU, steadier than images/s); others busy: cores the "
+    "machine's other processes kept busy while timed; a ratio is refused "
+    "(-, with both figures) where the two rows' differ by more than "
+    f"{OTHER_LOAD_BOUND} cores; load: the machine's 1-minute load average "
+    "then."
+)
+
+
+def _fail(message):
+    print(f"report.py: {message}", file=sys.stderr)
+    return 2
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     missing = [p for p in args.inputs if not Path(p).exists()]
     if missing:
-        print(
-            f"report.py: no such file or folder: {', '.join(missing)}", file=sys.stderr
-        )
-        return 2
+        return _fail(f"no such file or folder: {', '.join(missing)}")
     rows, accuracy = load(args.inputs)
     interleaved = load_interleaved(args.inputs)
     if not rows and not accuracy and not interleaved:
-        print(
-            f"report.py: no benchmark figures found in {', '.join(args.inputs)}",
-            file=sys.stderr,
-        )
-        return 2
+        return _fail(f"no benchmark figures found in {', '.join(args.inputs)}")
     first = Path(args.inputs[0])
     output_dir = Path(args.output_dir or (first if first.is_dir() else first.parent))
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -676,25 +621,13 @@ def main(argv=None):
         lines += regression_lines(rows, folder, mark_regressions(rows, baseline))
     notes = skipped_notes(args.inputs)
     lines += [f"Note: {note}." for note in notes] + ([""] if notes else [])
-    lines += ["Environment:", ""] + environment_lines(rows)
+    lines += ["Environment:", "", *environment_lines(rows)]
     lines += recorded_environment_lines(
         [run for runs in accuracy.values() for run in runs] + interleaved
     )
     if args.command:
         lines += ["", f"Command: `{args.command}`"]
-    lines += [
-        "",
-        "Ratios: images/s over native PyTorch eager (NCHW) at the same "
-        "model, batch and precision, measured in the same run. `*`: peak "
-        "so far in the process (cannot be reset). First call: build, "
-        "compile (trace/jit) and one step. Cores busy: process CPU seconds "
-        "per wall second while timed; images/CPU-s: images/s over that (on a "
-        "shared CPU, steadier than images/s); others busy: cores the "
-        "machine's other processes kept busy while timed; a ratio is refused "
-        f"(-, with both figures) where the two rows' differ by more than "
-        f"{OTHER_LOAD_BOUND} cores; load: the machine's 1-minute load average "
-        "then.",
-    ]
+    lines += ["", FOOTNOTE]
     table = output_dir / "table.md"
     table.write_text("\n".join(lines) + "\n")
     png = chart(rows, output_dir / "chart.png")

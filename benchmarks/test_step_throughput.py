@@ -1,13 +1,9 @@
 """Training-step and inference throughput: the package's Keras model on the
-current backend (KERAS_BACKEND), and with `--native` the native PyTorch
-reference, measured in the same process.
+current backend, and with `--native` the native PyTorch reference, in one
+process. Every figure lands in the benchmark's `extra_info`, which
+`benchmarks/report.py` turns into a table and a chart.
 
     KERAS_BACKEND=jax pytest benchmarks --quick --benchmark-json=out.json
-
-Every figure lands in the benchmark's `extra_info` (images/s, ms/step median
-and spread, first-step seconds, peak memory, cores kept busy, device,
-versions, thread settings), which `benchmarks/report.py` turns into a table
-and a chart.
 """
 
 from __future__ import annotations
@@ -22,15 +18,12 @@ import keras
 from benchmarks import torch_reference
 from benchmarks.conftest import NATIVE_VARIANTS, keras_suffix
 from benchmarks.harness import (
-    RECIPE,
     CPUUse,
     KerasTrainStep,
     PeakMemory,
     device_name,
     gpu_present,
-    jit_compile_of,
     round_statistics,
-    synthetic_batches,
     threading_settings,
     versions,
 )
@@ -114,7 +107,8 @@ def test_keras(benchmark, bench_settings, keras_case):
         variant=f"keras-{backend}" + keras_suffix(fused_batch_norm, fused_conv, jit),
         model=model,
         precision=precision,
-        jit_compile=jit_compile_of(runner.model),
+        # What Keras resolved `jit_compile="auto"` to for this model.
+        jit_compile=bool(getattr(runner.model, "jit_compile", False)),
         fused_batch_norm=fused_batch_norm,
         fused_conv=fused_conv,
     )
@@ -134,8 +128,6 @@ def test_native_torch(benchmark, bench_settings, native_case):
         precision,
         channels_last=memory_format == "channels_last",
         compile=compiled,
-        batches=synthetic_batches(batch_size, 4),
-        config=RECIPE,
     )
     record = _measure(
         benchmark, runner, bench_settings, "native-torch", function, PeakMemory("torch")

@@ -2,23 +2,14 @@
 
 What a user would write without Keras, kept to exactly the network of
 `keras_cifar_resnet.models` (a test checks the parameter counts and, with
-Keras's weights copied in, the logits):
-
-- input scaling `2 * x / 255 - 1` inside the model, images NHWC uint8 in;
-- conv biases on (Keras's default), BatchNorm eps 1e-3 (Keras's) and
-  momentum `1 - m` for Keras's `m` (Keras's momentum weighs the old
-  statistics, torch's the new);
-- stem conv 3x3 *valid*, max-pool 2x2 stride 1 *same* (TensorFlow's "same"
-  pads right/bottom, with -inf);
-- strided 3x3 convs padded as TensorFlow's "same" does (the extra pixel on
-  the right/bottom), shortcut a 1x1 conv with the stride, without BatchNorm;
-- the step: random crop, flip and cutout on the whole batch, softmax
-  cross-entropy with label smoothing, SGD with Nesterov momentum and coupled
-  weight decay on conv and dense kernels only (what the package's L2 term
-  does), through torch's own `SGD(weight_decay=...)` per parameter group.
-
-Variants: NCHW or `channels_last`, float32 or bf16 autocast, eager or
-`torch.compile`.
+Keras's weights copied in, the logits), so it takes Keras's conventions:
+scaling `2 * x / 255 - 1` inside the model on NHWC uint8 images, conv
+biases, BatchNorm eps 1e-3 and momentum `1 - m` for Keras's `m`, and
+TensorFlow's "same" padding (the extra pixel right/bottom, -inf for the
+pool). The step: batch-wide crop, flip and cutout, label-smoothed
+cross-entropy, Nesterov SGD with coupled decay on conv and dense kernels.
+Variants (NCHW or channels_last, float32 or bf16, eager or compiled):
+benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -35,6 +26,16 @@ from keras_cifar_resnet.models import ARCHITECTURES
 from keras_cifar_resnet.training.precision_support import accelerator_present
 
 BATCH_NORM_EPSILON = 1e-3
+# As keras_cifar_resnet.data.augment.CUTOUT_FILL (importing that module first
+# trips the package's registration): mid grey, the model's 0.
+CUTOUT_FILL = 127.5
+# torch's BatchNorm2d attribute: the Keras weight it holds.
+BATCH_NORM_WEIGHTS = (
+    ("weight", "gamma"),
+    ("bias", "beta"),
+    ("running_mean", "moving_mean"),
+    ("running_var", "moving_variance"),
+)
 
 
 def same_padding(size, kernel, stride):
@@ -88,13 +89,8 @@ class BasicBlock(nn.Module):
 class TorchResNet(nn.Module):
     """The package's ResNet in plain PyTorch; NHWC uint8 (or float) images in.
 
-    Args:
-        model_name: str, `resnet18`, `resnet34` or `tiny` (the test model).
-        num_classes: int. Defaults to 10.
-        batch_norm_momentum: float, in Keras's convention (weight of the old
-            statistics). Defaults to Keras's 0.99.
-        width_multiplier: float, scales every layer's filters (rounded, at
-            least 1), as `ResNet(width_multiplier=...)`. Defaults to 1.0.
+    `batch_norm_momentum` is in Keras's convention (the old statistics'
+    weight); `width_multiplier` scales filters as `ResNet(width_multiplier=)`.
     """
 
     def __init__(
@@ -144,12 +140,9 @@ class TorchResNet(nn.Module):
 
 
 def keras_initialization(module):
-    """Re-initialises `module` as Keras initialises the package's model.
+    """Glorot-uniform kernels and zero biases, as Keras initialises the model.
 
-    Keras's defaults: Glorot-uniform conv and dense kernels, zero biases,
-    BatchNorm gamma 1 and beta 0. torch's own (Kaiming-uniform with a=sqrt(5)
-    kernels, uniform biases) draws kernels about sqrt(3) times smaller for a
-    3x3 conv.
+    (torch's own defaults draw 3x3 conv kernels about sqrt(3) times smaller.)
     """
     for layer in module.modules():
         if isinstance(layer, (nn.Conv2d, nn.Linear)):
@@ -159,11 +152,7 @@ def keras_initialization(module):
 
 
 def parameter_counts(module):
-    """(trainable, non_trainable) as Keras counts them.
-
-    Keras's non-trainable weights are BatchNorm's moving mean and variance;
-    torch keeps those as buffers (beside a step counter Keras has not).
-    """
+    """(trainable, non_trainable) as Keras counts them (moving mean and variance)."""
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     moving = sum(
         b.numel()
@@ -173,17 +162,11 @@ def parameter_counts(module):
     return trainable, moving
 
 
-# As keras_cifar_resnet.data.augment.CUTOUT_FILL: mid grey, the model's 0.
-CUTOUT_FILL = 127.5
-
-
 def augment(images, crop_padding=4, flip=True, cutout_size=0, generator=None):
-    """Random crop after zero padding, horizontal flip and cutout, NHWC batch.
+    """`keras_cifar_resnet.Augmentation`'s crop, flip and cutout on an NHWC batch.
 
-    The same operations as `keras_cifar_resnet.Augmentation` (not the same
-    random draws: torch's generator here, a counter hash there). Cutout fills
-    with `CUTOUT_FILL`. `generator`, if given, is a `torch.Generator` on the
-    images' device (for seeded runs); else torch's global one.
+    The same operations, not the same random draws: `generator` (a
+    `torch.Generator` on the images' device), else torch's global one.
     """
     n, h, w, _ = images.shape
     device = images.device
@@ -224,22 +207,14 @@ def augmentation(config):
 
 
 def make_optimizer(module, config, learning_rate=None):
-    """The config's Nesterov SGD, decay on conv/dense weights only (the L2 term).
-
-    `learning_rate` defaults to the config's.
-    """
-    decayed = [
-        p for n, p in module.named_parameters() if n.endswith("weight") and p.dim() > 1
-    ]
-    plain = [
-        p
-        for n, p in module.named_parameters()
-        if not (n.endswith("weight") and p.dim() > 1)
-    ]
+    """The config's Nesterov SGD, decay on conv/dense weights only (the L2 term)."""
+    groups = {True: [], False: []}
+    for name, p in module.named_parameters():
+        groups[name.endswith("weight") and p.dim() > 1].append(p)
     return torch.optim.SGD(
         [
-            {"params": decayed, "weight_decay": config.weight_decay},
-            {"params": plain, "weight_decay": 0.0},
+            {"params": groups[True], "weight_decay": config.weight_decay},
+            {"params": groups[False], "weight_decay": 0.0},
         ],
         lr=config.learning_rate if learning_rate is None else learning_rate,
         momentum=config.momentum,
@@ -250,16 +225,8 @@ def make_optimizer(module, config, learning_rate=None):
 class NativeTorchStep:
     """The native step with the same interface as `harness.KerasTrainStep`.
 
-    Args:
-        model_name: str, `resnet18`, `resnet34` or `tiny`.
-        batch_size: int.
-        precision: str, `float32` or `mixed` (bf16 autocast).
-        channels_last: bool, `torch.channels_last` memory format.
-        compile: bool, `torch.compile` the step.
-        batches: list of numpy (images, labels) to rotate.
-        config: `keras_cifar_resnet.config.TrainConfig`, the recipe: its
-            optimizer, learning rate, label smoothing, augmentation and
-            BatchNorm momentum.
+    It rotates `batches` (numpy images and labels; default: as the Keras
+    step's) and trains with `config`'s recipe (default: the Keras step's).
     """
 
     def __init__(
@@ -269,10 +236,14 @@ class NativeTorchStep:
         precision,
         channels_last,
         compile,
-        batches,
-        config,
+        batches=None,
+        config=None,
         width_multiplier=1.0,
     ):
+        from benchmarks.harness import RECIPE, synthetic_batches
+
+        config = config or RECIPE
+        batches = batches or synthetic_batches(batch_size, 4)
         self.device = torch.device("cuda" if accelerator_present("torch") else "cpu")
         self.batch_size = batch_size
         self.model = TorchResNet(
@@ -295,10 +266,8 @@ class NativeTorchStep:
             for x, y in batches
         ]
         self._next = 0
-        self._step = torch.compile(self._eager_step) if compile else self._eager_step
-        self._predict = (
-            torch.compile(self._eager_predict) if compile else self._eager_predict
-        )
+        wrap = torch.compile if compile else (lambda function: function)
+        self._step, self._predict = wrap(self._eager_step), wrap(self._eager_predict)
 
     def _eager_step(self, images, labels):
         self.optimizer.zero_grad(set_to_none=True)
@@ -356,30 +325,23 @@ class NativeTorchStep:
 
 
 def load_keras_weights(module, keras_model):
-    """Copies a Keras `ResNet`'s weights into `module` (names line up).
-
-    Used by the test that proves the two networks compute the same function.
-    """
+    """Copies a Keras `ResNet`'s weights into `module` (names line up)."""
     weights = {w.path: np.asarray(w.numpy()) for w in keras_model.weights}
     prefix = keras_model.name + "/"
     weights = {
         k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in weights.items()
     }
 
+    def copy(target, pairs):
+        for attribute, array in pairs:
+            getattr(target, attribute).data = torch.from_numpy(array.copy())
+
     def conv(target, name):
-        kernel = weights[f"{name}/kernel"]  # (kh, kw, in, out)
-        target.weight.data = torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy())
-        target.bias.data = torch.from_numpy(weights[f"{name}/bias"].copy())
+        kernel = weights[f"{name}/kernel"].transpose(3, 2, 0, 1)  # to (out, in, h, w)
+        copy(target, (("weight", kernel), ("bias", weights[f"{name}/bias"])))
 
     def bn(target, name):
-        target.weight.data = torch.from_numpy(weights[f"{name}/gamma"].copy())
-        target.bias.data = torch.from_numpy(weights[f"{name}/beta"].copy())
-        target.running_mean.data = torch.from_numpy(
-            weights[f"{name}/moving_mean"].copy()
-        )
-        target.running_var.data = torch.from_numpy(
-            weights[f"{name}/moving_variance"].copy()
-        )
+        copy(target, ((a, weights[f"{name}/{k}"]) for a, k in BATCH_NORM_WEIGHTS))
 
     conv(module.stem_conv, "stem_conv")
     bn(module.stem_bn, "stem_bn")
@@ -394,6 +356,6 @@ def load_keras_weights(module, keras_model):
             bn(block.bn2, f"{name}_bn2")
             if isinstance(block.shortcut, nn.Conv2d):
                 conv(block.shortcut, f"{name}_shortcut_conv")
-    module.logits.weight.data = torch.from_numpy(weights["logits/kernel"].T.copy())
-    module.logits.bias.data = torch.from_numpy(weights["logits/bias"].copy())
+    logits = (("weight", weights["logits/kernel"].T), ("bias", weights["logits/bias"]))
+    copy(module.logits, logits)
     return module

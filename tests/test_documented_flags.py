@@ -163,10 +163,13 @@ def _benchmark_parser(name):
     return module.build_parser
 
 
-@pytest.mark.parametrize("command", [*PARSERS, "benchmarks/accuracy.py"])
+@pytest.mark.parametrize(
+    "command",
+    [*PARSERS, *(f"benchmarks/{m}.py" for m in ("accuracy", "report", "interleaved"))],
+)
 def test_help_shows_percent_signs_once(command):
     # argparse expands %% in help strings, not in a description or epilog.
-    build = PARSERS.get(command) or _benchmark_parser("accuracy")
+    build = PARSERS.get(command) or _benchmark_parser(Path(command).stem)
     assert "%%" not in build().format_help(), command
 
 

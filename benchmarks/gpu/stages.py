@@ -1,14 +1,8 @@
 """The GPU run's stages, in order of importance, within a wall-clock budget.
 
-`run.sh` calls this after installing what the bundle carries. Each stage is
-one command in its own process group with its own time limit; when it ends,
-its figures join the table and `results.json` in the output folder at once,
-so a run cut short (the machine's own limit, a crash) keeps every figure
-measured so far. A failed stage says `STAGE <name> FAILED`, the run goes on,
-and the exit status is 1.
-
-To add a stage, add a `Stage` to `STAGES` where its importance puts it;
-`throughput(...)` and `accuracy(...)` build the usual commands.
+`run.sh` calls this; benchmarks/README.md ("On a GPU") says what each stage
+measures, how the time is shared and what the output folder holds. To add a
+stage, add a `Stage` to `STAGES` where its importance puts it.
 """
 
 from __future__ import annotations
@@ -34,15 +28,10 @@ NEW_GROUP = (
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
-    """One command of the run.
+    """One command: `argv(options, figures file)` under KERAS_BACKEND=`backend`.
 
-    Args:
-        name: str, also its figures' file name (`<name>.json`).
-        backend: str, the KERAS_BACKEND it runs under.
-        job: str, what it measures, for the table.
-        argv: function (options, figures file) -> the command.
-        accuracy: bool, a training run: it takes its share of the time left
-            and, at its limit, stops with a checkpoint instead of failing.
+    An `accuracy` stage is a training run: it takes its share of the time
+    left and, at its limit, stops with a checkpoint instead of failing.
     """
 
     name: str
@@ -158,8 +147,7 @@ class Run:
         return self.options.budget - (time.time() - self.options.started_at)
 
     def limit(self, stage, index):
-        """Its limit: a throughput stage at most --stage-limit; a training run
-        an equal share of the rest with the training runs still to come."""
+        """A throughput stage's: --stage-limit; a training run's: a share."""
         left = self.left() - self.options.reserve
         if not stage.accuracy:
             return min(self.options.stage_limit or left, left)
@@ -244,8 +232,7 @@ class Run:
         return status, time.monotonic() - start, timed_out
 
     def end(self, child):
-        """SIGTERM to the stage's group (the train command saves a checkpoint),
-        SIGKILL after --grace seconds; its exit status."""
+        """SIGTERM to the stage's group (training saves a checkpoint), then SIGKILL."""
         os.killpg(child.pid, signal.SIGTERM)
         try:
             return child.wait(timeout=self.options.grace)
@@ -362,12 +349,7 @@ def build_parser():
 def configure(options):
     """Completes the parsed options: the GPU run's sizes, or the rehearsal's."""
     options.started_at = options.started_at or time.time()
-    options.model, options.batch_size, options.rounds, options.steps = (
-        "resnet18",
-        512,
-        10,
-        10,
-    )
+    vars(options).update(model="resnet18", batch_size=512, rounds=10, steps=10)
     options.train_flags = ("--data-dir", options.data_dir) if options.data_dir else ()
     options.title = "GPU run"
     if options.rehearse:
@@ -394,17 +376,14 @@ def main(argv=None):
     try:
         return run.run()
     except Stopped as stop:
-        say(f"stopped by {signal.Signals(stop.signum).name}")
+        signum = stop.args[0]
+        say(f"stopped by {signal.Signals(signum).name}")
         run.write_results()
-        return 128 + stop.signum
+        return 128 + signum
 
 
 class Stopped(BaseException):
-    """SIGINT or SIGTERM reached the run."""
-
-    def __init__(self, signum):
-        super().__init__(signum)
-        self.signum = signum
+    """SIGINT or SIGTERM (its number, the one argument) reached the run."""
 
 
 def _stop(signum, frame):
