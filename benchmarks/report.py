@@ -312,6 +312,78 @@ def difference_lines(accuracy):
     ]
 
 
+SUMMARY_NAMES = {
+    "jax": "Keras, JAX",
+    "tensorflow": "Keras, TensorFlow",
+    "torch": "Keras, torch",
+    "native-torch": "native PyTorch, same initial weights",
+    "keras-jax": "Keras, JAX",
+    "keras-tensorflow": "Keras, TensorFlow",
+    "keras-torch": "Keras, torch",
+    "native-torch-eager": "native PyTorch, eager NCHW",
+    "native-torch-channels_last": "native PyTorch, channels_last",
+    "native-torch-compiled-channels_last": "native PyTorch, compiled channels_last",
+}
+
+
+def summary_accuracy_lines(accuracy):
+    """The accuracy in short, a row per implementation: the README's table."""
+    rows = []
+    for key in sorted(accuracy, key=_accuracy_order):
+        backend, model, profile = key
+        runs = accuracy[key]
+        reference = accuracy.get((ACCURACY_REFERENCE, model, profile))
+        difference = (
+            welch_difference(_figures(runs), _figures(reference))
+            if reference and backend != ACCURACY_REFERENCE
+            else None
+        )
+        rows.append(
+            f"| {SUMMARY_NAMES.get(backend, backend)} | {len(runs)} | "
+            f"{_percent(_interval_of(runs, 'test_accuracy'))} | "
+            f"{_percent(_interval_of(runs, 'test_accuracy_flip_tta'))} | "
+            f"{'-' if difference is None else _signed(difference)} |"
+        )
+    header = (
+        f"implementation|n|test accuracy, mean ± {LEVEL}|flip TTA|"
+        "difference from native PyTorch"
+    ).split("|")
+    return ["**Summary: accuracy**", "", *_table(header, "lrrrr", rows), ""]
+
+
+def summary_throughput_lines(rows):
+    """Training images/s at float32 and bf16, a row per implementation."""
+    train = [r for r in rows if r["function"] == "train" and r.get("images_per_second")]
+    by_variant = {}
+    for r in sorted(train, key=_sort_key):
+        key = (r["model"], r["batch_size"], r["variant"].removesuffix("-bf16"))
+        by_variant.setdefault(key, {})[r["precision"]] = r
+    table = []
+    for (model, batch, variant), rows_of in by_variant.items():
+        single, mixed = rows_of.get("float32") or {}, rows_of.get("mixed") or {}
+        jit = " (jit)" if (single or mixed).get("jit_compile") else ""
+        table.append(
+            f"| {SUMMARY_NAMES.get(variant, variant)}{jit} | {model} | {batch} | "
+            f"{_fmt(single.get('images_per_second'), '.1f')} | "
+            f"{_ratio_text(single) if single else '-'} | "
+            f"{_fmt(mixed.get('images_per_second'), '.1f')} | "
+            f"{_ratio_text(mixed) if mixed else '-'} | "
+            f"{_fmt(mixed.get('ratio_to_float32'), '.3g')} |"
+        )
+    header = (
+        "implementation|model|batch|float32 images/s|x native eager|"
+        "bf16 images/s|x native eager bf16|x own fp32"
+    ).split("|")
+    if not table:
+        return []
+    return [
+        "**Summary: training throughput**",
+        "",
+        *_table(header, "llrrrrrr", table),
+        "",
+    ]
+
+
 def _per_cpu_second(row):
     """images/s over cores busy: on a shared CPU, steadier than images/s."""
     if not row.get("images_per_second") or not row.get("busy_cores"):
@@ -612,6 +684,7 @@ def main(argv=None):
     output_dir = Path(args.output_dir or (first if first.is_dir() else first.parent))
     output_dir.mkdir(parents=True, exist_ok=True)
     lines = format_rows(rows, accuracy) + interleaved_lines(interleaved)
+    lines += summary_throughput_lines(rows) + summary_accuracy_lines(accuracy)
     if rows and args.baseline != "none":
         if args.baseline == "auto":
             folder, baseline = last_results_of_machine(rows, exclude=args.inputs)

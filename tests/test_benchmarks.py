@@ -176,6 +176,23 @@ def test_an_interleaved_run_writes_its_ratios_and_the_report_shows_them(tmp_path
     )
 
 
+def test_the_summary_gives_each_implementation_both_precisions_in_one_row():
+    rows = report.rows_from_benchmarks(
+        [
+            _record("native-torch-eager", 50.0),
+            _record("native-torch-eager-bf16", 80.0, precision="mixed"),
+            _record("keras-jax", 25.0),
+            _record("keras-jax", 40.0, precision="mixed"),
+        ]
+    )
+    table = "\n".join(report.summary_throughput_lines(rows))
+    assert "| Keras, JAX | resnet18 | 128 | 25.0 | 0.5 | 40.0 | 0.5 | 1.6 |" in table
+    assert (
+        "| native PyTorch, eager NCHW | resnet18 | 128 | 50.0 | 1 | 80.0 | 1 | 1.6 |"
+        in table
+    )
+
+
 def test_report_without_native_leaves_the_ratio_empty():
     rows = report.rows_from_benchmarks([_record("keras-jax", 25.0)])
     assert "ratio_to_native" not in rows[0]

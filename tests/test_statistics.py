@@ -100,6 +100,12 @@ def test_report_gives_each_implementation_its_interval_and_difference():
     assert "no: the interval contains 0" in text
     assert "| torch | resnet18 | cpu | 3 vs 3 | -9.00 points ± 2.27 |" in text
     assert "torch differs from native PyTorch by -9.00 points ± 2.27" in text
+    summary = "\n".join(report.summary_accuracy_lines(accuracy))
+    assert (
+        "| Keras, JAX | 3 | 70.00% ± 1.24% | 71.00% ± 1.24% | +0.00 points ± 2.08 |"
+        in summary
+    )
+    assert "| native PyTorch, same initial weights | 3 | 70.00% ± 2.48% |" in summary
 
 
 def test_report_says_a_single_run_cannot_be_told_from_noise():
