@@ -37,7 +37,7 @@ from keras_cifar_resnet.data.input_pipeline import prepare_data
 from keras_cifar_resnet.models import TinyResNet
 from keras_cifar_resnet.reporting.evaluation import evaluate_model
 from keras_cifar_resnet.train import config_for_arguments, main
-from keras_cifar_resnet.training import checkpoints, loop
+from keras_cifar_resnet.training import checkpoints, loop, summary as run_summary
 from keras_cifar_resnet.training.build import learning_rate_schedule
 from keras_cifar_resnet.training.checkpoints import (
     read_checkpoint_state,
@@ -677,7 +677,7 @@ def test_ctrl_c_during_setup_stops_with_one_line(tmp_path, monkeypatch, capsys):
 def test_ctrl_c_during_the_test_evaluation_says_resume_finishes_it(
     tmp_path, monkeypatch, capsys
 ):
-    _signal_when_called(monkeypatch, loop, "evaluate_model")
+    _signal_when_called(monkeypatch, run_summary, "evaluate_model")
     folder = tmp_path / "run"
     argv = [*TINY, "--epochs", "1", "--output-dir", str(folder)]
     assert main(argv) == 128 + signal.SIGINT
