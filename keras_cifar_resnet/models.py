@@ -83,10 +83,23 @@ BLOCKS = {"basic_block": basic_block}
 def build_network(arguments, seed):
     """(inputs, outputs) of the Keras graph that `arguments` describe.
 
+    The layers are channels-last whatever keras.json's `image_data_format`
+    says: the model takes NHWC images and its weights are laid out so, also
+    when a saved file is loaded under a channels-first setting.
+
     Args:
         arguments: dict, `ResNet`'s checked constructor arguments.
         seed: int, the model's seed for the initializers.
     """
+    previous = keras.config.image_data_format()
+    keras.config.set_image_data_format("channels_last")
+    try:
+        return _build_network(arguments, seed)
+    finally:
+        keras.config.set_image_data_format(previous)
+
+
+def _build_network(arguments, seed):
 
     def init(name, inputs, kernel_size, dense=False):
         fan_in = inputs.shape[-1] * kernel_size**2

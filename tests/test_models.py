@@ -319,3 +319,25 @@ def test_the_architecture_table_is_what_the_builders_build():
         for key, value in architecture("resnet18").items()
         if key != "name"
     )
+
+
+def test_a_channels_first_keras_setting_changes_nothing(tmp_path):
+    """keras.json's image_data_format: the model is NHWC built or loaded."""
+    import keras
+
+    model = TinyResNet()
+    path = tmp_path / "tiny.keras"
+    model.save(path)
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), np.uint8)
+    expected = model.predict(images, verbose=0)
+    keras.config.set_image_data_format("channels_first")
+    try:
+        built = TinyResNet()
+        loaded = keras.saving.load_model(path)
+        assert keras.config.image_data_format() == "channels_first"
+        np.testing.assert_allclose(
+            loaded.predict(images, verbose=0), expected, rtol=1e-5, atol=1e-6
+        )
+        assert built.predict(images, verbose=0).shape == (2, 10)
+    finally:
+        keras.config.set_image_data_format("channels_last")

@@ -112,7 +112,11 @@ class Conv2D(layers.Conv2D):
     def _subsampled_call(self, inputs):
         rows, cols = self.strides
         outputs = ops.conv(
-            inputs[:, ::rows, ::cols, :], self.kernel, strides=1, padding="valid"
+            inputs[:, ::rows, ::cols, :],
+            self.kernel,
+            strides=1,
+            padding="valid",
+            data_format=self.data_format,
         )
         if self.use_bias:
             outputs = ops.add(outputs, self.bias)
