@@ -309,7 +309,14 @@ def test_tiny_benchmark_run_and_report(tmp_path):
         line for line in table.splitlines() if line.startswith(f"| keras-{backend}")
     )
     ratio = row.split("|")[7].strip()
-    assert float(ratio) > 0
+    keras_row = records[(f"keras-{backend}", "train")]
+    native_row = records[("native-torch-eager", "train")]
+    others = (keras_row["other_busy_cores"], native_row["other_busy_cores"])
+    if abs(others[0] - others[1]) > report.OTHER_LOAD_BOUND:
+        # The machine was busier during one row: the ratio is refused, said so.
+        assert ratio == f"- (others busy {others[0]:.2f} vs {others[1]:.2f} cores)"
+    else:
+        assert float(ratio) > 0
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
