@@ -301,6 +301,7 @@ class ResNet(backend_train_step_class(), keras.Model):
         another backend is refused with one line naming one that can.
         """
         serving.check_export(format, keras.backend.backend())
+        serving.check_signature_support()
         if input_signature is None:
             input_signature = serving.image_signature(self.image_shape)
         return super().export(

@@ -22,6 +22,30 @@ class ExportUnavailableError(ValueError):
     """This backend cannot export this format; the message is one line."""
 
 
+def keras_exports_signatures():
+    """Whether this Keras's `Model.export` takes an `input_signature`.
+
+    The uint8 signature goes through it; Keras 3.6's `export` has none.
+    """
+    import inspect
+
+    import keras
+
+    return "input_signature" in inspect.signature(keras.Model.export).parameters
+
+
+def check_signature_support():
+    """Raises `ExportUnavailableError` on a Keras that cannot take the uint8 input."""
+    if not keras_exports_signatures():
+        import keras
+
+        raise ExportUnavailableError(
+            f"Keras {keras.__version__}'s Model.export takes no input_signature, "
+            "so it cannot export the model's uint8 input; upgrade Keras "
+            "(pip install -U keras; 3.15 can)"
+        )
+
+
 def check_export(export_format, backend):
     """Raises `ExportUnavailableError` unless `backend` exports `export_format`."""
     able = BACKENDS_THAT_EXPORT.get(export_format)
