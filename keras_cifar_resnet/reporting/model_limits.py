@@ -211,25 +211,11 @@ def check_declared_size(config, path, input_shape, num_classes):
             f"{path}: its ResNet config is not valid ({type(error).__name__}: "
             f"{' '.join(str(error).split())[:120]})"
         ) from None
-    if declared_shape[0] * declared_shape[1] > MAX_INPUT_PIXELS:
-        raise ModelFileError(
-            f"{path}: declares an input of {declared_shape[0]}x{declared_shape[1]} "
-            f"pixels, above the limit of {MAX_INPUT_PIXELS:,}"
-        )
-    if input_shape is not None and declared_shape != tuple(input_shape):
-        raise ModelFileError(
-            f"{path}: the model takes {'x'.join(map(str, declared_shape))} "
-            f"images; this command needs {'x'.join(map(str, input_shape))}"
-        )
+    _check_fit(path, declared_shape, input_shape, parameters)
     if num_classes is not None and declared_classes != num_classes:
         raise ModelFileError(
             f"{path}: the model has {declared_classes} classes; this command "
             f"needs {num_classes} (CIFAR-10)"
-        )
-    if parameters > MAX_PARAMETERS:
-        raise ModelFileError(
-            f"{path}: declares {parameters:,} parameters, above the limit of "
-            f"{MAX_PARAMETERS:,}"
         )
     try:
         check_memory(inference_bytes(config, batch_size=1), f"loading {path}")
@@ -291,6 +277,18 @@ def _check_graph_size(graph, path, input_shape, num_classes):
         ) from None
     if not (len(declared_shape) == 3 and all(map(_positive_int, declared_shape))):
         raise ModelFileError(f"{path}: the model takes images of {declared_shape}")
+    _check_fit(path, declared_shape, input_shape, parameters)
+    classes = output.get("units")
+    if num_classes is not None and classes != num_classes:
+        raise ModelFileError(
+            f"{path}: the model has {classes or 'no class'} outputs ("
+            f"{output.get('name')!r}); this command needs {num_classes} (CIFAR-10)"
+        )
+    return parameters
+
+
+def _check_fit(path, declared_shape, input_shape, parameters):
+    """The declared input within limits and the caller's; the parameters too."""
     if declared_shape[0] * declared_shape[1] > MAX_INPUT_PIXELS:
         raise ModelFileError(
             f"{path}: declares an input of {declared_shape[0]}x{declared_shape[1]} "
@@ -301,15 +299,8 @@ def _check_graph_size(graph, path, input_shape, num_classes):
             f"{path}: the model takes {'x'.join(map(str, declared_shape))} "
             f"images; this command needs {'x'.join(map(str, input_shape))}"
         )
-    classes = output.get("units")
-    if num_classes is not None and classes != num_classes:
-        raise ModelFileError(
-            f"{path}: the model has {classes or 'no class'} outputs ("
-            f"{output.get('name')!r}); this command needs {num_classes} (CIFAR-10)"
-        )
     if parameters > MAX_PARAMETERS:
         raise ModelFileError(
             f"{path}: declares {parameters:,} parameters, above the limit of "
             f"{MAX_PARAMETERS:,}"
         )
-    return parameters
