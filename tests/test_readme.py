@@ -74,6 +74,26 @@ def test_the_first_run_figures_are_the_measured_ones():
     assert "\n".join(rows) in measured, f"{sources[0]} holds other figures"
 
 
+def test_every_accuracy_and_speed_table_is_its_results_files():
+    """Each table under "Accuracy and speed" is, row for row, in the results
+    file the paragraph before it links: one measured run behind each table."""
+    section = (ROOT / "README.md").read_text().split("## Accuracy and speed\n", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    blocks = re.split(r"\n\n+", section)
+    tables = 0
+    for index, block in enumerate(blocks):
+        rows = [line for line in block.splitlines() if line.startswith("| ")]
+        if not rows:
+            continue
+        tables += 1
+        before = "\n".join(blocks[:index])
+        sources = re.findall(r"\]\((benchmarks/results/[^)#]+\.md)\)", before)
+        assert sources, f"the table starting {rows[0]!r} names no results file"
+        measured = (ROOT / sources[-1]).read_text()
+        assert "\n".join(rows) in measured, f"{sources[-1]} holds other figures"
+    assert tables >= 2, "the accuracy and the throughput tables"
+
+
 def _examples():
     for page in EXAMPLE_PAGES:
         text = page.read_text()
