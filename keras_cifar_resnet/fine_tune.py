@@ -41,7 +41,7 @@ def backbone_of(trained, *, pooling="avg"):
             Defaults to `"avg"`.
 
     Returns:
-        A new `ResNet` sharing no variables with `trained`: its layers carry
+        A new `ResNet` sharing no variables with `trained`: its layers hold
         copies of `trained`'s weights (BatchNorm statistics included).
 
     Raises:

@@ -230,7 +230,7 @@ def graph_parameters(graph):
     A clone or a backbone under a new head is saved as Keras's graph (its
     layers, each with the input shape it was built for) instead of the
     architecture's arguments: convolutions, dense layers and BatchNorm
-    carry all of its weights.
+    hold all of its weights.
     """
     total = 0
     for layer in graph["layers"]:
