@@ -239,7 +239,7 @@ def graph_parameters(graph):
         if not {"filters", "units", "momentum"} & set(config):
             continue
         channels = shape[-1]
-        if not all(_positive_int(n) for n in (channels,)):
+        if not _positive_int(channels):
             raise ValueError(f"layer {config.get('name')!r} has no built input")
         if "filters" in config:
             size = math.prod(config["kernel_size"]) * channels * config["filters"]
