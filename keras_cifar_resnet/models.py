@@ -14,19 +14,16 @@ import keras
 from keras import layers
 
 from keras_cifar_resnet import serving
+
+# Modules, not names: importing one of these first imports Keras, which
+# registers the package's classes by importing this module while that one
+# is still initializing (registration.py).
 from keras_cifar_resnet.network import (
+    arguments as network_arguments,
     batch_norm as fused_batch_norm_layer,
     conv as fused_conv_layer,
-)
-from keras_cifar_resnet.network.arguments import (
-    ARGUMENTS,
-    check_model_keywords,
-    checked_arguments,
-)
-from keras_cifar_resnet.network.initializers import (
-    batch_norm_initializers,
-    draw_model_seed,
-    layer_initializers,
+    initializers,
+    pooling as fused_pooling_layer,
 )
 
 # The one import from the network up into the training package, by design:
@@ -103,7 +100,7 @@ def _build_network(arguments, seed):
 
     def init(name, inputs, kernel_size, dense=False):
         fan_in = inputs.shape[-1] * kernel_size**2
-        return layer_initializers(
+        return initializers.layer_initializers(
             arguments["initializer"], seed, name, fan_in, dense=dense
         )
 
@@ -111,6 +108,11 @@ def _build_network(arguments, seed):
         return max(1, round(filters * arguments["width_multiplier"]))
 
     conv = fused_conv_layer.Conv2D if arguments["fused_conv"] else layers.Conv2D
+    max_pool = (
+        fused_pooling_layer.MaxPooling2D
+        if arguments["fused_conv"]
+        else layers.MaxPooling2D
+    )
     batch_norm = functools.partial(
         (
             fused_batch_norm_layer.BatchNormalization
@@ -118,7 +120,7 @@ def _build_network(arguments, seed):
             else layers.BatchNormalization
         ),
         momentum=arguments["batch_norm_momentum"],
-        **batch_norm_initializers(),
+        **initializers.batch_norm_initializers(),
     )
 
     inputs = keras.Input(shape=arguments["input_shape"], name="images")
@@ -129,7 +131,7 @@ def _build_network(arguments, seed):
     )(x)
     x = batch_norm(name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
-    x = layers.MaxPooling2D(2, strides=1, padding="same", name="stem_pool")(x)
+    x = max_pool(2, strides=1, padding="same", name="stem_pool")(x)
     block = BLOCKS[arguments["block_type"]]
     stages = zip(
         arguments["stackwise_num_blocks"],
@@ -210,11 +212,13 @@ class ResNet(backend_train_step_class(), keras.Model):
             variables and results as Keras's layer, faster on torch); False
             uses `keras.layers.BatchNormalization`. The weights are the same
             either way. Defaults to True.
-        fused_conv: bool. True runs convolutions in the tensors' own
-            channels-last layout where Keras's backend would copy them into
-            another (`conv.Conv2D`: same variables and results as Keras's
-            layer, faster on torch); False uses `keras.layers.Conv2D`. The
-            weights are the same either way. Defaults to True.
+        fused_conv: bool. True runs convolutions and the stem's max pooling
+            in the tensors' own channels-last layout where Keras's backend
+            would copy them into another (`conv.Conv2D`,
+            `pooling.MaxPooling2D`: same variables and results as Keras's
+            layers, faster on torch); False uses `keras.layers.Conv2D` and
+            `keras.layers.MaxPooling2D`. The weights are the same either way.
+            Defaults to True.
         initializer: str, how conv and dense weights start, one of
             `initializers.INITIALIZERS`: `"torch"` (PyTorch's defaults),
             `"he_normal"` (He normal, fan-out) or `"glorot_uniform"` (Keras's
@@ -260,17 +264,21 @@ class ResNet(backend_train_step_class(), keras.Model):
             # `ResNet(inputs, outputs)`: a graph built elsewhere.
             super().__init__(*args, name=name, **kwargs)
         else:
-            check_model_keywords(kwargs)
-            arguments = checked_arguments(
-                {key: value for key, value in locals().items() if key in ARGUMENTS}
+            network_arguments.check_model_keywords(kwargs)
+            arguments = network_arguments.checked_arguments(
+                {
+                    key: value
+                    for key, value in locals().items()
+                    if key in network_arguments.ARGUMENTS
+                }
             )
             # One draw from Python's `random` per model; each weight's seed
             # derives from it and the layer's name, whatever the build order.
-            inputs, outputs = build_network(arguments, draw_model_seed())
+            inputs, outputs = build_network(arguments, initializers.draw_model_seed())
             super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
         # The arguments as attributes (`model.stem_filters`); None for a graph.
         self.architecture = arguments
-        for key in ARGUMENTS:
+        for key in network_arguments.ARGUMENTS:
             if key != "input_shape":  # Keras's own `input_shape` is the same
                 setattr(self, key, None if arguments is None else arguments[key])
         # What the train step checks batches against.

@@ -100,3 +100,52 @@ def test_compile_for_training_rejects_bad_arguments(kwargs, expected):
 
     with pytest.raises(ValueError, match=expected):
         keras_cifar_resnet.compile_for_training(TinyResNet(), **kwargs)
+
+
+def _modules_that_import_keras():
+    """Every package module whose own top level imports Keras."""
+    from pathlib import Path
+
+    root = Path(keras_cifar_resnet.__file__).parent
+    modules = []
+    for path in sorted(root.rglob("*.py")):
+        if any(
+            line.startswith(("import keras", "from keras import", "from keras."))
+            for line in path.read_text().splitlines()
+        ):
+            parts = path.relative_to(root.parent).with_suffix("").parts
+            modules.append(".".join(parts).removesuffix(".__init__"))
+    return modules
+
+
+@pytest.mark.slow
+def test_any_module_imported_first_still_registers_the_classes():
+    """A user's first import may be any module: Keras's import, inside it,
+    registers the classes while that module is still initializing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.backend_subprocess import run_only_in_session
+
+    run_only_in_session("jax", "imports each module in a fresh process")
+    code = """
+        import warnings
+        warnings.simplefilter("error", UserWarning)
+        import {module}
+        import keras
+        print(keras.saving.get_registered_object("keras_cifar_resnet>ResNet"))
+    """
+    # The train-step modules are the base classes `ResNet` is defined with:
+    # imported first, one is still initializing when `models` needs it.
+    modules = [
+        module
+        for module in _modules_that_import_keras()
+        if not module.startswith("keras_cifar_resnet.training.steps.")
+    ]
+    assert "keras_cifar_resnet.network.initializers" in modules
+    with ThreadPoolExecutor(2) as pool:
+        outputs = pool.map(
+            lambda module: run_under_backend("jax", code.format(module=module)),
+            modules,
+        )
+        for module, output in zip(modules, outputs, strict=True):
+            assert "ResNet" in output, (module, output)

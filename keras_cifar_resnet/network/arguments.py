@@ -6,7 +6,7 @@ one `ValueError` naming the argument, ending `Received: name=value`.
 
 from __future__ import annotations
 
-from keras_cifar_resnet.network.initializers import INITIALIZERS
+from keras_cifar_resnet.config import INITIALIZERS
 
 BLOCK_TYPES = ("basic_block",)
 # A backbone's last layer (`include_top=False`): none (the last stage's

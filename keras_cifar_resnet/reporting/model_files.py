@@ -64,6 +64,7 @@ ALLOWED_CLASSES = {
     "keras_cifar_resnet>ResNet": "keras_cifar_resnet.models",
     "keras_cifar_resnet>BatchNormalization": "keras_cifar_resnet.network.batch_norm",
     "keras_cifar_resnet>Conv2D": "keras_cifar_resnet.network.conv",
+    "keras_cifar_resnet>MaxPooling2D": "keras_cifar_resnet.network.pooling",
     **{
         f"keras_cifar_resnet>{name}": "keras_cifar_resnet.network.initializers"
         for name in ("SeededVarianceScaling", "SeededUniform", "Constant")

@@ -5,6 +5,29 @@ from __future__ import annotations
 import torch
 
 
+class _KernelInChannelsLast(torch.autograd.Function):
+    """HWIO kernel -> OIHW in channels_last memory, and its gradient back.
+
+    OIHW channels_last (an OHWI buffer) is the layout that the input's
+    channels_last layout and the kernel's backward agree on, so torch
+    converts neither. One strided copy from HWIO into it reads with a
+    stride of O floats and is about 5x slower than two steps that each move
+    contiguous rows: a per-pixel (I, O) transpose, then whole rows of I.
+    The gradient takes the same two steps back, instead of autograd's one
+    strided copy into the variable's HWIO layout.
+    """
+
+    @staticmethod
+    def forward(ctx, kernel):
+        rows_of_inputs = kernel.transpose(2, 3).contiguous()  # H, W, O, I
+        return rows_of_inputs.permute(2, 0, 1, 3).contiguous().permute(0, 3, 1, 2)
+
+    @staticmethod
+    def backward(ctx, gradient):
+        rows_of_inputs = gradient.permute(2, 3, 0, 1).contiguous()  # H, W, O, I
+        return rows_of_inputs.transpose(2, 3).contiguous()
+
+
 def channels_last_conv2d(inputs, kernel, bias, *, strides, padding):
     """2-D convolution of NHWC `inputs` by an HWIO `kernel`, as Keras computes it.
 
@@ -43,9 +66,7 @@ def channels_last_conv2d(inputs, kernel, bias, *, strides, padding):
         inputs = torch.nn.functional.pad(inputs, (0, 0, left, right, top, bottom))
         top = left = 0
     images = inputs.permute(0, 3, 1, 2)
-    # OIHW in channels_last memory: the layout the kernel's backward and the
-    # input's layout agree on, so torch converts neither.
-    weights = kernel.permute(3, 2, 0, 1).contiguous(memory_format=torch.channels_last)
+    weights = _KernelInChannelsLast.apply(kernel)
     outputs = torch.nn.functional.conv2d(
         images, weights, bias, stride=strides, padding=(top, left)
     )

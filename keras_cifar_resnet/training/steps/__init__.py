@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import importlib
 
-import keras
-
 _TRAIN_STEP_CLASSES = {
     "jax": ("keras_cifar_resnet.training.steps.jax", "JAXTrainStep"),
     "tensorflow": (
@@ -28,6 +26,11 @@ def backend_train_step_class(backend=None):
         ValueError: for a backend without a train step (for example `numpy`,
             which cannot train).
     """
+    # Keras imported here, not at the top: importing this package first must
+    # not start Keras's import, whose class registration imports `models`,
+    # which needs this function (registration.py).
+    import keras
+
     backend = backend or keras.backend.backend()
     if backend not in _TRAIN_STEP_CLASSES:
         raise ValueError(

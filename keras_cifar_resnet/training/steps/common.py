@@ -13,8 +13,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_cifar_resnet.data import input_checks
-from keras_cifar_resnet.data.augment import Augmentation
+# Modules, not names: Keras's first import may register the package's classes
+# while one of these is still initializing (registration.py).
+from keras_cifar_resnet.data import augment, input_checks
 
 # Keras's compile settings that `compile` refuses: the model computes them.
 _OWN_LOSS_AND_METRICS = ("loss", "loss_weights", "metrics", "weighted_metrics")
@@ -152,7 +153,7 @@ class TrainStepBase:
     def compile_from_config(self, config):
         config = dict(keras.saving.deserialize_keras_object(config))
         if config.get("augmentation") is not None:
-            config["augmentation"] = Augmentation(**config["augmentation"])
+            config["augmentation"] = augment.Augmentation(**config["augmentation"])
         self.compile(**config)
         if self.built:
             # As Keras does: a saved optimizer's variables load into these.

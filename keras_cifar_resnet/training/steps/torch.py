@@ -26,8 +26,11 @@ class TorchTrainStep(TrainStepBase):
         )
         # Gradients accumulate in .grad across backward() calls; without this
         # every step would add the previous steps' gradients (no error, just
-        # worse training).
-        self.zero_grad()
+        # worse training). Set to None over the trainable variables directly:
+        # nn.Module.zero_grad walks every submodule, milliseconds a step.
+        trainable_weights = self.trainable_weights
+        for variable in trainable_weights:
+            variable.value.grad = None
         # Under --distribute data-parallel the forward pass goes through the
         # DistributedDataParallel wrapper, whose hooks average the gradients
         # over the ranks during backward(); bypassing it would skip them.
@@ -36,7 +39,6 @@ class TorchTrainStep(TrainStepBase):
         objective, loss = self.training_loss(labels, logits, self.trainable_variables)
         # Identity unless the optimizer is a LossScaleOptimizer (float16).
         self.optimizer.scale_loss(objective).backward()
-        trainable_weights = self.trainable_weights
         gradients = [v.value.grad for v in trainable_weights]
         # The update itself must not be recorded by autograd.
         with torch.no_grad():
