@@ -14,9 +14,8 @@ from pathlib import Path
 
 from benchmarks.statistics import CONFIDENCE, mean_interval, welch_difference
 
-# How each native variant's precision maps to the anchor of the ratios.
-ANCHORS = {"float32": "native-torch-eager", "mixed": "native-torch-eager-bf16"}
-ANCHOR_NAMES = {p: v.removeprefix("native-torch-") for p, v in ANCHORS.items()}
+# The native variant each precision's ratios are to (`native-torch-<anchor>`).
+ANCHORS = {"float32": "eager", "mixed": "eager-bf16"}
 ORDER = ("keras-jax", "keras-tensorflow", "keras-torch")
 # A ratio compares two rows only when the other processes on the machine kept
 # about as many cores busy during both (harness.CPUUse.other_busy_cores).
@@ -28,52 +27,81 @@ RESULTS = Path(__file__).resolve().parent / "results"
 ACCURACY_ORDER = ("jax", "tensorflow", "torch", "native-torch")
 ACCURACY_REFERENCE = "native-torch"
 LEVEL = f"{CONFIDENCE:.0%}"
+# The summaries' names; a Keras row `keras-<backend>` takes its backend's.
+SUMMARY_NAMES = {
+    "jax": "Keras, JAX",
+    "tensorflow": "Keras, TensorFlow",
+    "torch": "Keras, torch",
+    "native-torch": "native PyTorch, same initial weights",
+    "native-torch-eager": "native PyTorch, eager NCHW",
+    "native-torch-channels_last": "native PyTorch, channels_last",
+    "native-torch-compiled-channels_last": "native PyTorch, compiled channels_last",
+}
+THROUGHPUT_HEADER = (
+    "implementation|model|batch|precision|images/s|ms/step (median, IQR)|"
+    "x native eager|x own fp32|first call (s)|peak memory (MiB)|cores busy|"
+    "images/CPU-s|others busy|load"
+)
+FOOTNOTE = (
+    "Ratios: images/s over native PyTorch eager (NCHW) at the same "
+    "model, batch and precision, measured in the same run. `*`: peak "
+    "so far in the process (cannot be reset). First call: build, "
+    "compile (trace/jit) and one step. Cores busy: process CPU seconds "
+    "per wall second while timed; images/CPU-s: images/s over that (on a "
+    "shared CPU, steadier than images/s); others busy: cores the "
+    "machine's other processes kept busy while timed; a ratio is refused "
+    "(-, with both figures) where the two rows' differ by more than "
+    f"{OTHER_LOAD_BOUND} cores; load: the machine's 1-minute load average "
+    "then."
+)
 
 
-def _config(row, variant=None):
-    """A row's configuration: function, model, batch and variant."""
-    variant = row["variant"] if variant is None else variant
-    return (row["function"], row["model"], row["batch_size"], variant)
+def table(title, header, aligns, rows):
+    """A titled markdown table: `header` is `|`-separated, `rows` lists of cells.
+
+    `aligns` has an `l` or `r` per column; columns past its end are `r`.
+    No rows, no table.
+    """
+    if not rows:
+        return []
+    header = header.split("|")
+    rule = "|".join(
+        " ---: " if a == "r" else " --- " for a in aligns.ljust(len(header), "r")
+    )
+    cells = ["| " + " | ".join(map(str, row)) + " |" for row in [header, *rows]]
+    return [title, "", cells[0], f"|{rule}|", *cells[1:], ""]
+
+
+def _key(row, variant=None, precision=None):
+    """A row's configuration: function, model, batch, variant and precision."""
+    variant, precision = variant or row["variant"], precision or row["precision"]
+    return (row["function"], row["model"], row["batch_size"], variant, precision)
 
 
 def rows_from_benchmarks(benchmarks):
-    """One flat row per benchmark that carries our `extra_info`."""
+    """One flat row per benchmark that carries our `extra_info`, with its ratios."""
     rows = []
     for bench in benchmarks:
         info = dict(bench.get("extra_info") or {})
         if "variant" in info:
             info.setdefault("name", bench.get("name"))
             rows.append(info)
-    _add_ratios(rows)
-    _add_precision_gains(rows)
-    return rows
-
-
-def _add_precision_gains(rows):
-    float32_rows = {
-        _config(r): r
-        for r in rows
-        if r["precision"] == "float32" and r.get("images_per_second")
-    }
+    timed = {_key(r): r for r in rows if r.get("images_per_second")}
     for row in rows:
-        if row["precision"] != "mixed" or not row.get("images_per_second"):
+        speed, precision = row.get("images_per_second"), row["precision"]
+        if not speed:
             continue
-        # Native variants name their precision (eager-bf16); Keras rows do not.
-        base = float32_rows.get(_config(row, row["variant"].removesuffix("-bf16")))
-        if base:
-            row["ratio_to_float32"] = (
-                row["images_per_second"] / base["images_per_second"]
-            )
-
-
-def _add_ratios(rows):
-    anchors = {_config(r): r for r in rows if r.get("images_per_second")}
-    for row in rows:
-        anchor = anchors.get(_config(row, ANCHORS.get(row["precision"], "")))
+        if precision == "mixed":
+            # Native variants name their precision (eager-bf16); Keras rows do not.
+            own = row["variant"].removesuffix("-bf16")
+            base = timed.get(_key(row, own, "float32"))
+            if base:
+                row["ratio_to_float32"] = speed / base["images_per_second"]
+        anchor = timed.get(_key(row, f"native-torch-{ANCHORS.get(precision)}"))
         if anchor is None and row["function"] == "inference":
             # Native inference is timed for eager float32 only.
-            anchor = anchors.get(_config(row, "native-torch-eager"))
-        if not anchor or not row.get("images_per_second"):
+            anchor = timed.get(_key(row, "native-torch-eager", "float32"))
+        if not anchor:
             continue
         others = (row.get("other_busy_cores"), anchor.get("other_busy_cores"))
         if None not in others and abs(others[0] - others[1]) > OTHER_LOAD_BOUND:
@@ -81,32 +109,20 @@ def _add_ratios(rows):
                 f"others busy {others[0]:.2f} vs {others[1]:.2f} cores"
             )
             continue
-        row["ratio_to_native"] = row["images_per_second"] / anchor["images_per_second"]
+        row["ratio_to_native"] = speed / anchor["images_per_second"]
         row["ratio_anchor"] = anchor["variant"].removeprefix("native-torch-")
+    return rows
 
 
 def _sort_key(row):
     variant = row["variant"]
     rank = ORDER.index(variant) if variant in ORDER else len(ORDER)
-    function, model, batch, _ = _config(row)
-    return (function != "train", model, batch, row["precision"], rank, variant)
+    function, model, batch, _, precision = _key(row)
+    return (function != "train", model, batch, precision, rank, variant)
 
 
 def _fmt(value, spec, empty="-"):
     return empty if value is None else format(value, spec)
-
-
-def _table(header, aligns, rows):
-    """A markdown table; `aligns` has an `l` or `r` per column."""
-    rule = "|".join(" ---: " if a == "r" else " --- " for a in aligns)
-    return ["| " + " | ".join(header) + " |", f"|{rule}|", *rows]
-
-
-THROUGHPUT_HEADER = (
-    "implementation|model|batch|precision|images/s|ms/step (median, IQR)|"
-    "x native eager|x own fp32|first call (s)|peak memory (MiB)|cores busy|"
-    "images/CPU-s|others busy|load"
-).split("|")
 
 
 def _ratio_text(r):
@@ -114,27 +130,30 @@ def _ratio_text(r):
     text = "-" if ratio is None else f"{ratio:.3g}"
     if r.get("ratio_refused"):
         text = f"- ({r['ratio_refused']})"
-    if ratio is not None and r.get("ratio_anchor") != ANCHOR_NAMES.get(r["precision"]):
+    if ratio is not None and r.get("ratio_anchor") != ANCHORS.get(r["precision"]):
         text += f" (vs {r['ratio_anchor']})"
     return text
 
 
 def _throughput_cells(r):
-    median = r.get("ms_per_step_median")
+    median, speed, cores = (
+        r.get(k) for k in ("ms_per_step_median", "images_per_second", "busy_cores")
+    )
     return [
         r["variant"] + (" (jit)" if r.get("jit_compile") else ""),
         r["model"],
-        str(r["batch_size"]),
+        r["batch_size"],
         r["precision"],
-        _fmt(r.get("images_per_second"), ".1f"),
+        _fmt(speed, ".1f"),
         "-" if median is None else f"{median:.1f} ± {r['ms_per_step_iqr']:.1f}",
         _ratio_text(r),
         _fmt(r.get("ratio_to_float32"), ".3g"),
         _fmt(r.get("first_step_s"), ".1f"),
         _fmt(r.get("peak_memory_mib"), ".0f")
         + ("*" if "so_far" in str(r.get("memory_kind")) else ""),
-        _fmt(r.get("busy_cores"), ".2f"),
-        _fmt(_per_cpu_second(r), ".1f"),
+        _fmt(cores, ".2f"),
+        # images/s over cores busy: on a shared CPU, steadier than images/s.
+        _fmt(speed / cores if speed and cores else None, ".1f"),
         _fmt(r.get("other_busy_cores"), ".2f"),
         _fmt(r.get("load_average_1min"), ".1f"),
     ]
@@ -146,56 +165,40 @@ def format_rows(rows, accuracy=None):
     lines = []
     for function, title in (("train", "Training step"), ("inference", "Inference")):
         chosen = sorted((r for r in rows if r["function"] == function), key=_sort_key)
-        if not chosen:
-            continue
-        header, table = list(THROUGHPUT_HEADER), []
+        cells = [_throughput_cells(r) for r in chosen]
         if function == "train":
-            header.append("test accuracy")
-        for r in chosen:
-            cells = _throughput_cells(r)
-            if function == "train":
-                figures = _figures(_runs_of(accuracy, r["backend"], r["model"]))
-                cells.append(f"{sum(figures) / len(figures):.4f}" if figures else "-")
-            table.append("| " + " | ".join(cells) + " |")
-        lines += [
-            f"**{title}**",
-            "",
-            *_table(header, "l" * 4 + "r" * (len(header) - 4), table),
-            "",
-        ]
-    if accuracy:
-        lines += accuracy_lines(accuracy)
-    return lines
-
-
-def _runs_of(accuracy, backend, model):
-    return [
-        run
-        for (run_backend, run_model, _), group in accuracy.items()
-        if (run_backend, run_model) == (backend, model)
-        for run in group
-    ]
+            for r, row_cells in zip(chosen, cells, strict=True):
+                figures = _figures(
+                    run
+                    for (backend, model, _), runs in accuracy.items()
+                    if (backend, model) == (r["backend"], r["model"])
+                    for run in runs
+                )
+                row_cells.append(
+                    f"{sum(figures) / len(figures):.4f}" if figures else "-"
+                )
+        header = THROUGHPUT_HEADER + ("|test accuracy" if function == "train" else "")
+        lines += table(f"**{title}**", header, "llll", cells)
+    return lines + (accuracy_lines(accuracy) if accuracy else [])
 
 
 def _figures(runs, key="test_accuracy"):
     return [run[key] for run in runs if run.get(key) is not None]
 
 
-def _percent(interval):
-    """`69.12% ± 0.85` (the 95% interval's half-width), or the mean alone."""
+def _estimate(interval, points=False):
+    """`69.12% ± 0.85%` (mean ± the interval's half-width), or a difference
+    `+0.50 points ± 1.20`; the mean alone where there is no interval."""
     if interval is None:
         return "-"
-    text = f"{interval.mean:.2%}"
+    scale, spec, unit = (100, ".2f", " points") if points else (1, ".2%", "")
+    text = format(interval.mean * scale, ("+" if points else "") + spec) + unit
     half = interval.half_width
-    return text if half is None else f"{text} ± {half:.2%}"
+    return text if half is None else f"{text} ± {half * scale:{spec}}"
 
 
-def _signed(interval):
-    if interval is None:
-        return "-"
-    text = f"{interval.mean * 100:+.2f} points"
-    half = interval.half_width
-    return text if half is None else f"{text} ± {half * 100:.2f}"
+def _time_to(seconds):
+    return "not reached" if seconds is None else f"{seconds:.0f} s"
 
 
 def _interval_of(runs, key):
@@ -203,47 +206,59 @@ def _interval_of(runs, key):
     return mean_interval(figures) if figures else None
 
 
-def _accuracy_order(key):
+def _accuracy_keys(accuracy):
+    def order(key):
+        backend, model, profile = key
+        rank = ACCURACY_ORDER.index(backend) if backend in ACCURACY_ORDER else 9
+        return (model, profile, rank, backend)
+
+    return sorted(accuracy, key=order)
+
+
+def _difference(accuracy, key, figure="test_accuracy"):
+    """`key`'s runs minus native PyTorch's on `figure` (Welch), or None."""
     backend, model, profile = key
-    rank = ACCURACY_ORDER.index(backend) if backend in ACCURACY_ORDER else 9
-    return (model, profile, rank, backend)
+    reference = accuracy.get((ACCURACY_REFERENCE, model, profile))
+    if backend == ACCURACY_REFERENCE or not reference:
+        return None
+    ours, theirs = _figures(accuracy[key], figure), _figures(reference, figure)
+    return welch_difference(ours, theirs) if ours and theirs else None
 
 
 def accuracy_lines(accuracy):
     """Per implementation: n, mean, sd and 95% interval over seeds; differences."""
-    header = (
-        "implementation|model|profile|device|n|seeds|"
-        f"mean ± {LEVEL}|sd|flip TTA mean ± {LEVEL}|best-validation model|"
-        "to 94%|to 95%|wall (s, median)"
-    ).split("|")
-    table = []
-    for key in sorted(accuracy, key=_accuracy_order):
-        backend, model, profile = key
+    rows = []
+    for key in _accuracy_keys(accuracy):
         runs = sorted(
             accuracy[key], key=lambda r: (r.get("seed") is None, r.get("seed"))
         )
         plain = _interval_of(runs, "test_accuracy")
         walls = sorted(_figures(runs, "wall_seconds"))
-        seeds = ", ".join(
-            "-" if r.get("seed") is None else str(r["seed"]) for r in runs
-        )
-        table.append(
-            f"| {backend} | {model} | {profile} | {runs[0].get('device', '-')} | "
-            f"{len(runs)} | {seeds} | {_percent(plain)} | "
-            f"{'-' if plain is None or plain.sd is None else f'{plain.sd:.2%}'} | "
-            f"{_percent(_interval_of(runs, 'test_accuracy_flip_tta'))} | "
-            f"{_percent(_interval_of(runs, 'best_validation_test_accuracy'))} | "
-            f"{_time_to(runs[0].get('seconds_to_94'))} | "
-            f"{_time_to(runs[0].get('seconds_to_95'))} | "
-            f"{_fmt(walls[len(walls) // 2] if walls else None, '.0f')} |"
+        rows.append(
+            [
+                *key,
+                runs[0].get("device", "-"),
+                len(runs),
+                ", ".join(_fmt(r.get("seed"), "") for r in runs),
+                _estimate(plain),
+                "-" if plain is None or plain.sd is None else f"{plain.sd:.2%}",
+                _estimate(_interval_of(runs, "test_accuracy_flip_tta")),
+                _estimate(_interval_of(runs, "best_validation_test_accuracy")),
+                *(_time_to(runs[0].get(f"seconds_to_{t}")) for t in (94, 95)),
+                _fmt(walls[len(walls) // 2] if walls else None, ".0f"),
+            ]
         )
     return [
-        f"**Accuracy over seeds**: test accuracy of the last epoch's model, mean "
-        f"± the {LEVEL} interval (Student's t), flip TTA beside it; the "
-        "best-validation model's (chosen on the validation split only) apart",
-        "",
-        *_table(header, "llllrlrrrrrrr", table),
-        "",
+        *table(
+            f"**Accuracy over seeds**: test accuracy of the last epoch's model, mean "
+            f"± the {LEVEL} interval (Student's t), flip TTA beside it; the "
+            "best-validation model's (chosen on the validation split only) apart",
+            f"implementation|model|profile|device|n|seeds|mean ± {LEVEL}|sd|"
+            f"flip TTA mean ± {LEVEL}|best-validation model|to 94%|to 95%|"
+            "wall (s, median)",
+            "llllrl",
+            rows,
+        ),
         *difference_lines(accuracy),
     ]
 
@@ -259,25 +274,21 @@ def _verdict(interval):
 def difference_lines(accuracy):
     """Each implementation minus native PyTorch, with Welch's interval, in words."""
     rows, differences = [], []
-    for key in sorted(accuracy, key=_accuracy_order):
+    for key in _accuracy_keys(accuracy):
+        difference = _difference(accuracy, key)
+        if difference is None:
+            continue
         backend, model, profile = key
-        reference = accuracy.get((ACCURACY_REFERENCE, model, profile))
-        if backend == ACCURACY_REFERENCE or not reference:
-            continue
-        cells = [
-            welch_difference(ours, theirs) if ours and theirs else None
-            for ours, theirs in (
-                (_figures(accuracy[key], f), _figures(reference, f))
-                for f in ("test_accuracy", "test_accuracy_flip_tta")
-            )
-        ]
-        if cells[0] is None:
-            continue
-        differences.append((backend, cells[0]))
+        differences.append((backend, difference))
+        reference = accuracy[(ACCURACY_REFERENCE, model, profile)]
         rows.append(
-            f"| {backend} | {model} | {profile} | "
-            f"{len(accuracy[key])} vs {len(reference)} | "
-            f"{_signed(cells[0])} | {_signed(cells[1])} | {_verdict(cells[0])} |"
+            [
+                *key,
+                f"{len(accuracy[key])} vs {len(reference)}",
+                _estimate(difference, points=True),
+                _estimate(_difference(accuracy, key, "test_accuracy_flip_tta"), True),
+                _verdict(difference),
+            ]
         )
     if not rows:
         return []
@@ -291,7 +302,8 @@ def difference_lines(accuracy):
         summary = (
             "At this n, "
             + "; ".join(
-                f"{b} differs from native PyTorch by {_signed(i)}" for b, i in apart
+                f"{b} differs from native PyTorch by {_estimate(i, points=True)}"
+                for b, i in apart
             )
             + f" ({LEVEL} interval excludes 0); the others cannot be told apart."
         )
@@ -300,55 +312,41 @@ def difference_lines(accuracy):
             f"At this n no implementation can be told apart from native PyTorch: "
             f"every {LEVEL} interval of the difference contains 0."
         )
-    header = "implementation|model|profile|n|difference|flip TTA difference|"
     return [
-        f"**Difference from native PyTorch** (test accuracy, last epoch's model; "
-        f"mean difference ± Welch's {LEVEL} interval)",
-        "",
-        *_table((header + "distinguishable?").split("|"), "llllrrl", rows),
-        "",
+        *table(
+            f"**Difference from native PyTorch** (test accuracy, last epoch's model; "
+            f"mean difference ± Welch's {LEVEL} interval)",
+            "implementation|model|profile|n|difference|flip TTA difference|"
+            "distinguishable?",
+            "llllrrl",
+            rows,
+        ),
         summary,
         "",
     ]
 
 
-SUMMARY_NAMES = {
-    "jax": "Keras, JAX",
-    "tensorflow": "Keras, TensorFlow",
-    "torch": "Keras, torch",
-    "native-torch": "native PyTorch, same initial weights",
-    "keras-jax": "Keras, JAX",
-    "keras-tensorflow": "Keras, TensorFlow",
-    "keras-torch": "Keras, torch",
-    "native-torch-eager": "native PyTorch, eager NCHW",
-    "native-torch-channels_last": "native PyTorch, channels_last",
-    "native-torch-compiled-channels_last": "native PyTorch, compiled channels_last",
-}
+def _summary_name(name):
+    return SUMMARY_NAMES.get(name.removeprefix("keras-"), name)
 
 
 def summary_accuracy_lines(accuracy):
     """The accuracy in short, a row per implementation: the README's table."""
-    rows = []
-    for key in sorted(accuracy, key=_accuracy_order):
-        backend, model, profile = key
-        runs = accuracy[key]
-        reference = accuracy.get((ACCURACY_REFERENCE, model, profile))
-        difference = (
-            welch_difference(_figures(runs), _figures(reference))
-            if reference and backend != ACCURACY_REFERENCE
-            else None
-        )
-        rows.append(
-            f"| {SUMMARY_NAMES.get(backend, backend)} | {len(runs)} | "
-            f"{_percent(_interval_of(runs, 'test_accuracy'))} | "
-            f"{_percent(_interval_of(runs, 'test_accuracy_flip_tta'))} | "
-            f"{'-' if difference is None else _signed(difference)} |"
-        )
+    rows = [
+        [
+            _summary_name(key[0]),
+            len(accuracy[key]),
+            _estimate(_interval_of(accuracy[key], "test_accuracy")),
+            _estimate(_interval_of(accuracy[key], "test_accuracy_flip_tta")),
+            _estimate(_difference(accuracy, key), points=True),
+        ]
+        for key in _accuracy_keys(accuracy)
+    ]
     header = (
         f"implementation|n|test accuracy, mean ± {LEVEL}|flip TTA|"
         "difference from native PyTorch"
-    ).split("|")
-    return ["**Summary: accuracy**", "", *_table(header, "lrrrr", rows), ""]
+    )
+    return table("**Summary: accuracy**", header, "l", rows)
 
 
 def summary_throughput_lines(rows):
@@ -358,41 +356,27 @@ def summary_throughput_lines(rows):
     for r in sorted(train, key=_sort_key):
         key = (r["model"], r["batch_size"], r["variant"].removesuffix("-bf16"))
         by_variant.setdefault(key, {})[r["precision"]] = r
-    table = []
+    cells = []
     for (model, batch, variant), rows_of in by_variant.items():
         single, mixed = rows_of.get("float32") or {}, rows_of.get("mixed") or {}
         jit = " (jit)" if (single or mixed).get("jit_compile") else ""
-        table.append(
-            f"| {SUMMARY_NAMES.get(variant, variant)}{jit} | {model} | {batch} | "
-            f"{_fmt(single.get('images_per_second'), '.1f')} | "
-            f"{_ratio_text(single) if single else '-'} | "
-            f"{_fmt(mixed.get('images_per_second'), '.1f')} | "
-            f"{_ratio_text(mixed) if mixed else '-'} | "
-            f"{_fmt(mixed.get('ratio_to_float32'), '.3g')} |"
+        cells.append(
+            [
+                _summary_name(variant) + jit,
+                model,
+                batch,
+                _fmt(single.get("images_per_second"), ".1f"),
+                _ratio_text(single) if single else "-",
+                _fmt(mixed.get("images_per_second"), ".1f"),
+                _ratio_text(mixed) if mixed else "-",
+                _fmt(mixed.get("ratio_to_float32"), ".3g"),
+            ]
         )
     header = (
         "implementation|model|batch|float32 images/s|x native eager|"
         "bf16 images/s|x native eager bf16|x own fp32"
-    ).split("|")
-    if not table:
-        return []
-    return [
-        "**Summary: training throughput**",
-        "",
-        *_table(header, "llrrrrrr", table),
-        "",
-    ]
-
-
-def _per_cpu_second(row):
-    """images/s over cores busy: on a shared CPU, steadier than images/s."""
-    if not row.get("images_per_second") or not row.get("busy_cores"):
-        return None
-    return row["images_per_second"] / row["busy_cores"]
-
-
-def _time_to(seconds):
-    return "not reached" if seconds is None else f"{seconds:.0f} s"
+    )
+    return table("**Summary: training throughput**", header, "ll", cells)
 
 
 def _joined(mapping):
@@ -436,10 +420,6 @@ def recorded_environment_lines(records):
     return lines
 
 
-def _row_key(row):
-    return (*_config(row), row["precision"])
-
-
 def last_results_of_machine(rows, results=RESULTS, exclude=()):
     """(folder, its rows): the newest earlier results measured on the same device.
 
@@ -463,10 +443,10 @@ def last_results_of_machine(rows, results=RESULTS, exclude=()):
 
 def mark_regressions(rows, baseline_rows, bound=REGRESSION_BOUND):
     """Marks each row slower than `bound` times the same row of the baseline."""
-    baseline = {_row_key(r): r for r in baseline_rows if r.get("images_per_second")}
+    baseline = {_key(r): r for r in baseline_rows if r.get("images_per_second")}
     marked = []
     for row in rows:
-        before = baseline.get(_row_key(row))
+        before = baseline.get(_key(row))
         if before is None or not row.get("images_per_second"):
             continue
         row["share_of_last"] = row["images_per_second"] / before["images_per_second"]
@@ -499,40 +479,39 @@ def regression_lines(rows, folder, marked):
 
 def interleaved_lines(records):
     """Each interleaved run's ratios, and every implementation's ms per step."""
-    if not records:
-        return []
     ratios, steps = [], []
     for r in records:
-        config = (
-            f"{r['backend']} | {r['model']} | {r['width_multiplier']:g} | "
-            f"{r['batch_size']} | {r['precision']}"
-        )
+        config = [r["backend"], r["model"], f"{r['width_multiplier']:g}"]
+        config += [r["batch_size"], r["precision"]]
         for pair, ratio in r["ratios"].items():
             half = ratio.get("half_width")
             spread = "" if half is None else f" ± {half:.3f}"
             ratios.append(
-                f"| {config} | {pair} | {r['rounds']} | {ratio['median']:.3f} | "
-                f"{ratio['mean']:.3f}{spread} |"
+                [*config, pair, r["rounds"], f"{ratio['median']:.3f}"]
+                + [f"{ratio['mean']:.3f}{spread}"]
             )
         steps += [
-            f"| {config} | {name} | {ms:.1f} |"
-            for name, ms in r["ms_per_step_median"].items()
+            [*config, name, f"{ms:.1f}"] for name, ms in r["ms_per_step_median"].items()
         ]
-    header = "backend|model|width|batch|precision".split("|")
+    if not records:
+        return []
+    header = "backend|model|width|batch|precision|"
     return [
-        "**Interleaved ratios**: the Keras step's speed over native PyTorch's, "
-        "one ratio per round (implementations in a new random order each "
-        "round, one process); median, and mean ± 95% interval (Student's t)",
-        "",
-        *_table(
-            [*header, "ratio", "rounds", "median", "mean ± 95%"], "llrrllrrr", ratios
+        *table(
+            "**Interleaved ratios**: the Keras step's speed over native PyTorch's, "
+            "one ratio per round (implementations in a new random order each "
+            "round, one process); median, and mean ± 95% interval (Student's t)",
+            header + "ratio|rounds|median|mean ± 95%",
+            "llrrll",
+            ratios,
         ),
-        "",
-        "**Milliseconds per step** (median over the rounds; at a width and "
-        "batch this small the step is the frameworks' per-step overhead)",
-        "",
-        *_table([*header, "implementation", "ms/step"], "llrrllr", steps),
-        "",
+        *table(
+            "**Milliseconds per step** (median over the rounds; at a width and "
+            "batch this small the step is the frameworks' per-step overhead)",
+            header + "implementation|ms/step",
+            "llrrll",
+            steps,
+        ),
     ]
 
 
@@ -550,29 +529,18 @@ def load(paths):
 
     Every seed of an implementation is one run in its list.
     """
+    return _sorted_out(_json_contents(paths))
+
+
+def _sorted_out(contents):
     benchmarks, accuracy = [], {}
-    for data in _json_contents(paths):
+    for data in contents:
         if "benchmarks" in data:
             benchmarks += data["benchmarks"]
         elif data.get("kind") == "accuracy":
             key = (data["backend"], data["model"], data.get("profile"))
             accuracy.setdefault(key, []).append(data)
     return rows_from_benchmarks(benchmarks), accuracy
-
-
-def load_interleaved(paths):
-    """The records of `benchmarks.interleaved` runs in `paths`."""
-    return [d for d in _json_contents(paths) if d.get("kind") == "interleaved"]
-
-
-def skipped_notes(paths):
-    """What the benchmark runs in `paths` left out of their profile, and why."""
-    notes = [
-        (data.get("machine_info") or {}).get("skipped")
-        for data in _json_contents(paths)
-        if "benchmarks" in data
-    ]
-    return list(dict.fromkeys(n for n in notes if n))
 
 
 def chart(rows, path):
@@ -589,22 +557,15 @@ def chart(rows, path):
     if not train:
         return None
     values = [r["images_per_second"] for r in train]
+    keras_rows = [r["implementation"] == "keras" for r in train]
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(train) + 1.5))
-    bars = ax.barh(
-        range(len(train)),
-        values,
-        color=[
-            "#4c72b0" if r["implementation"] == "keras" else "#dd8452" for r in train
-        ],
-    )
-    ax.set_yticks(
-        range(len(train)),
-        [
-            f"{r['model']} b{r['batch_size']} {r['precision']}  {r['variant']}"
-            for r in train
-        ],
-        fontsize=8,
-    )
+    colors = ["#4c72b0" if keras else "#dd8452" for keras in keras_rows]
+    bars = ax.barh(range(len(train)), values, color=colors)
+    labels = [
+        f"{r['model']} b{r['batch_size']} {r['precision']}  {r['variant']}"
+        for r in train
+    ]
+    ax.set_yticks(range(len(train)), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("training images/s (higher is better)")
     ax.set_title(
@@ -612,9 +573,9 @@ def chart(rows, path):
         f"PyTorch (orange)\n{'; '.join(sorted({r['device'] for r in train}))}",
         fontsize=9,
     )
-    for bar, row, value in zip(bars, train, values, strict=True):
+    for bar, row, value, keras in zip(bars, train, values, keras_rows, strict=True):
         text = f"{value:.1f}" if value < 100 else f"{value:.0f}"
-        if row.get("ratio_to_native") is not None and row["implementation"] == "keras":
+        if row.get("ratio_to_native") is not None and keras:
             text += f"  ({row['ratio_to_native']:.3g}x)"
         y = bar.get_y() + bar.get_height() / 2
         ax.text(bar.get_width(), y, " " + text, va="center", fontsize=7)
@@ -652,20 +613,6 @@ def build_parser():
     return parser
 
 
-FOOTNOTE = (
-    "Ratios: images/s over native PyTorch eager (NCHW) at the same "
-    "model, batch and precision, measured in the same run. `*`: peak "
-    "so far in the process (cannot be reset). First call: build, "
-    "compile (trace/jit) and one step. Cores busy: process CPU seconds "
-    "per wall second while timed; images/CPU-s: images/s over that (on a "
-    "shared CPU, steadier than images/s); others busy: cores the "
-    "machine's other processes kept busy while timed; a ratio is refused "
-    "(-, with both figures) where the two rows' differ by more than "
-    f"{OTHER_LOAD_BOUND} cores; load: the machine's 1-minute load average "
-    "then."
-)
-
-
 def _fail(message):
     print(f"report.py: {message}", file=sys.stderr)
     return 2
@@ -676,8 +623,9 @@ def main(argv=None):
     missing = [p for p in args.inputs if not Path(p).exists()]
     if missing:
         return _fail(f"no such file or folder: {', '.join(missing)}")
-    rows, accuracy = load(args.inputs)
-    interleaved = load_interleaved(args.inputs)
+    contents = list(_json_contents(args.inputs))
+    rows, accuracy = _sorted_out(contents)
+    interleaved = [d for d in contents if d.get("kind") == "interleaved"]
     if not rows and not accuracy and not interleaved:
         return _fail(f"no benchmark figures found in {', '.join(args.inputs)}")
     first = Path(args.inputs[0])
@@ -692,7 +640,9 @@ def main(argv=None):
             folder = Path(args.baseline)
             baseline, _ = load([folder])
         lines += regression_lines(rows, folder, mark_regressions(rows, baseline))
-    notes = skipped_notes(args.inputs)
+    # What the benchmark runs left out of their profile, and why.
+    notes = [(d.get("machine_info") or {}).get("skipped") for d in contents]
+    notes = list(dict.fromkeys(n for n in notes if n))
     lines += [f"Note: {note}." for note in notes] + ([""] if notes else [])
     lines += ["Environment:", "", *environment_lines(rows)]
     lines += recorded_environment_lines(
@@ -701,11 +651,11 @@ def main(argv=None):
     if args.command:
         lines += ["", f"Command: `{args.command}`"]
     lines += ["", FOOTNOTE]
-    table = output_dir / "table.md"
-    table.write_text("\n".join(lines) + "\n")
+    table_path = output_dir / "table.md"
+    table_path.write_text("\n".join(lines) + "\n")
     png = chart(rows, output_dir / "chart.png")
     print("\n".join(lines))
-    print(f"\nwrote {table}" + (f" and {png}" if png else ""))
+    print(f"\nwrote {table_path}" + (f" and {png}" if png else ""))
     return 0
 
 
