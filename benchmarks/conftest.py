@@ -11,14 +11,12 @@ import dataclasses
 
 import pytest
 
-PROFILE_FIELDS = ("models", "batch_sizes", "precisions", "rounds", "steps", "warmup")
+# Each profile's models, batch sizes, precisions, rounds, steps per round and
+# warm-up rounds: Settings' first fields, which PROFILE_OPTIONS override.
 THROUGHPUT_PROFILES = {
-    name: dict(zip(PROFILE_FIELDS, values, strict=True))
-    for name, values in {
-        "full": (("resnet18", "resnet34"), (128, 512), ("float32", "mixed"), 10, 10, 2),
-        "quick": (("resnet18",), (128,), ("float32", "mixed"), 3, 1, 1),
-        "tiny": (("tiny",), (8,), ("float32",), 1, 1, 0),
-    }.items()
+    "full": (("resnet18", "resnet34"), (128, 512), ("float32", "mixed"), 10, 10, 2),
+    "quick": (("resnet18",), (128,), ("float32", "mixed"), 3, 1, 1),
+    "tiny": (("tiny",), (8,), ("float32",), 1, 1, 0),
 }
 # The native reference's variants: (memory format, precision, compiled).
 # `eager` names the NCHW layout; `compiled-` runs the same under torch.compile.
@@ -43,14 +41,55 @@ JIT_COMPILES = {"auto": ("auto",), "on": ("on",), "both": ("auto", "on")}
 # The Keras model's BatchNorm and Conv2D (`ResNet(fused_batch_norm=...,
 # fused_conv=...)`): the package's fused layer, Keras's own, or both.
 LAYERS = {"fused": (True,), "keras": (False,), "both": (True, False)}
-# The options that override a profile's fields, in PROFILE_FIELDS's order.
+
+
+def _csv(value):
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+FLAG, CSV, COUNT = dict(action="store_true"), dict(type=_csv), dict(type=int)
 PROFILE_OPTIONS = (
-    "--models",
-    "--batch-sizes",
-    "--precisions",
-    "--rounds",
-    "--steps-per-round",
-    "--warmup-rounds",
+    ("--models", CSV, "comma-separated: resnet18,resnet34,tiny."),
+    ("--batch-sizes", CSV, "comma-separated batch sizes, e.g. 128,512."),
+    ("--precisions", CSV, "comma-separated: float32,mixed (mixed = bf16)."),
+    ("--rounds", COUNT, "timed rounds per configuration."),
+    ("--steps-per-round", COUNT, "steps per timed round (one sync each)."),
+    ("--warmup-rounds", COUNT, "untimed rounds after the first step."),
+)
+OPTIONS = (
+    ("--quick", FLAG, "CPU profile: resnet18, batch 128, float32, 3 rounds."),
+    ("--tiny", FLAG, "CI profile: the test model, batch 8, one round."),
+    *PROFILE_OPTIONS,
+    ("--no-inference", FLAG, "skip the inference benchmarks."),
+    (
+        "--native",
+        dict(CSV, nargs="?", const=("auto",)),
+        "also time the native PyTorch reference; variants from "
+        f"{sorted(NATIVE_VARIANTS)}, or 'auto' (GPU: "
+        f"{', '.join(GPU_NATIVE_VARIANTS)}; CPU: all).",
+    ),
+    (
+        "--jit-compile",
+        dict(choices=sorted(JIT_COMPILES), default="auto"),
+        "how the Keras step is compiled: 'auto' is Keras's choice (JAX: "
+        "jit; TensorFlow: XLA on GPU only; torch: eager); 'on' forces XLA "
+        "on TensorFlow and torch.compile on torch (rows '...-jit'); 'both' "
+        "times the two side by side. Default: auto.",
+    ),
+    (
+        "--batch-norm",
+        dict(choices=sorted(LAYERS), default="fused"),
+        "the Keras model's BatchNorm: 'fused' (the package's layer, on the "
+        "framework's fused kernel where it has one), 'keras' (Keras's own "
+        "layer; rows 'keras-<backend>-keras-bn') or 'both'. Default: fused.",
+    ),
+    (
+        "--conv",
+        dict(choices=sorted(LAYERS), default="fused"),
+        "the Keras model's Conv2D: 'fused' (the package's layer, in the "
+        "tensors' own layout where the backend would copy them), 'keras' "
+        "(Keras's own layer; rows '...-keras-conv') or 'both'. Default: fused.",
+    ),
 )
 
 
@@ -64,123 +103,64 @@ class Settings:
     warmup: int
     native: tuple
     inference: bool
-    jit_compiles: tuple = ("auto",)
-    fused_batch_norms: tuple = (True,)
-    fused_convs: tuple = (True,)
-    # Why rows of the profile were left out ("" when none were).
-    skipped: str = ""
-
-
-def _csv(value):
-    return tuple(v.strip() for v in value.split(",") if v.strip())
+    jit_compiles: tuple
+    fused_batch_norms: tuple
+    fused_convs: tuple
+    skipped: str  # why rows of the profile were left out ("" when none were)
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("keras-cifar-resnet benchmarks")
-    flag = dict(action="store_true")
-    csv = dict(type=_csv, default=None)
-    count = dict(type=int, default=None)
-    for name, kind, help in (
-        ("--quick", flag, "CPU profile: resnet18, batch 128, float32, 3 rounds."),
-        ("--tiny", flag, "CI profile: the test model, batch 8, one round."),
-        ("--models", csv, "comma-separated: resnet18,resnet34,tiny."),
-        ("--batch-sizes", csv, "comma-separated batch sizes, e.g. 128,512."),
-        ("--precisions", csv, "comma-separated: float32,mixed (mixed = bf16)."),
-        ("--rounds", count, "timed rounds per configuration."),
-        ("--steps-per-round", count, "steps per timed round (one sync each)."),
-        ("--warmup-rounds", count, "untimed rounds after the first step."),
-        ("--no-inference", flag, "skip the inference benchmarks."),
-    ):
+    for name, kind, help in OPTIONS:
         group.addoption(name, help=help, **kind)
-    group.addoption(
-        "--native",
-        nargs="?",
-        const=("auto",),
-        help="also time the native PyTorch reference; variants "
-        f"from {sorted(NATIVE_VARIANTS)}, or 'auto' (GPU: "
-        f"{', '.join(GPU_NATIVE_VARIANTS)}; CPU: all).",
-        **csv,
-    )
-    for name, choices, default, help in (
-        (
-            "--jit-compile",
-            JIT_COMPILES,
-            "auto",
-            "how the Keras step is compiled: 'auto' is Keras's choice (JAX: "
-            "jit; TensorFlow: XLA on GPU only; torch: eager); 'on' forces XLA "
-            "on TensorFlow and torch.compile on torch (rows '...-jit'); 'both' "
-            "times the two side by side.",
-        ),
-        (
-            "--batch-norm",
-            LAYERS,
-            "fused",
-            "the Keras model's BatchNorm: 'fused' (the package's layer, on the "
-            "framework's fused kernel where it has one), 'keras' (Keras's own "
-            "layer; rows 'keras-<backend>-keras-bn') or 'both'.",
-        ),
-        (
-            "--conv",
-            LAYERS,
-            "fused",
-            "the Keras model's Conv2D: 'fused' (the package's layer, in the "
-            "tensors' own layout where the backend would copy them), 'keras' "
-            "(Keras's own layer; rows '...-keras-conv') or 'both'.",
-        ),
-    ):
-        group.addoption(
-            name,
-            choices=sorted(choices),
-            default=default,
-            help=f"{help} Default: {default}.",
-        )
 
 
 def settings_from(config):
     option = config.getoption
     profile = "tiny" if option("--tiny") else ("quick" if option("--quick") else "full")
-    values = dict(THROUGHPUT_PROFILES[profile])
-    for flag, key in zip(PROFILE_OPTIONS, PROFILE_FIELDS, strict=True):
-        if option(flag) is not None:
-            values[key] = option(flag)
-    values["batch_sizes"] = tuple(int(b) for b in values["batch_sizes"])
+    given = zip(THROUGHPUT_PROFILES[profile], PROFILE_OPTIONS, strict=True)
+    models, batch_sizes, precisions, rounds, steps, warmup = (
+        default if option(name) is None else option(name)
+        for default, (name, *_) in given
+    )
     from benchmarks.harness import gpu_present
     from keras_cifar_resnet.training.precision_support import cpu_has_native
 
-    native = option("--native") or ()
-    skipped = ""
+    native, skipped = option("--native") or (), ""
     if native == ("auto",):
         # On a CPU, where each layout and torch.compile fare differently: all.
         native = GPU_NATIVE_VARIANTS if gpu_present("torch") else tuple(NATIVE_VARIANTS)
-    bf16_skip = bf16_skip_reason(gpu_present(), cpu_has_native("mixed_bfloat16"))
-    if bf16_skip:
-        if option("--precisions") is None and "mixed" in values["precisions"]:
-            values["precisions"] = tuple(
-                p for p in values["precisions"] if p != "mixed"
-            )
-            skipped = bf16_skip
-        if option("--native") == ("auto",):
-            native = tuple(v for v in native if NATIVE_VARIANTS[v][1] != "mixed")
-            skipped = bf16_skip
+    reason = bf16_skip_reason(gpu_present(), cpu_has_native("mixed_bfloat16"))
+    # The profiles' own bf16 rows are left out; asked for by name, they run.
+    if reason and option("--precisions") is None and "mixed" in precisions:
+        precisions, skipped = tuple(p for p in precisions if p != "mixed"), reason
+    if reason and option("--native") == ("auto",):
+        native = tuple(v for v in native if NATIVE_VARIANTS[v][1] != "mixed")
+        skipped = reason
     unknown = sorted(set(native) - set(NATIVE_VARIANTS))
     if unknown:
         raise pytest.UsageError(
             f"--native variants must be among {sorted(NATIVE_VARIANTS)}. "
             f"Received: {unknown}"
         )
-    bad = sorted(set(values["precisions"]) - {"float32", "mixed"})
+    bad = sorted(set(precisions) - {"float32", "mixed"})
     if bad:
         raise pytest.UsageError(
             f"--precisions must be among float32, mixed. Received: {bad}"
         )
     return Settings(
+        models,
+        tuple(int(b) for b in batch_sizes),
+        precisions,
+        rounds,
+        steps,
+        warmup,
         native=tuple(native),
         inference=not option("--no-inference"),
         jit_compiles=JIT_COMPILES[option("--jit-compile")],
         fused_batch_norms=LAYERS[option("--batch-norm")],
         fused_convs=LAYERS[option("--conv")],
         skipped=skipped,
-        **values,
     )
 
 
@@ -194,21 +174,17 @@ def bf16_skip_reason(gpu, native_bf16):
     )
 
 
-def _configurations(settings):
+def pytest_generate_tests(metafunc):
+    settings = settings_from(metafunc.config)
     # Smallest first: JAX's GPU memory peak cannot be reset, so each figure
     # is the peak so far; ascending order keeps it the configuration's own.
     order = {"tiny": 0, "resnet18": 1, "resnet34": 2}
-    return [
+    configs = [
         (model, batch, precision)
         for batch in sorted(settings.batch_sizes)
         for model in sorted(settings.models, key=lambda m: order.get(m, 9))
         for precision in sorted(settings.precisions, reverse=True)
     ]
-
-
-def pytest_generate_tests(metafunc):
-    settings = settings_from(metafunc.config)
-    configs = _configurations(settings)
     functions = ("train", "inference") if settings.inference else ("train",)
     if "keras_case" in metafunc.fixturenames:
         cases = [
@@ -274,10 +250,8 @@ def pytest_terminal_summary(terminalreporter, config):
     rows = rows_from_benchmarks(
         [b.as_dict(include_data=False) for b in session.benchmarks]
     )
-    if rows:
-        terminalreporter.write_line("")
-        for line in format_rows(rows):
-            terminalreporter.write_line(line)
+    for line in ([""] if rows else []) + format_rows(rows):
+        terminalreporter.write_line(line)
     skipped = settings_from(config).skipped
     if skipped:
         terminalreporter.write_line(skipped)
