@@ -4,9 +4,7 @@ Runs `python -m keras_cifar_resnet.train` under the current KERAS_BACKEND (or,
 with `--native`, the same recipe in plain PyTorch: `native_train.py`) and
 writes `accuracy-<backend>.json` for `benchmarks/report.py`: test accuracy,
 and the training seconds until validation accuracy first reached 94% and 95%.
-Profiles (`PROFILE_NOTES`): full (the recipe unchanged), quick (a CPU smoke
-run, NOT the GPU figure), cpu (the README's first run: width 0.125, 6
-epochs), gpu (the recipe shortened to --epochs), tiny (CI only).
+The profiles (`PROFILES`) and seeds: benchmarks/README.md, docs/benchmarks.md.
 
     python -m benchmarks.accuracy --profile quick --output-dir benchmark-results
 """
@@ -14,8 +12,6 @@ epochs), gpu (the recipe shortened to --epochs), tiny (CI only).
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import subprocess
 import sys
@@ -25,29 +21,36 @@ from pathlib import Path
 from keras_cifar_resnet.config.train_config import RECIPES
 from keras_cifar_resnet.training.first_run import QUICK_RUN_FLAGS
 from keras_cifar_resnet.training.precision_support import NATIVE_FLAGS, cpu_flags
-from keras_cifar_resnet.training.run_folder import package_versions
+from keras_cifar_resnet.training.run_folder import (
+    RunFolder,
+    package_versions,
+    read_run_json,
+    write_json,
+)
 
 THRESHOLDS = (0.94, 0.95)
 # Native PyTorch runs of a seed start from the weights the command draws.
 DEFAULT_INITIALIZER = RECIPES["default"].initializer
-ACCURACY_PROFILES = {
-    "full": [],
+# Each profile's flags for the trainer, and the note its records carry.
+PROFILES = {
+    "full": ("", "default recipe, full length"),
     # The training command scales the recipe's 0.2 at batch 512 to 0.05.
-    "quick": "--max-train-examples 2048 --validation-size 1000 --epochs 2 "
-    "--batch-size 128".split(),
+    "quick": (
+        "--max-train-examples 2048 --validation-size 1000 --epochs 2 --batch-size 128",
+        "CPU smoke profile (2,048 images, 2 epochs): not the GPU figure",
+    ),
     # The README's first run, as the training command suggests it.
-    "cpu": QUICK_RUN_FLAGS.split(),
-    "gpu": [],
+    "cpu": (
+        QUICK_RUN_FLAGS,
+        "CPU profile: ResNet18 at width 0.125, 6 epochs, batch 256",
+    ),
+    "gpu": ("", "default recipe, shortened to {epochs} epochs"),
     # CI only: the test model on 64 random images, to keep this file working.
-    "tiny": "--model tiny --synthetic --max-train-examples 64 --validation-size 32 "
-    "--epochs 1 --batch-size 32".split(),
-}
-PROFILE_NOTES = {
-    "full": "default recipe, full length",
-    "quick": "CPU smoke profile (2,048 images, 2 epochs): not the GPU figure",
-    "cpu": "CPU profile: ResNet18 at width 0.125, 6 epochs, batch 256",
-    "gpu": "default recipe, shortened to {epochs} epochs",
-    "tiny": "CI check on random images: meaningless accuracy",
+    "tiny": (
+        "--model tiny --synthetic --max-train-examples 64 --validation-size 32 "
+        "--epochs 1 --batch-size 32",
+        "CI check on random images: meaningless accuracy",
+    ),
 }
 
 
@@ -62,38 +65,18 @@ def seconds_to_reach(log_rows, threshold):
     return None
 
 
-def read_run(run_dir):
-    """(log rows, summary dict) of a finished training run."""
-    run_dir = Path(run_dir)
-    with open(run_dir / "log.csv", newline="") as file:
-        rows = list(csv.DictReader(file))
-    summary = json.loads((run_dir / "summary.json").read_text())
-    return rows, summary
-
-
-def accuracy_record(
-    run_dir, *, backend, model, profile, device, wall_seconds, note, seed=None
-):
-    """A finished run's figures: the last epoch's model on the test set.
-
-    The best-validation model's test figures are kept apart, labelled as
-    chosen on the validation split (`best_validation_*`); runs written before
-    summary.json named its test model record theirs under the same labels.
-    """
-    rows, summary = read_run(run_dir)
+def accuracy_record(run_dir, **fields):
+    """A finished run's figures, `fields` first: the last epoch's model on the
+    test set; the best-validation model's apart, labelled as chosen on the
+    validation split (`best_validation_*`)."""
+    rows = RunFolder(run_dir).read_log()
+    summary = read_run_json(Path(run_dir) / "summary.json")
     test = summary.get("test") or {}
     best = summary.get("best_validation") or {}
-    if "test_model" not in summary:  # an older run: its test figure is best.keras's
-        best = {"epoch": summary.get("selected_epoch"), "test": test}
-        test = {}
-    record = {
+    best_test = best.get("test") or {}
+    return {
         "kind": "accuracy",
-        "backend": backend,
-        "model": model,
-        "profile": profile,
-        "seed": seed,
-        "note": note,
-        "device": device,
+        **fields,
         "epochs": len(rows),
         "train_examples": summary.get("train_images"),
         "test_model": "the last epoch's model",
@@ -101,19 +84,15 @@ def accuracy_record(
         "test_accuracy_flip_tta": test.get("tta_accuracy"),
         "best_validation_accuracy": summary.get("validation_accuracy"),
         "best_validation_epoch": best.get("epoch"),
-        "best_validation_test_accuracy": (best.get("test") or {}).get("accuracy"),
-        "best_validation_test_accuracy_flip_tta": (best.get("test") or {}).get(
-            "tta_accuracy"
-        ),
+        "best_validation_test_accuracy": best_test.get("accuracy"),
+        "best_validation_test_accuracy_flip_tta": best_test.get("tta_accuracy"),
         "train_seconds": summary.get("train_seconds"),
-        "wall_seconds": wall_seconds,
         "run_dir": str(run_dir),
+        **{
+            f"seconds_to_{round(t * 100)}": seconds_to_reach(rows, t)
+            for t in THRESHOLDS
+        },
     }
-    for threshold in THRESHOLDS:
-        record[f"seconds_to_{round(threshold * 100)}"] = seconds_to_reach(
-            rows, threshold
-        )
-    return record
 
 
 def installed_versions():
@@ -145,7 +124,7 @@ def build_parser():
     add = parser.add_argument
     add(
         "--profile",
-        choices=sorted(ACCURACY_PROFILES),
+        choices=sorted(PROFILES),
         default="quick",
         help="how far to train (see the module docstring). Default: quick.",
     )
@@ -193,58 +172,44 @@ def build_parser():
     return parser
 
 
-def _split_train_flags(argv):
-    """(own arguments, TRAIN_FLAGS): what follows the first `--` goes to the trainer."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if "--" not in argv:
-        return argv, []
-    cut = argv.index("--")
-    return argv[:cut], argv[cut + 1 :]
-
-
 def _fail(message):
     print(f"accuracy.py: {message}", file=sys.stderr)
     return 2
 
 
 def main(argv=None):
-    argv, train_flags = _split_train_flags(argv)
-    args = build_parser().parse_args(argv)
-    if args.native:
-        backend = "native-torch"
-        if args.mixed_precision != "off":
-            return _fail("--native trains in float32; drop --mixed-precision")
-    else:
-        backend = os.environ.get("KERAS_BACKEND")
-        if backend not in ("jax", "tensorflow", "torch"):
-            return _fail(
-                "set KERAS_BACKEND to jax, tensorflow or torch (or give --native). "
-                f"Received: KERAS_BACKEND={backend!r}"
-            )
-    flags = list(ACCURACY_PROFILES[args.profile])
-    epochs = None
-    if args.profile == "gpu":
-        epochs = args.epochs or 30
-        flags += ["--epochs", str(epochs)]
-    elif args.epochs is not None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # What follows the first `--` goes to the trainer.
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args, train_flags = build_parser().parse_args(argv[:cut]), argv[cut + 1 :]
+    backend = "native-torch" if args.native else os.environ.get("KERAS_BACKEND")
+    if args.native and args.mixed_precision != "off":
+        return _fail("--native trains in float32; drop --mixed-precision")
+    if not args.native and backend not in ("jax", "tensorflow", "torch"):
+        return _fail(
+            "set KERAS_BACKEND to jax, tensorflow or torch (or give --native). "
+            f"Received: KERAS_BACKEND={backend!r}"
+        )
+    if args.epochs is not None and args.profile != "gpu":
         return _fail("--epochs is for the gpu profile only")
     if args.seeds is not None and args.seeds < 1:
         return _fail(f"--seeds must be 1 or more. Received: {args.seeds}")
     if args.seeds is not None and "--seed" in train_flags:
         return _fail("--seeds chooses the seeds; drop --seed after `--`")
-    seeds = (
-        [None]
-        if args.seeds is None
-        else range(args.first_seed, args.first_seed + args.seeds)
-    )
+    flags, note = PROFILES[args.profile]
+    epochs = (args.epochs or 30) if args.profile == "gpu" else None
+    flags = flags.split() + (["--epochs", str(epochs)] if epochs else [])
+    note = note.format(epochs=epochs)
+    first = args.first_seed
+    seeds = [None] if args.seeds is None else range(first, first + args.seeds)
     for seed in seeds:
-        status = train_one(args, backend, seed, flags, epochs, train_flags)
+        status = train_one(args, backend, seed, flags + train_flags, note)
         if status:
             return status
     return 0
 
 
-def train_one(args, backend, seed, flags, epochs, train_flags):
+def train_one(args, backend, seed, flags, note):
     """Trains one run (one seed) and writes its accuracy JSON; exit status."""
     output_dir = Path(args.output_dir)
     suffix = "" if seed is None else f"-seed{seed}"
@@ -252,28 +217,17 @@ def train_one(args, backend, seed, flags, epochs, train_flags):
     model = "tiny" if args.profile == "tiny" else args.model
     if args.native:
         trainer = ["-m", "benchmarks.native_train"]
-        precision = []
         # The very initial weights the Keras runs of this seed start from.
-        if seed is not None and "--keras-initializer" not in train_flags:
-            precision = ["--keras-initializer", DEFAULT_INITIALIZER]
+        if seed is not None and "--keras-initializer" not in flags:
+            trainer += ["--keras-initializer", DEFAULT_INITIALIZER]
     else:
         trainer = ["-m", "keras_cifar_resnet.train", "--recipe", "default"]
-        precision = ["--mixed-precision", args.mixed_precision]
-    command = [
-        sys.executable,
-        *trainer,
-        "--model",
-        model,
-        *precision,
-        "--output-dir",
-        str(run_dir),
-        *flags,
-    ]
-    if seed is not None:
-        command += ["--seed", str(seed)]
-    if args.data_dir:
-        command += ["--data-dir", args.data_dir]
-    command += train_flags
+        trainer += ["--mixed-precision", args.mixed_precision]
+    command = [sys.executable, *trainer, "--model", model]
+    command += ["--output-dir", str(run_dir)]
+    command += [] if seed is None else ["--seed", str(seed)]
+    command += ["--data-dir", args.data_dir] if args.data_dir else []
+    command += flags
     print("accuracy.py:", " ".join(command), flush=True)
     load_before = os.getloadavg()
     start = time.perf_counter()
@@ -299,24 +253,24 @@ def train_one(args, backend, seed, flags, epochs, train_flags):
         backend=backend,
         model=model,
         profile=args.profile,
+        seed=seed,
+        note=note,
         device=device,
         wall_seconds=wall,
-        note=PROFILE_NOTES[args.profile].format(epochs=epochs),
-        seed=seed,
+        # On a shared machine the seconds depend on what else ran.
+        load_average_1min={
+            "before": round(load_before[0], 2),
+            "after": round(os.getloadavg()[0], 2),
+        },
+        command=" ".join(command[1:]),
+        machine=machine_description(),
+        versions=installed_versions(),
     )
-    # On a shared machine the seconds depend on what else ran.
-    record["load_average_1min"] = {
-        "before": round(load_before[0], 2),
-        "after": round(os.getloadavg()[0], 2),
-    }
-    record["command"] = " ".join(command[1:])
-    record["machine"] = machine_description()
-    record["versions"] = installed_versions()
     path = output_dir / f"accuracy-{backend}{suffix}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    write_json(path, record)
     print(
         f"accuracy.py: test accuracy {record['test_accuracy']:.4f}, the last "
-        f"epoch's model ({record['note']}); wrote {path}",
+        f"epoch's model ({note}); wrote {path}",
         flush=True,
     )
     return 0
