@@ -27,8 +27,6 @@ from keras_cifar_resnet.training.precision_support import (
 # The default recipe, its learning rate held at the peak (a schedule costs
 # nothing measurable); benchmarks/torch_reference.py takes the same values.
 RECIPE = TrainConfig(schedule="constant")
-AUGMENTATION = build.build_augmentation(RECIPE)
-
 PRECISIONS = {"float32": "float32", "mixed": "mixed_bfloat16"}
 JAX_STATE = (
     "trainable_variables",
@@ -38,21 +36,7 @@ JAX_STATE = (
 )
 
 
-def build_model(model_name, width_multiplier=1.0, **model_options):
-    """The package's model by name; `model_options` go to the model."""
-    config = dataclasses.replace(
-        RECIPE, model=model_name, width_multiplier=width_multiplier
-    )
-    return build.build_model(config, **model_options)
-
-
-def compile_model(model, jit_compile="auto"):
-    """Compiles with the training command's `build.compile_model`."""
-    config = dataclasses.replace(RECIPE, jit_compile=jit_compile)
-    return build.compile_model(model, config, steps_per_epoch=1)
-
-
-def synthetic_batches(batch_size, count, seed=0):
+def synthetic_batches(batch_size, count=4, seed=0):
     """`count` batches of random uint8 NHWC images and int32 labels, as numpy."""
     rng = np.random.default_rng(seed)
     return [
@@ -81,16 +65,15 @@ class PeakMemory:
 
             torch.cuda.reset_peak_memory_stats()
             self.kind = "gpu_allocated_peak"
-            return
-        if self.backend == "jax" and _jax_gpu() is not None:
+        elif self.backend == "jax" and _jax_gpu() is not None:
             self.kind = "gpu_peak_so_far"
-            return
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            self.kind = "rss_peak"
-        except OSError:
-            self.kind = "rss_peak_so_far"
+        else:
+            try:
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")
+                self.kind = "rss_peak"
+            except OSError:
+                self.kind = "rss_peak_so_far"
 
     def read_mib(self):
         if self.kind == "gpu_allocated_peak":
@@ -116,21 +99,18 @@ def _jax_gpu():
     return gpus[0] if gpus else None
 
 
-def synchronize(backend, outputs):
-    """Waits until the device has finished `outputs`; returns the loss."""
-    if backend == "jax":
-        import jax
+class Rotation:
+    """Hands out `self.batches` in turn, as the steps' input."""
 
-        jax.block_until_ready(outputs)
-    elif backend == "torch" and gpu_present("torch"):
-        import torch
+    _next = 0
 
-        torch.cuda.synchronize()
-    logs = outputs[0] if backend == "jax" else outputs
-    return float(keras.ops.convert_to_numpy(logs["loss"]))
+    def _batch(self):
+        batch = self.batches[self._next % len(self.batches)]
+        self._next += 1
+        return batch
 
 
-class KerasTrainStep:
+class KerasTrainStep(Rotation):
     """One compiled model and its batches; `run(steps)` trains that many steps.
 
     `precision` is `float32` or `mixed` (`mixed_bfloat16`); `jit_compile`,
@@ -143,7 +123,6 @@ class KerasTrainStep:
         model_name,
         batch_size,
         precision,
-        num_batches=4,
         jit_compile="auto",
         fused_batch_norm=True,
         fused_conv=True,
@@ -151,30 +130,25 @@ class KerasTrainStep:
     ):
         self.backend = keras.backend.backend()
         self.batch_size = batch_size
+        config = dataclasses.replace(
+            RECIPE,
+            model=model_name,
+            width_multiplier=width_multiplier,
+            jit_compile=jit_compile,
+        )
         # The policy is read when layers are built; the package's context
         # restores it, so the next configuration starts from the default.
         with dtype_policy(PRECISIONS[precision]):
-            self.model = compile_model(
-                build_model(
-                    model_name,
-                    width_multiplier,
-                    fused_batch_norm=fused_batch_norm,
-                    fused_conv=fused_conv,
-                ),
-                jit_compile,
+            model = build.build_model(
+                config, fused_batch_norm=fused_batch_norm, fused_conv=fused_conv
             )
+            self.model = build.compile_model(model, config, steps_per_epoch=1)
         # As the backend's tensors, on its default device.
         self.batches = [
             tuple(map(keras.ops.convert_to_tensor, batch))
-            for batch in synthetic_batches(batch_size, num_batches)
+            for batch in synthetic_batches(batch_size)
         ]
-        self._next = 0
         self._state = None
-
-    def _batch(self):
-        batch = self.batches[self._next % len(self.batches)]
-        self._next += 1
-        return batch
 
     def first_step(self):
         """Builds and compiles through `train_on_batch`; returns its seconds."""
@@ -187,21 +161,27 @@ class KerasTrainStep:
         """`steps` compiled train steps, then a synchronisation; returns the loss."""
         model = self.model
         if self.backend == "jax":
+            import jax
+
             if self._state is None:
                 self._state = model._get_jax_state(**dict.fromkeys(JAX_STATE, True))
             for _ in range(steps):
                 logs, self._state = model.train_function(
                     self._state, iter([self._batch()])
                 )
-            return synchronize(self.backend, (logs, self._state))
-        if self.backend == "torch":
+            jax.block_until_ready((logs, self._state))
+        elif self.backend == "torch":
             model.train()
             for _ in range(steps):
                 logs = model.train_function([self._batch()])
-            return synchronize(self.backend, logs)
-        for _ in range(steps):
-            logs = model.train_function(iter([self._batch()]))
-        return synchronize(self.backend, logs)
+            if gpu_present("torch"):
+                import torch
+
+                torch.cuda.synchronize()
+        else:
+            for _ in range(steps):
+                logs = model.train_function(iter([self._batch()]))
+        return float(keras.ops.convert_to_numpy(logs["loss"]))
 
     def finish(self):
         """Writes JAX's threaded state back into the model's variables."""
@@ -266,18 +246,19 @@ class CPUUse:
         return max(0.0, (self.machine - self.cpu) / self.wall)
 
 
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+    "TF_ENABLE_ONEDNN_OPTS",
+    "XLA_FLAGS",
+)
+
+
 def threading_settings(backend):
     """The backend's thread settings, as it reports them, for the record."""
     settings = {
-        name: os.environ[name]
-        for name in (
-            "OMP_NUM_THREADS",
-            "TF_NUM_INTRAOP_THREADS",
-            "TF_NUM_INTEROP_THREADS",
-            "TF_ENABLE_ONEDNN_OPTS",
-            "XLA_FLAGS",
-        )
-        if name in os.environ
+        name: os.environ[name] for name in THREAD_VARIABLES if name in os.environ
     }
     if backend == "tensorflow":
         import tensorflow as tf
@@ -300,10 +281,8 @@ def device_name(backend):
         import torch
 
         return torch.cuda.get_device_name(0)
-    if backend == "jax":
-        gpu = _jax_gpu()
-        if gpu is not None:
-            return gpu.device_kind
+    if backend == "jax" and _jax_gpu() is not None:
+        return _jax_gpu().device_kind
     if backend == "tensorflow":
         import tensorflow as tf
 
@@ -331,20 +310,6 @@ def gpu_present(framework=None):
     """Whether `framework` (default: Keras's backend) sees a GPU, as training asks."""
     framework = framework or keras.backend.backend()
     return accelerator_present("torch" if framework == "native-torch" else framework)
-
-
-def versions(backend):
-    """Versions of keras and the frameworks this process has imported."""
-    import importlib.metadata as metadata
-    import sys
-
-    found = {"python": platform.python_version(), "keras": keras.__version__}
-    for module in ("jax", "torch", "tensorflow"):
-        if module in sys.modules:
-            found[module] = sys.modules[module].__version__
-        elif backend == module:
-            found[module] = metadata.version(module)
-    return found
 
 
 def round_statistics(round_seconds, steps_per_round, batch_size):

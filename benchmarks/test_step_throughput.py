@@ -15,7 +15,7 @@ import time
 
 import keras
 
-from benchmarks import torch_reference
+from benchmarks.accuracy import installed_versions
 from benchmarks.conftest import NATIVE_VARIANTS, keras_suffix
 from benchmarks.harness import (
     CPUUse,
@@ -25,32 +25,33 @@ from benchmarks.harness import (
     gpu_present,
     round_statistics,
     threading_settings,
-    versions,
 )
 from keras_cifar_resnet.training.precision_support import cpu_has_native
 
 
-def _measure(benchmark, runner, settings, backend, function, memory):
-    """First call, warm-up, timed rounds; returns the record for extra_info."""
+def _measure(benchmark, settings, runner, function, backend, **fields):
+    """First call, warm-up, timed rounds; the record goes to `extra_info`."""
+    # The previous configuration's model, freed before this one's memory peak.
+    gc.collect()
+    benchmark.group = (
+        f"{function}-{fields['model']}-b{runner.batch_size}-{fields['precision']}"
+    )
+    framework = "torch" if backend == "native-torch" else backend
+    memory = PeakMemory(framework)
     memory.reset()
     # The first call builds and compiles (train: the step; inference: the
     # predict function), so it is timed apart from the steady rounds.
     start = time.perf_counter()
-    if function == "train":
-        runner.first_step()
-    else:
-        runner.predict(1)
+    runner.first_step() if function == "train" else runner.predict(1)
     first_call_s = time.perf_counter() - start
-    target = runner.run if function == "train" else runner.predict
     with CPUUse() as use:
         benchmark.pedantic(
-            target,
+            runner.run if function == "train" else runner.predict,
             args=(settings.steps,),
             rounds=settings.rounds,
             warmup_rounds=settings.warmup,
             iterations=1,
         )
-    framework = "torch" if backend == "native-torch" else backend
     record = {
         "function": function,
         "backend": backend,
@@ -67,11 +68,12 @@ def _measure(benchmark, runner, settings, backend, function, memory):
         "cpu_native_bf16": None
         if gpu_present(backend)
         else cpu_has_native("mixed_bfloat16"),
-        "versions": versions(framework),
+        "versions": installed_versions(),
         "threading": threading_settings(framework),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"
         ),
+        **fields,
     }
     if benchmark.enabled and benchmark.stats is not None:
         record.update(
@@ -80,7 +82,7 @@ def _measure(benchmark, runner, settings, backend, function, memory):
             )
         )
     runner.finish()
-    return record
+    benchmark.extra_info.update(record)
 
 
 def test_keras(benchmark, bench_settings, keras_case):
@@ -89,7 +91,6 @@ def test_keras(benchmark, bench_settings, keras_case):
         keras_case
     )
     backend = keras.backend.backend()
-    benchmark.group = f"{function}-{model}-b{batch_size}-{precision}"
     runner = KerasTrainStep(
         model,
         batch_size,
@@ -98,10 +99,12 @@ def test_keras(benchmark, bench_settings, keras_case):
         fused_batch_norm=fused_batch_norm,
         fused_conv=fused_conv,
     )
-    record = _measure(
-        benchmark, runner, bench_settings, backend, function, PeakMemory(backend)
-    )
-    record.update(
+    _measure(
+        benchmark,
+        bench_settings,
+        runner,
+        function,
+        backend,
         implementation="keras",
         # A forced compile is its own row beside Keras's default.
         variant=f"keras-{backend}" + keras_suffix(fused_batch_norm, fused_conv, jit),
@@ -112,33 +115,30 @@ def test_keras(benchmark, bench_settings, keras_case):
         fused_batch_norm=fused_batch_norm,
         fused_conv=fused_conv,
     )
-    benchmark.extra_info.update(record)
-    del runner
-    gc.collect()
 
 
 def test_native_torch(benchmark, bench_settings, native_case):
     """The same network and step in plain PyTorch, the anchor of the ratios."""
+    from benchmarks.torch_reference import NativeTorchStep
+
     variant, model, batch_size, function = native_case
     memory_format, precision, compiled = NATIVE_VARIANTS[variant]
-    benchmark.group = f"{function}-{model}-b{batch_size}-{precision}"
-    runner = torch_reference.NativeTorchStep(
+    runner = NativeTorchStep(
         model,
         batch_size,
         precision,
         channels_last=memory_format == "channels_last",
         compile=compiled,
     )
-    record = _measure(
-        benchmark, runner, bench_settings, "native-torch", function, PeakMemory("torch")
-    )
-    record.update(
+    _measure(
+        benchmark,
+        bench_settings,
+        runner,
+        function,
+        "native-torch",
         implementation="native-torch",
         variant=f"native-torch-{variant}",
         model=model,
         precision=precision,
         jit_compile=compiled,
     )
-    benchmark.extra_info.update(record)
-    del runner
-    gc.collect()
