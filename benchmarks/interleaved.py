@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.util
-import json
 import random
 import sys
 import time
@@ -25,8 +24,10 @@ import keras
 from benchmarks.accuracy import installed_versions, machine_description
 from benchmarks.harness import CPUUse, KerasTrainStep
 from benchmarks.statistics import mean_interval
+from keras_cifar_resnet.training.run_folder import write_json
 
-NATIVE = {  # variant: (channels_last, compiled)
+# The native variants timed, at the run's precision: (channels_last, compiled).
+NATIVE = {
     "eager": (False, False),
     "channels_last": (True, False),
     "compiled-channels_last": (True, True),
@@ -40,35 +41,30 @@ def build_parser():
         "PyTorch in interleaved rounds in one process; write each ratio's "
         "median and 95% interval as interleaved-*.json for benchmarks.report.",
     )
-    parser.add_argument("--model", default="resnet18", help="Default: resnet18.")
-    parser.add_argument("--width-multiplier", type=float, default=1.0)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--precision", choices=("float32", "mixed"), default="float32")
-    parser.add_argument("--rounds", type=int, default=9, help="Default: 9.")
-    parser.add_argument(
-        "--steps", type=int, default=3, help="steps per implementation per round."
-    )
-    parser.add_argument(
+    add = parser.add_argument
+    add("--model", default="resnet18", help="Default: resnet18.")
+    add("--width-multiplier", type=float, default=1.0)
+    add("--batch-size", type=int, default=128)
+    add("--precision", choices=("float32", "mixed"), default="float32")
+    add("--rounds", type=int, default=9, help="Default: 9.")
+    add("--steps", type=int, default=3, help="steps per implementation per round.")
+    add(
         "--compiled",
         action="store_true",
         help="add torch.compile'd native PyTorch (channels_last).",
     )
-    parser.add_argument(
-        "--no-native", action="store_true", help="time the Keras step alone."
-    )
-    parser.add_argument("--output-dir", default="benchmark-results")
+    add("--no-native", action="store_true", help="time the Keras step alone.")
+    add("--output-dir", default="benchmark-results")
     return parser
 
 
 def _runners(args):
     """{name: runner} with first_step() and run(steps)."""
-    backend = keras.backend.backend()
+    size = (args.model, args.batch_size, args.precision)
+    width = args.width_multiplier
     runners = {
-        f"keras-{backend}": KerasTrainStep(
-            args.model,
-            args.batch_size,
-            args.precision,
-            width_multiplier=args.width_multiplier,
+        f"keras-{keras.backend.backend()}": KerasTrainStep(
+            *size, width_multiplier=width
         )
     }
     if args.no_native or importlib.util.find_spec("torch") is None:
@@ -76,16 +72,10 @@ def _runners(args):
     from benchmarks.torch_reference import NativeTorchStep
 
     for variant, (channels_last, compiled) in NATIVE.items():
-        if compiled and not args.compiled:
-            continue
-        runners[f"native-torch-{variant}"] = NativeTorchStep(
-            args.model,
-            args.batch_size,
-            args.precision,
-            channels_last=channels_last,
-            compile=compiled,
-            width_multiplier=args.width_multiplier,
-        )
+        if args.compiled or not compiled:
+            runners[f"native-torch-{variant}"] = NativeTorchStep(
+                *size, channels_last, compiled, width_multiplier=width
+            )
     return runners
 
 
@@ -110,21 +100,23 @@ def interleave(runners, rounds, steps, seed=0):
     return seconds, others
 
 
+def _median(values):
+    return sorted(values)[len(values) // 2]
+
+
 def ratios(seconds):
     """Each Keras implementation's speed over each native one's, per round."""
     found = {}
     for keras_name, keras_seconds in seconds.items():
-        if not keras_name.startswith("keras-"):
-            continue
         for native, native_seconds in seconds.items():
-            if native.startswith("native-"):
+            if keras_name.startswith("keras-") and native.startswith("native-"):
                 per_round = [
                     n / k for n, k in zip(native_seconds, keras_seconds, strict=True)
                 ]
                 interval = mean_interval(per_round)
                 found[f"{keras_name} / {native}"] = {
                     "per_round": per_round,
-                    "median": sorted(per_round)[len(per_round) // 2],
+                    "median": _median(per_round),
                     "mean": interval.mean,
                     "half_width": interval.half_width,
                 }
@@ -153,9 +145,7 @@ def main(argv=None):
         "precision": args.precision,
         "rounds": args.rounds,
         "steps_per_round": args.steps,
-        "ms_per_step_median": {
-            name: 1000 * sorted(s)[len(s) // 2] for name, s in seconds.items()
-        },
+        "ms_per_step_median": {name: 1000 * _median(s) for name, s in seconds.items()},
         "seconds_per_step": seconds,
         "other_busy_cores": others,
         "ratios": ratios(seconds),
@@ -166,17 +156,16 @@ def main(argv=None):
         ),
         "command": " ".join(["python -m benchmarks.interleaved", *sys.argv[1:]]),
     }
-    output = Path(args.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    name = (
+    path = Path(args.output_dir) / (
         f"interleaved-{record['backend']}-{args.model}-w{args.width_multiplier:g}-"
         f"b{args.batch_size}-{args.precision}.json"
     )
-    (output / name).write_text(json.dumps(record, indent=2) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, record)
     for pair, ratio in record["ratios"].items():
         mean, half = ratio["mean"], ratio["half_width"]
         print(f"{pair}: median {ratio['median']:.3f}, mean {mean:.3f} ± {half:.3f}")
-    print(f"interleaved.py: wrote {output / name}")
+    print(f"interleaved.py: wrote {path}")
     return 0
 
 

@@ -1,12 +1,11 @@
 """The training command's default recipe in plain PyTorch: the accuracy anchor.
 
-The network of `torch_reference.py` and the recipe of
-`keras_cifar_resnet.config.RECIPES["default"]` (warm-up and cosine decay as
-the command's schedule), with torch's own optimizer, BatchNorm and random
-draws. The images, split and batch order come from the package's numpy data
-code (`prepare_data`, `TrainingBatches`), so both trainers see the same
-batches; nothing that trains touches Keras. The run folder holds the
-command's `config.json`, `log.csv` and `summary.json`, and `best.pt`/`final.pt`.
+The network of `torch_reference.py`, the recipe and schedule of
+`keras_cifar_resnet.config.RECIPES["default"]`, torch's own optimizer,
+BatchNorm and random draws; the images, split and batch order of the
+package's numpy data code, so both trainers see the same batches. Nothing
+that trains touches Keras. The run folder holds the command's `config.json`,
+`log.csv` and `summary.json`, and `best.pt`/`final.pt`.
 
     python -m benchmarks.native_train --width-multiplier 0.25 --epochs 10 \\
         --batch-size 256 --output-dir runs/native
@@ -15,7 +14,6 @@ command's `config.json`, `log.csv` and `summary.json`, and `best.pt`/`final.pt`.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import math
 import os
@@ -34,11 +32,11 @@ import torch.nn.functional as F  # noqa: E402
 from benchmarks.torch_reference import (  # noqa: E402
     TorchResNet,
     augment,
-    augmentation as reference_augmentation,
     keras_initialization,
     load_keras_weights,
     make_optimizer,
 )
+from keras_cifar_resnet import messages  # noqa: E402
 from keras_cifar_resnet.config import (  # noqa: E402
     INITIALIZERS,
     UsageError,
@@ -57,20 +55,9 @@ from keras_cifar_resnet.reporting.evaluation import (  # noqa: E402
     metrics_from_logits,
 )
 from keras_cifar_resnet.training.precision_support import accelerator_present  # noqa: E402
-from keras_cifar_resnet.training.run_folder import LOG_COLUMNS, write_json  # noqa: E402
+from keras_cifar_resnet.training.run_folder import RunFolder  # noqa: E402
 
 EVALUATION_BATCH = 500
-
-
-def learning_rate_factor(step, total_steps, warmup):
-    """The fraction of the peak rate at `step` (0-based), as the command's schedule."""
-    if step < warmup:
-        return (step + 1) / (warmup + 1)
-    decay_steps = total_steps - warmup
-    progress = min(step - warmup, decay_steps) / decay_steps
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 # The training command's flags that mean the same here (their help included).
 TRAIN_FLAGS = (
     "model",
@@ -86,6 +73,15 @@ TRAIN_FLAGS = (
     "seed",
     "output_dir",
 )
+
+
+def learning_rate_factor(step, total_steps, warmup):
+    """The fraction of the peak rate at `step` (0-based), as the command's schedule."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    decay_steps = total_steps - warmup
+    progress = min(step - warmup, decay_steps) / decay_steps
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def build_parser():
@@ -136,58 +132,55 @@ def parse(argv=None):
     return args, config
 
 
-def package_initial_model(config, initializer):
-    """The package's untrained model, built as the training command builds it."""
-    import random
+def initial_model(args, config):
+    """The untrained network: torch's weights, Keras's draws, or the command's own."""
+    model = TorchResNet(
+        config.model,
+        batch_norm_momentum=config.batch_norm_momentum,
+        width_multiplier=config.width_multiplier,
+    )
+    if args.keras_initializer:
+        import random
 
-    from keras_cifar_resnet.training.build import build_model
+        from keras_cifar_resnet.training.build import build_model
 
-    config = dataclasses.replace(config, initializer=initializer)
-    # As the training loop does: the model draws its seed from `random`.
-    random.seed(config.seed)
-    return build_model(config)
-
-
-def test_report(model, images, labels, device):
-    """The test figures of `model`, with flip TTA, as the command reports them."""
-    logits = predict(model, images, device)
-    flipped = predict(model, flip_horizontally(images), device)
-    return metrics_from_logits(logits, flipped, labels)
+        # As the training loop does: the model draws its seed from `random`.
+        random.seed(config.seed)
+        initializer = args.keras_initializer
+        load_keras_weights(
+            model, build_model(dataclasses.replace(config, initializer=initializer))
+        )
+    elif args.init == "keras":
+        keras_initialization(model)
+    return model
 
 
 def predict(model, images, device):
     model.eval()
-    outputs = []
     with torch.no_grad():
-        for start in range(0, len(images), EVALUATION_BATCH):
-            batch = torch.from_numpy(images[start : start + EVALUATION_BATCH])
-            outputs.append(model(batch.to(device)).float().cpu().numpy())
+        outputs = [
+            model(torch.from_numpy(images[start : start + EVALUATION_BATCH]).to(device))
+            .float()
+            .cpu()
+            .numpy()
+            for start in range(0, len(images), EVALUATION_BATCH)
+        ]
     model.train()
     return np.concatenate(outputs)
 
 
-def smoothed_cross_entropy(logits, labels, label_smoothing):
-    """The training loss on numpy logits: val_loss, as the command reports it."""
-    with torch.no_grad():
-        return float(
-            F.cross_entropy(
-                torch.from_numpy(logits),
-                torch.from_numpy(labels),
-                label_smoothing=label_smoothing,
-            )
-        )
+def test_report(model, images, labels, device):
+    """The test figures of `model`, with flip TTA, as the command reports them."""
+    flipped = predict(model, flip_horizontally(images), device)
+    return metrics_from_logits(predict(model, images, device), flipped, labels)
 
 
 def main(argv=None):
     args, config = parse(argv)
-    learning_rate = config.learning_rate
-    output_dir = Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if accelerator_present("torch") else "cpu")
     torch.manual_seed(config.seed)
     generator = torch.Generator(device=device)
     generator.manual_seed(config.seed)
-
     try:
         data = prepare_data(config)
     except UsageError as error:
@@ -195,144 +188,124 @@ def main(argv=None):
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    x_train, y_train = data.train_images, data.train_labels
     x_val, y_val = data.val_images, data.val_labels
-    x_test, y_test = data.test_images, data.test_labels
-    batches = TrainingBatches(x_train, y_train, config.batch_size, seed=config.seed)
+    batches = TrainingBatches(
+        data.train_images, data.train_labels, config.batch_size, seed=config.seed
+    )
     steps_per_epoch = batches.steps_per_epoch
     total_steps = config.epochs * steps_per_epoch
     warmup = warmup_steps(config, steps_per_epoch)
-
-    model = TorchResNet(
-        config.model,
-        batch_norm_momentum=config.batch_norm_momentum,
-        width_multiplier=config.width_multiplier,
-    )
-    if args.keras_initializer:
-        initial = package_initial_model(config, args.keras_initializer)
-        load_keras_weights(model, initial)
-    elif args.init == "keras":
-        keras_initialization(model)
-    model = model.to(device)
+    model = initial_model(args, config).to(device)
     model.train()
     optimizer = make_optimizer(model, config)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: learning_rate_factor(step, total_steps, warmup)
     )
-    augmentation = dict(reference_augmentation(config), generator=generator)
     settings = {name: getattr(config, name) for name in TRAIN_FLAGS} | {
         "init": args.init,
         "keras_initializer": args.keras_initializer,
         "recipe": "default",
     }
-    write_json(
-        output_dir / "config.json",
+    folder = RunFolder(config.output_dir)
+    folder.start(
         {
             "config": settings,
             "backend": "native-torch",
             "versions": {"torch": torch.__version__, "numpy": np.__version__},
             "device": str(device),
             "threads": torch.get_num_threads(),
-        },
+        }
     )
     parameters = sum(p.numel() for p in model.parameters())
     print(
         f"native PyTorch: {config.model} at width {config.width_multiplier:g} "
-        f"({parameters:,} parameters), {len(x_train):,} training images, "
-        f"{len(x_val):,} validation, {len(x_test):,} test; {config.epochs} epochs of "
-        f"{steps_per_epoch} steps; peak learning rate {learning_rate:g}; writing to "
-        f"{output_dir}",
+        f"({parameters:,} parameters), {len(batches.images):,} training images, "
+        f"{len(x_val):,} validation, {len(data.test_images):,} test; "
+        f"{config.epochs} epochs of {steps_per_epoch} steps; peak learning rate "
+        f"{config.learning_rate:g}; writing to {folder.path}",
         flush=True,
     )
 
     best_epoch, best_accuracy, train_seconds = None, None, 0.0
-    with open(output_dir / "log.csv", "w", newline="") as log_file:
-        log = csv.DictWriter(log_file, LOG_COLUMNS)
-        log.writeheader()
-        for epoch in range(config.epochs):
-            started = time.perf_counter()
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device)
-            for step in range(steps_per_epoch):
-                images, labels = batches[epoch * steps_per_epoch + step]
-                images = torch.from_numpy(images).to(device)
-                labels = torch.from_numpy(labels).to(device)
-                logits = model(augment(images, **augmentation))
-                loss = F.cross_entropy(
-                    logits, labels, label_smoothing=config.label_smoothing
-                )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                loss_sum += loss.detach()
-                correct += (logits.detach().argmax(1) == labels).sum()
-                _progress(epoch, step, steps_per_epoch, started)
-            seconds = time.perf_counter() - started
-            train_seconds += seconds
-            row = {
-                "epoch": epoch,
-                "loss": float(loss_sum) / steps_per_epoch,
-                "accuracy": float(correct) / (steps_per_epoch * config.batch_size),
-                # The rate the next step will use, as the command logs it.
-                "learning_rate": schedule.get_last_lr()[0],
-                "seconds": seconds,
-            }
-            marker = ""
-            if len(x_val):
-                val_logits = predict(model, x_val, device)
-                row["val_loss"] = smoothed_cross_entropy(
-                    val_logits, y_val, config.label_smoothing
-                )
-                row["val_accuracy"] = float((val_logits.argmax(1) == y_val).mean())
-                if best_accuracy is None or row["val_accuracy"] > best_accuracy:
-                    best_epoch, best_accuracy = epoch + 1, row["val_accuracy"]
-                    torch.save(model.state_dict(), output_dir / "best.pt")
-                    marker = "  (best so far)"
-            log.writerow({k: v if k == "epoch" else f"{v:.6g}" for k, v in row.items()})
-            log_file.flush()
-            print(
-                f"\repoch {epoch + 1}/{config.epochs}  loss {row['loss']:.4f}  "
-                f"accuracy {row['accuracy']:.4f}"
-                + (
-                    f"  val_accuracy {row['val_accuracy']:.4f}"
-                    if "val_accuracy" in row
-                    else ""
-                )
-                + f"  {seconds:.1f} s{marker}",
-                flush=True,
+    for epoch in range(config.epochs):
+        started = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        for step in range(steps_per_epoch):
+            images, labels = batches[epoch * steps_per_epoch + step]
+            images = torch.from_numpy(images).to(device)
+            labels = torch.from_numpy(labels).to(device)
+            logits = model(augment(images, config, generator))
+            loss = F.cross_entropy(
+                logits, labels, label_smoothing=config.label_smoothing
             )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            loss_sum += loss.detach()
+            correct += (logits.detach().argmax(1) == labels).sum()
+            _progress(epoch, step, steps_per_epoch, started)
+        seconds = time.perf_counter() - started
+        train_seconds += seconds
+        row = {
+            "epoch": epoch + 1,  # from 1, as the training command's log
+            "loss": float(loss_sum) / steps_per_epoch,
+            "accuracy": float(correct) / (steps_per_epoch * config.batch_size),
+            # The rate the next step will use, as the command logs it.
+            "learning_rate": schedule.get_last_lr()[0],
+            "seconds": seconds,
+        }
+        best = {}
+        if len(x_val):
+            val_logits = torch.from_numpy(predict(model, x_val, device))
+            # The training loss, label smoothing included, as the command's.
+            row["val_loss"] = float(
+                F.cross_entropy(
+                    val_logits,
+                    torch.from_numpy(y_val),
+                    label_smoothing=config.label_smoothing,
+                )
+            )
+            row["val_accuracy"] = float((val_logits.argmax(1).numpy() == y_val).mean())
+            if best_accuracy is None or row["val_accuracy"] > best_accuracy:
+                best_epoch, best_accuracy = epoch + 1, row["val_accuracy"]
+                torch.save(model.state_dict(), folder.path / "best.pt")
+                best = {"best_model": "best.pt"}
+        folder.append_log_row(row)
+        print("\r" + messages.epoch_line(epoch, config.epochs, row | best), flush=True)
     # The headline is the last epoch's model; the best-validation one is
     # recorded apart, chosen on the validation split only (as the command).
-    torch.save(model.state_dict(), output_dir / "final.pt")
-    report = test_report(model, x_test, y_test, device)
+    torch.save(model.state_dict(), folder.path / "final.pt")
+    report = test_report(model, data.test_images, data.test_labels, device)
     best = None
     if best_epoch:
-        model.load_state_dict(torch.load(output_dir / "best.pt", weights_only=True))
+        model.load_state_dict(torch.load(folder.path / "best.pt", weights_only=True))
         best = {
             "model_file": "best.pt",
             "chosen_on": "validation split",
             "epoch": best_epoch,
             "validation_accuracy": best_accuracy,
-            "test": test_report(model, x_test, y_test, device),
+            "test": test_report(model, data.test_images, data.test_labels, device),
         }
-    summary = {
-        "model_file": "final.pt",
-        "test_model": "the last epoch's model",
-        "epochs": config.epochs,
-        "validation_accuracy": best_accuracy,
-        "train_images": len(x_train),
-        "synthetic": config.synthetic,
-        "train_seconds": round(train_seconds, 1),
-        "backend": "native-torch",
-        "test": report,
-        "best_validation": best,
-    }
-    write_json(output_dir / "summary.json", summary)
+    folder.write_summary(
+        {
+            "model_file": "final.pt",
+            "test_model": "the last epoch's model",
+            "epochs": config.epochs,
+            "validation_accuracy": best_accuracy,
+            "train_images": len(batches.images),
+            "synthetic": config.synthetic,
+            "train_seconds": round(train_seconds, 1),
+            "backend": "native-torch",
+            "test": report,
+            "best_validation": best,
+        }
+    )
     print(
         f"test accuracy {report['accuracy']:.2%} (flip TTA "
         f"{report['tta_accuracy']:.2%}), the last epoch's model; results in "
-        f"{output_dir}",
+        f"{folder.path}",
         flush=True,
     )
     return 0

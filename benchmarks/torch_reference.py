@@ -14,7 +14,6 @@ benchmarks/README.md.
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -22,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.harness import RECIPE, Rotation, synthetic_batches
 from keras_cifar_resnet.models import ARCHITECTURES
+from keras_cifar_resnet.network.conv import same_padding
 from keras_cifar_resnet.training.precision_support import accelerator_present
 
 BATCH_NORM_EPSILON = 1e-3
@@ -36,13 +37,6 @@ BATCH_NORM_WEIGHTS = (
     ("running_mean", "moving_mean"),
     ("running_var", "moving_variance"),
 )
-
-
-def same_padding(size, kernel, stride):
-    """(before, after) padding of TensorFlow's "same": the extra goes after."""
-    out = math.ceil(size / stride)
-    total = max((out - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
 
 
 class SameConv2d(nn.Conv2d):
@@ -162,8 +156,9 @@ def parameter_counts(module):
     return trainable, moving
 
 
-def augment(images, crop_padding=4, flip=True, cutout_size=0, generator=None):
-    """`keras_cifar_resnet.Augmentation`'s crop, flip and cutout on an NHWC batch.
+def augment(images, config, generator=None):
+    """`keras_cifar_resnet.Augmentation`'s crop, flip and cutout on an NHWC batch,
+    as `config` (a `TrainConfig`) sets them.
 
     The same operations, not the same random draws: `generator` (a
     `torch.Generator` on the images' device), else torch's global one.
@@ -172,8 +167,8 @@ def augment(images, crop_padding=4, flip=True, cutout_size=0, generator=None):
     device = images.device
     random = {"device": device, "generator": generator}
     images = images.float()
-    if crop_padding:
-        p = crop_padding
+    if config.crop_padding:
+        p = config.crop_padding
         padded = F.pad(images, (0, 0, p, p, p, p))
         offset_y = torch.randint(0, 2 * p + 1, (n,), **random)
         offset_x = torch.randint(0, 2 * p + 1, (n,), **random)
@@ -181,32 +176,24 @@ def augment(images, crop_padding=4, flip=True, cutout_size=0, generator=None):
         cols = (offset_x[:, None] + torch.arange(w, device=device))[:, None, :]
         batch = torch.arange(n, device=device)[:, None, None]
         images = padded[batch, rows, cols]
-    if flip:
+    if config.flip:
         flips = torch.rand(n, **random) < 0.5
         images = torch.where(flips[:, None, None, None], images.flip(2), images)
-    if cutout_size:
-        half = cutout_size // 2
+    size = config.cutout_size
+    if size:
+        half = size // 2
         centre_y = torch.randint(0, h, (n, 1), **random)
         centre_x = torch.randint(0, w, (n, 1), **random)
         rows = torch.arange(h, device=device)[None, :] - centre_y
         cols = torch.arange(w, device=device)[None, :] - centre_x
-        inside_rows = (rows >= -half) & (rows < cutout_size - half)
-        inside_cols = (cols >= -half) & (cols < cutout_size - half)
+        inside_rows = (rows >= -half) & (rows < size - half)
+        inside_cols = (cols >= -half) & (cols < size - half)
         inside = inside_rows[:, :, None] & inside_cols[:, None, :]
         images = images.masked_fill(inside[..., None], CUTOUT_FILL)
     return images
 
 
-def augmentation(config):
-    """`augment`'s arguments for a `TrainConfig`'s crop, flip and cutout."""
-    return dict(
-        crop_padding=config.crop_padding,
-        flip=config.flip,
-        cutout_size=config.cutout_size,
-    )
-
-
-def make_optimizer(module, config, learning_rate=None):
+def make_optimizer(module, config):
     """The config's Nesterov SGD, decay on conv/dense weights only (the L2 term)."""
     groups = {True: [], False: []}
     for name, p in module.named_parameters():
@@ -216,18 +203,16 @@ def make_optimizer(module, config, learning_rate=None):
             {"params": groups[True], "weight_decay": config.weight_decay},
             {"params": groups[False], "weight_decay": 0.0},
         ],
-        lr=config.learning_rate if learning_rate is None else learning_rate,
+        lr=config.learning_rate,
         momentum=config.momentum,
         nesterov=True,
     )
 
 
-class NativeTorchStep:
-    """The native step with the same interface as `harness.KerasTrainStep`.
-
-    It rotates `batches` (numpy images and labels; default: as the Keras
-    step's) and trains with `config`'s recipe (default: the Keras step's).
-    """
+class NativeTorchStep(Rotation):
+    """The native step with the same interface as `harness.KerasTrainStep`:
+    the same batches and recipe, in the variant's layout, precision and
+    compilation."""
 
     def __init__(
         self,
@@ -236,65 +221,49 @@ class NativeTorchStep:
         precision,
         channels_last,
         compile,
-        batches=None,
-        config=None,
         width_multiplier=1.0,
     ):
-        from benchmarks.harness import RECIPE, synthetic_batches
-
-        config = config or RECIPE
-        batches = batches or synthetic_batches(batch_size, 4)
         self.device = torch.device("cuda" if accelerator_present("torch") else "cpu")
         self.batch_size = batch_size
         self.model = TorchResNet(
             model_name,
-            batch_norm_momentum=config.batch_norm_momentum,
+            batch_norm_momentum=RECIPE.batch_norm_momentum,
             width_multiplier=width_multiplier,
         ).to(self.device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.model.train()
-        self.optimizer = make_optimizer(self.model, config)
+        self.optimizer = make_optimizer(self.model, RECIPE)
         self.autocast = precision == "mixed"
-        self.label_smoothing = config.label_smoothing
-        self.augment_kwargs = augmentation(config)
         self.batches = [
             (
                 torch.from_numpy(x).to(self.device),
                 torch.from_numpy(y).long().to(self.device),
             )
-            for x, y in batches
+            for x, y in synthetic_batches(batch_size)
         ]
-        self._next = 0
         wrap = torch.compile if compile else (lambda function: function)
         self._step, self._predict = wrap(self._eager_step), wrap(self._eager_predict)
 
+    def _autocast(self):
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.autocast
+        )
+
     def _eager_step(self, images, labels):
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(
-            self.device.type, dtype=torch.bfloat16, enabled=self.autocast
-        ):
-            logits = self.model(augment(images, **self.augment_kwargs))
+        with self._autocast():
+            logits = self.model(augment(images, RECIPE))
         loss = F.cross_entropy(
-            logits.float(), labels, label_smoothing=self.label_smoothing
+            logits.float(), labels, label_smoothing=RECIPE.label_smoothing
         )
         loss.backward()
         self.optimizer.step()
         return loss.detach()
 
     def _eager_predict(self, images):
-        with (
-            torch.no_grad(),
-            torch.autocast(
-                self.device.type, dtype=torch.bfloat16, enabled=self.autocast
-            ),
-        ):
+        with torch.no_grad(), self._autocast():
             return self.model(images)
-
-    def _batch(self):
-        batch = self.batches[self._next % len(self.batches)]
-        self._next += 1
-        return batch
 
     def _sync(self, tensor):
         if self.device.type == "cuda":
