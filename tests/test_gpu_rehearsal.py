@@ -86,6 +86,23 @@ def test_each_stage_reports_and_a_failure_fails_the_run(tmp_path, capsys):
     assert "| broken | stand-in broken | failed (exit 3) |" in table
 
 
+def test_an_empty_figures_file_fails_its_stage_in_one_line(tmp_path, capsys):
+    # As a stage stopped while writing its figures leaves them.
+    empty = "import sys; open(sys.argv[1], 'w').close()"
+    status, out = _run(
+        tmp_path, [_stand_in("empty", empty), _stand_in("last", FIGURES)]
+    )
+    assert status == 1
+    output = capsys.readouterr().out
+    assert "Traceback" not in output
+    (line,) = [line for line in output.splitlines() if "STAGE empty FAILED" in line]
+    assert line.endswith("empty.json is not valid JSON (damaged?)"), line
+    record = json.loads((out / "results.json").read_text())
+    statuses = {s["stage"]: s["status"] for s in record["stages"]}
+    assert statuses == {"empty": "failed", "last": "ok"}
+    assert "| empty | stand-in empty | failed (" in (out / "table.md").read_text()
+
+
 def test_a_stage_past_its_own_limit_fails(tmp_path):
     sleep = "import time; time.sleep(60)"
     status, out = _run(

@@ -8,7 +8,6 @@ stage, add a `Stage` to `STAGES` where its importance puts it.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import os
@@ -18,6 +17,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from keras_cifar_resnet.errors import RunFileError
+from keras_cifar_resnet.training.run_folder import (
+    RunFolder,
+    read_run_json,
+    write_json,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 # Popen's own process group, so that a limit reaches grandchildren too.
@@ -41,8 +47,9 @@ class Stage:
     accuracy: bool = False
 
 
-def throughput(precision, *, select="test_keras", extra=()):
+def throughput(precision, *extra):
     """The command of a step-throughput stage (benchmarks/test_step_throughput.py)."""
+    select = "test_native_torch" if "--native" in extra else "test_keras"
 
     def argv(options, figures):
         return [
@@ -68,27 +75,27 @@ def accuracy(options, figures):
     ]  # fmt: skip
 
 
-NATIVE = ("--native", "eager-bf16,channels_last-bf16")
+KERAS_TORCH = "Keras torch, mixed_bfloat16"
 STAGES = [
     Stage("keras-jax", "jax", "Keras JAX, mixed_bfloat16", throughput("mixed")),
-    Stage("keras-torch", "torch", "Keras torch, mixed_bfloat16", throughput("mixed")),
+    Stage("keras-torch", "torch", KERAS_TORCH, throughput("mixed")),
     Stage(
         "keras-torch-keras-bn",
         "torch",
-        "Keras torch, mixed_bfloat16, Keras's own BatchNorm",
-        throughput("mixed", extra=("--batch-norm", "keras")),
+        f"{KERAS_TORCH}, Keras's own BatchNorm",
+        throughput("mixed", "--batch-norm", "keras"),
     ),
     Stage(
         "keras-torch-keras-conv",
         "torch",
-        "Keras torch, mixed_bfloat16, Keras's own Conv2D",
-        throughput("mixed", extra=("--conv", "keras")),
+        f"{KERAS_TORCH}, Keras's own Conv2D",
+        throughput("mixed", "--conv", "keras"),
     ),
     Stage(
         "native-torch",
         "torch",
         "native PyTorch, eager and channels_last, bf16",
-        throughput("mixed", select="test_native_torch", extra=NATIVE),
+        throughput("mixed", "--native", "eager-bf16,channels_last-bf16"),
     ),
     Stage("keras-jax-float32", "jax", "Keras JAX, float32", throughput("float32")),
     Stage("accuracy-jax", "jax", "default recipe, Keras JAX", accuracy, True),
@@ -97,17 +104,13 @@ STAGES = [
         "native-torch-compiled",
         "torch",
         "native PyTorch, torch.compile, channels_last bf16",
-        throughput(
-            "mixed",
-            select="test_native_torch",
-            extra=("--native", "compiled-channels_last-bf16"),
-        ),
+        throughput("mixed", "--native", "compiled-channels_last-bf16"),
     ),
     Stage(
         "keras-torch-compiled",
         "torch",
-        "Keras torch, mixed_bfloat16, jit_compile (torch.compile)",
-        throughput("mixed", extra=("--jit-compile", "on")),
+        f"{KERAS_TORCH}, jit_compile (torch.compile)",
+        throughput("mixed", "--jit-compile", "on"),
     ),
 ]
 
@@ -180,10 +183,8 @@ class Run:
         if limit < self.options.min_stage:
             say(f"STAGE {stage.name} SKIPPED ({max(limit, 0):.0f} s left)")
             return outcome | {"status": "skipped"}
-        figures = self.figures / f"{stage.name}.json"
-        if stage.accuracy:
-            figures = self.work / "runs" / stage.name / f"{stage.name}.json"
-            figures.parent.mkdir(parents=True, exist_ok=True)
+        figures = self.work / "runs" / stage.name / f"{stage.name}.json"
+        figures.parent.mkdir(parents=True, exist_ok=True)
         argv = [str(a) for a in stage.argv(self.options, figures)]
         if os.environ.get("BREAK_STAGE") == stage.name:
             argv.append("--no-such-option")  # how the test checks a failure
@@ -192,25 +193,32 @@ class Run:
         status, seconds, timed_out = self.run_process(argv, stage.backend, limit)
         outcome |= {"seconds": round(seconds, 1), "limit_s": round(limit, 1)}
         if stage.accuracy:
-            found = self.accuracy_figures(stage, figures.parent, seconds)
-            if found is not None:
-                shutil.copy(found, self.figures / f"{stage.name}.json")
-                outcome["figures"] = json.loads(found.read_text())
-        elif figures.exists():
-            outcome["figures"] = json.loads(figures.read_text())
-        own_limit = not stage.accuracy and limit == self.options.stage_limit
-        if timed_out and stage.accuracy:
-            outcome["status"] = "stopped"
-            outcome["detail"] = f"at its limit ({limit:.0f} s) with a checkpoint"
-        elif timed_out and not own_limit:
-            outcome["status"] = "stopped"
-            outcome["detail"] = "the budget ran out"
-        elif timed_out or status != 0 or "figures" not in outcome:
-            outcome["status"] = "failed"
-            outcome["detail"] = "timed out" if timed_out else f"exit {status}"
+            figures = self.accuracy_figures(stage, figures.parent, seconds)
+        unread = None
+        if figures is not None and figures.exists():
+            # Only readable figures reach the table (a stage stopped while
+            # writing them leaves an empty or partial file).
+            try:
+                outcome["figures"] = read_run_json(figures)
+                shutil.copy(figures, self.figures / f"{stage.name}.json")
+            except RunFileError as error:
+                unread = str(error)
+        if timed_out and (stage.accuracy or limit != self.options.stage_limit):
+            at_limit = f"at its limit ({limit:.0f} s) with a checkpoint"
+            detail = at_limit if stage.accuracy else "the budget ran out"
+            outcome |= {"status": "stopped", "detail": detail}
+        elif timed_out:
+            outcome |= {"status": "failed", "detail": "timed out"}
+        elif status != 0:
+            outcome |= {"status": "failed", "detail": f"exit {status}"}
+        elif "figures" not in outcome:
+            outcome |= {"status": "failed", "detail": unread or "no figures written"}
         else:
             outcome["status"] = "ok"
-        say(f"STAGE {stage.name} {outcome['status'].upper()} after {seconds:.0f} s")
+        say(
+            f"STAGE {stage.name} {outcome['status'].upper()} after {seconds:.0f} s"
+            + (f": {outcome['detail']}" if "detail" in outcome else "")
+        )
         return outcome
 
     def run_process(self, argv, backend, limit):
@@ -246,29 +254,28 @@ class Run:
         if finished:
             return finished[0]
         log = next(folder.glob("accuracy-run-*/log.csv"), None)
-        if log is None:
-            return None
-        with open(log, newline="") as file:
-            rows = list(csv.DictReader(file))
+        rows = RunFolder(log.parent).read_log() if log else []
         if not rows:
             return None
         from keras_cifar_resnet.messages import resume_command
 
-        record = {
-            "kind": "accuracy",
-            "backend": f"{stage.backend} (stopped)",
-            "model": self.options.model,
-            "epochs": len(rows),
-            "best_validation_accuracy": max(
-                float(r["val_accuracy"] or 0) for r in rows
-            ),
-            "train_seconds": sum(float(r["seconds"]) for r in rows),
-            "wall_seconds": seconds,
-            "note": "stopped at its limit; continue with: "
-            + resume_command(log.parent),
-        }
         path = folder / f"stopped-{stage.name}.json"
-        path.write_text(json.dumps(record, indent=1))
+        write_json(
+            path,
+            {
+                "kind": "accuracy",
+                "backend": f"{stage.backend} (stopped)",
+                "model": self.options.model,
+                "epochs": len(rows),
+                "best_validation_accuracy": max(
+                    float(r["val_accuracy"] or 0) for r in rows
+                ),
+                "train_seconds": sum(float(r["seconds"]) for r in rows),
+                "wall_seconds": seconds,
+                "note": "stopped at its limit; continue with: "
+                + resume_command(log.parent),
+            },
+        )
         return path
 
     def write_results(self, *, chart=False):
@@ -277,25 +284,20 @@ class Run:
             from benchmarks import report
 
             rows, accuracy_rows = report.load([self.figures])
-            lines = [f"# {self.options.title}", ""]
-            lines += report.format_rows(rows, accuracy_rows)
-            lines += ["**Stages**", "", "| stage | job | status | seconds |"]
-            lines += ["|---|---|---|---|"]
+            stages = []
             for o in self.outcomes:
                 status = o["status"] + (f" ({o['detail']})" if "detail" in o else "")
-                seconds = o.get("seconds", "-")
-                lines.append(f"| {o['stage']} | {o['job']} | {status} | {seconds} |")
-            lines += ["", "Environment:", "", *report.environment_lines(rows)]
-            outputs = {
-                "table.md": "\n".join(lines) + "\n",
-                "results.json": json.dumps(
-                    {"options": vars(self.options), "stages": self.outcomes},
-                    indent=1,
-                    default=str,
-                ),
-            }
-            for name, text in outputs.items():
-                (self.work / name).write_text(text)
+                stages.append([o["stage"], o["job"], status, o.get("seconds", "-")])
+            lines = [f"# {self.options.title}", ""]
+            lines += report.format_rows(rows, accuracy_rows)
+            lines += report.table(
+                "**Stages**", "stage|job|status|seconds", "llll", stages
+            )
+            lines += ["Environment:", "", *report.environment_lines(rows)]
+            (self.work / "table.md").write_text("\n".join(lines) + "\n")
+            results = {"options": vars(self.options), "stages": self.outcomes}
+            text = json.dumps(results, indent=1, default=str)
+            (self.work / "results.json").write_text(text)
             if chart and rows:
                 report.chart(rows, self.work / "chart.png")
         except Exception as error:  # noqa: BLE001 - never lose a stage's figures
@@ -323,16 +325,17 @@ def build_parser():
         prog="python -m benchmarks.gpu.stages",
         description="Run the GPU stages within a budget (run.sh calls this).",
     )
-    parser.add_argument("--budget", type=float, required=True, metavar="SECONDS")
-    parser.add_argument("--out", required=True, metavar="DIR")
-    parser.add_argument("--work", required=True, metavar="DIR")
-    parser.add_argument("--max-files", type=int, default=8, metavar="N")
-    parser.add_argument("--started-at", type=float, default=None)
-    parser.add_argument("--rehearse", action="store_true")
-    parser.add_argument("--stages", default=None, help="comma-separated names")
-    parser.add_argument("--data-dir", default=None, metavar="DIR")
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument(
+    add = parser.add_argument
+    add("--budget", type=float, required=True, metavar="SECONDS")
+    add("--out", required=True, metavar="DIR")
+    add("--work", required=True, metavar="DIR")
+    add("--max-files", type=int, default=8, metavar="N")
+    add("--started-at", type=float, default=None)
+    add("--rehearse", action="store_true")
+    add("--stages", default=None, help="comma-separated names")
+    add("--data-dir", default=None, metavar="DIR")
+    add("--epochs", type=int, default=100)
+    add(
         "--stage-limit",
         type=float,
         default=None,
@@ -340,9 +343,9 @@ def build_parser():
         help="at most this long per throughput stage (default 180; in a "
         "rehearsal, what the budget leaves)",
     )
-    parser.add_argument("--min-stage", type=float, default=30, metavar="SECONDS")
-    parser.add_argument("--reserve", type=float, default=20, metavar="SECONDS")
-    parser.add_argument("--grace", type=float, default=30, metavar="SECONDS")
+    add("--min-stage", type=float, default=30, metavar="SECONDS")
+    add("--reserve", type=float, default=20, metavar="SECONDS")
+    add("--grace", type=float, default=30, metavar="SECONDS")
     return parser
 
 
