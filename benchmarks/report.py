@@ -57,11 +57,8 @@ FOOTNOTE = (
 
 
 def table(title, header, aligns, rows):
-    """A titled markdown table: `header` is `|`-separated, `rows` lists of cells.
-
-    `aligns` has an `l` or `r` per column; columns past its end are `r`.
-    No rows, no table.
-    """
+    """A titled markdown table, or nothing without rows: `header` is
+    `|`-separated, `aligns` an `l` or `r` per column (`r` past its end)."""
     if not rows:
         return []
     header = header.split("|")
@@ -80,23 +77,20 @@ def _key(row, variant=None, precision=None):
 
 def rows_from_benchmarks(benchmarks):
     """One flat row per benchmark that carries our `extra_info`, with its ratios."""
-    rows = []
-    for bench in benchmarks:
-        info = dict(bench.get("extra_info") or {})
-        if "variant" in info:
-            info.setdefault("name", bench.get("name"))
-            rows.append(info)
+    rows = [
+        {"name": bench.get("name"), **bench["extra_info"]}
+        for bench in benchmarks
+        if "variant" in (bench.get("extra_info") or {})
+    ]
     timed = {_key(r): r for r in rows if r.get("images_per_second")}
     for row in rows:
         speed, precision = row.get("images_per_second"), row["precision"]
         if not speed:
             continue
-        if precision == "mixed":
-            # Native variants name their precision (eager-bf16); Keras rows do not.
-            own = row["variant"].removesuffix("-bf16")
-            base = timed.get(_key(row, own, "float32"))
-            if base:
-                row["ratio_to_float32"] = speed / base["images_per_second"]
+        # Native variants name their precision (eager-bf16); Keras rows do not.
+        own = timed.get(_key(row, row["variant"].removesuffix("-bf16"), "float32"))
+        if own and precision == "mixed":
+            row["ratio_to_float32"] = speed / own["images_per_second"]
         anchor = timed.get(_key(row, f"native-torch-{ANCHORS.get(precision)}"))
         if anchor is None and row["function"] == "inference":
             # Native inference is timed for eager float32 only.
@@ -108,9 +102,9 @@ def rows_from_benchmarks(benchmarks):
             row["ratio_refused"] = (
                 f"others busy {others[0]:.2f} vs {others[1]:.2f} cores"
             )
-            continue
-        row["ratio_to_native"] = speed / anchor["images_per_second"]
-        row["ratio_anchor"] = anchor["variant"].removeprefix("native-torch-")
+        else:
+            row["ratio_to_native"] = speed / anchor["images_per_second"]
+            row["ratio_anchor"] = anchor["variant"].removeprefix("native-torch-")
     return rows
 
 
@@ -135,11 +129,11 @@ def _ratio_text(r):
     return text
 
 
-def _throughput_cells(r):
+def _throughput_cells(r, accuracy):
     median, speed, cores = (
         r.get(k) for k in ("ms_per_step_median", "images_per_second", "busy_cores")
     )
-    return [
+    cells = [
         r["variant"] + (" (jit)" if r.get("jit_compile") else ""),
         r["model"],
         r["batch_size"],
@@ -157,6 +151,16 @@ def _throughput_cells(r):
         _fmt(r.get("other_busy_cores"), ".2f"),
         _fmt(r.get("load_average_1min"), ".1f"),
     ]
+    if r["function"] != "train":
+        return cells
+    # The training rows end with the implementation's mean test accuracy.
+    figures = [
+        figure
+        for (backend, model, _), runs in accuracy.items()
+        if (backend, model) == (r["backend"], r["model"])
+        for figure in _figures(runs)
+    ]
+    return cells + [f"{sum(figures) / len(figures):.4f}" if figures else "-"]
 
 
 def format_rows(rows, accuracy=None):
@@ -165,25 +169,19 @@ def format_rows(rows, accuracy=None):
     lines = []
     for function, title in (("train", "Training step"), ("inference", "Inference")):
         chosen = sorted((r for r in rows if r["function"] == function), key=_sort_key)
-        cells = [_throughput_cells(r) for r in chosen]
-        if function == "train":
-            for r, row_cells in zip(chosen, cells, strict=True):
-                figures = _figures(
-                    run
-                    for (backend, model, _), runs in accuracy.items()
-                    if (backend, model) == (r["backend"], r["model"])
-                    for run in runs
-                )
-                row_cells.append(
-                    f"{sum(figures) / len(figures):.4f}" if figures else "-"
-                )
         header = THROUGHPUT_HEADER + ("|test accuracy" if function == "train" else "")
+        cells = [_throughput_cells(r, accuracy) for r in chosen]
         lines += table(f"**{title}**", header, "llll", cells)
     return lines + (accuracy_lines(accuracy) if accuracy else [])
 
 
 def _figures(runs, key="test_accuracy"):
     return [run[key] for run in runs if run.get(key) is not None]
+
+
+def _interval_of(runs, key):
+    figures = _figures(runs, key)
+    return mean_interval(figures) if figures else None
 
 
 def _estimate(interval, points=False):
@@ -199,11 +197,6 @@ def _estimate(interval, points=False):
 
 def _time_to(seconds):
     return "not reached" if seconds is None else f"{seconds:.0f} s"
-
-
-def _interval_of(runs, key):
-    figures = _figures(runs, key)
-    return mean_interval(figures) if figures else None
 
 
 def _accuracy_keys(accuracy):
@@ -263,14 +256,6 @@ def accuracy_lines(accuracy):
     ]
 
 
-def _verdict(interval):
-    if interval.half_width is None:
-        return "cannot tell: needs 2 or more runs on each side"
-    if interval.excludes_zero():
-        return "yes: the interval excludes 0"
-    return "no: the interval contains 0"
-
-
 def difference_lines(accuracy):
     """Each implementation minus native PyTorch, with Welch's interval, in words."""
     rows, differences = [], []
@@ -278,16 +263,21 @@ def difference_lines(accuracy):
         difference = _difference(accuracy, key)
         if difference is None:
             continue
-        backend, model, profile = key
-        differences.append((backend, difference))
-        reference = accuracy[(ACCURACY_REFERENCE, model, profile)]
+        differences.append((key[0], difference))
+        if difference.half_width is None:
+            verdict = "cannot tell: needs 2 or more runs on each side"
+        elif difference.excludes_zero():
+            verdict = "yes: the interval excludes 0"
+        else:
+            verdict = "no: the interval contains 0"
+        reference = accuracy[(ACCURACY_REFERENCE, *key[1:])]
         rows.append(
             [
                 *key,
                 f"{len(accuracy[key])} vs {len(reference)}",
                 _estimate(difference, points=True),
                 _estimate(_difference(accuracy, key, "test_accuracy_flip_tta"), True),
-                _verdict(difference),
+                verdict,
             ]
         )
     if not rows:
@@ -351,11 +341,11 @@ def summary_accuracy_lines(accuracy):
 
 def summary_throughput_lines(rows):
     """Training images/s at float32 and bf16, a row per implementation."""
-    train = [r for r in rows if r["function"] == "train" and r.get("images_per_second")]
     by_variant = {}
-    for r in sorted(train, key=_sort_key):
-        key = (r["model"], r["batch_size"], r["variant"].removesuffix("-bf16"))
-        by_variant.setdefault(key, {})[r["precision"]] = r
+    for r in sorted(rows, key=_sort_key):
+        if r["function"] == "train" and r.get("images_per_second"):
+            key = (r["model"], r["batch_size"], r["variant"].removesuffix("-bf16"))
+            by_variant.setdefault(key, {})[r["precision"]] = r
     cells = []
     for (model, batch, variant), rows_of in by_variant.items():
         single, mixed = rows_of.get("float32") or {}, rows_of.get("mixed") or {}
@@ -384,17 +374,13 @@ def _joined(mapping):
 
 
 def environment_lines(rows):
-    """Hardware, versions and date, from the rows' own records."""
+    """Hardware, versions and date, from the first row of each backend."""
     lines, first_rows = [], {}
     for r in rows:
         first_rows.setdefault(r["backend"], r)
     for r in first_rows.values():
-        native_bf16 = r.get("cpu_native_bf16")
-        bf16 = (
-            ""
-            if native_bf16 is None
-            else f" (CPU native bf16: {'yes' if native_bf16 else 'no'})"
-        )
+        bf16 = r.get("cpu_native_bf16")
+        bf16 = "" if bf16 is None else f" (CPU native bf16: {'yes' if bf16 else 'no'})"
         threads = ", ".join(f"{k}={v}" for k, v in sorted(r["threading"].items()))
         lines.append(
             f"- {r['backend']}: {r['device']}{bf16}; {_joined(r['versions'])}; "
@@ -410,14 +396,12 @@ def recorded_environment_lines(records):
         machine = run.get("machine") or {}
         bf16 = machine.get("native_bf16")
         versions = _joined(run.get("versions"))
-        line = (
+        lines.append(
             f"- {run['kind']} runs: {machine.get('cpu') or run.get('device', '-')}"
             + ("" if bf16 is None else f" (native bf16: {', '.join(bf16) or 'no'})")
             + (f"; {versions}" if versions else "")
         )
-        if line not in lines:
-            lines.append(line)
-    return lines
+    return list(dict.fromkeys(lines))
 
 
 def last_results_of_machine(rows, results=RESULTS, exclude=()):
@@ -444,15 +428,13 @@ def last_results_of_machine(rows, results=RESULTS, exclude=()):
 def mark_regressions(rows, baseline_rows, bound=REGRESSION_BOUND):
     """Marks each row slower than `bound` times the same row of the baseline."""
     baseline = {_key(r): r for r in baseline_rows if r.get("images_per_second")}
-    marked = []
     for row in rows:
         before = baseline.get(_key(row))
-        if before is None or not row.get("images_per_second"):
-            continue
-        row["share_of_last"] = row["images_per_second"] / before["images_per_second"]
-        if row["share_of_last"] < bound:
-            marked.append(row)
-    return marked
+        if before and row.get("images_per_second"):
+            row["share_of_last"] = (
+                row["images_per_second"] / before["images_per_second"]
+            )
+    return [r for r in rows if r.get("share_of_last", bound) < bound]
 
 
 def regression_lines(rows, folder, marked):
@@ -493,8 +475,6 @@ def interleaved_lines(records):
         steps += [
             [*config, name, f"{ms:.1f}"] for name, ms in r["ms_per_step_median"].items()
         ]
-    if not records:
-        return []
     header = "backend|model|width|batch|precision|"
     return [
         *table(
@@ -524,17 +504,12 @@ def _json_contents(paths):
                 yield data
 
 
-def load(paths):
-    """(benchmark rows, accuracy runs by (backend, model, profile)).
-
-    Every seed of an implementation is one run in its list.
-    """
-    return _sorted_out(_json_contents(paths))
-
-
-def _sorted_out(contents):
+def load(paths, contents=None):
+    """(benchmark rows, accuracy runs by (backend, model, profile)) from the
+    JSON in `paths` (or its `contents`, already read); every seed of an
+    implementation is one run in its list."""
     benchmarks, accuracy = [], {}
-    for data in contents:
+    for data in _json_contents(paths) if contents is None else contents:
         if "benchmarks" in data:
             benchmarks += data["benchmarks"]
         elif data.get("kind") == "accuracy":
@@ -624,9 +599,9 @@ def main(argv=None):
     if missing:
         return _fail(f"no such file or folder: {', '.join(missing)}")
     contents = list(_json_contents(args.inputs))
-    rows, accuracy = _sorted_out(contents)
+    rows, accuracy = load(args.inputs, contents)
     interleaved = [d for d in contents if d.get("kind") == "interleaved"]
-    if not rows and not accuracy and not interleaved:
+    if not (rows or accuracy or interleaved):
         return _fail(f"no benchmark figures found in {', '.join(args.inputs)}")
     first = Path(args.inputs[0])
     output_dir = Path(args.output_dir or (first if first.is_dir() else first.parent))
@@ -651,11 +626,10 @@ def main(argv=None):
     if args.command:
         lines += ["", f"Command: `{args.command}`"]
     lines += ["", FOOTNOTE]
-    table_path = output_dir / "table.md"
-    table_path.write_text("\n".join(lines) + "\n")
+    (output_dir / "table.md").write_text("\n".join(lines) + "\n")
     png = chart(rows, output_dir / "chart.png")
     print("\n".join(lines))
-    print(f"\nwrote {table_path}" + (f" and {png}" if png else ""))
+    print(f"\nwrote {output_dir / 'table.md'}" + (f" and {png}" if png else ""))
     return 0
 
 
