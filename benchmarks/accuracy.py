@@ -1,10 +1,7 @@
-"""Accuracy per backend: the default recipe through the real training command.
+"""Accuracy per backend: the default recipe through the real training command
+(or, with `--native`, `native_train.py`), recorded as `accuracy-<backend>.json`.
 
-Runs `python -m keras_cifar_resnet.train` under the current KERAS_BACKEND (or,
-with `--native`, the same recipe in plain PyTorch: `native_train.py`) and
-writes `accuracy-<backend>.json` for `benchmarks/report.py`: test accuracy,
-and the training seconds until validation accuracy first reached 94% and 95%.
-The profiles (`PROFILES`) and seeds: benchmarks/README.md, docs/benchmarks.md.
+The profiles and the seeds: benchmarks/README.md and docs/benchmarks.md.
 
     python -m benchmarks.accuracy --profile quick --output-dir benchmark-results
 """

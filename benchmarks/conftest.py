@@ -130,7 +130,13 @@ def settings_from(config):
     if native == ("auto",):
         # On a CPU, where each layout and torch.compile fare differently: all.
         native = GPU_NATIVE_VARIANTS if gpu_present("torch") else tuple(NATIVE_VARIANTS)
-    reason = bf16_skip_reason(gpu_present(), cpu_has_native("mixed_bfloat16"))
+    # Only where the CPU surely lacks native bf16 (None: unknown).
+    reason = (
+        ""
+        if gpu_present() or cpu_has_native("mixed_bfloat16") is not False
+        else "bf16 rows skipped: no GPU, and this CPU has no native bf16 "
+        "(emulated bf16 runs many times slower than float32)"
+    )
     # The profiles' own bf16 rows are left out; asked for by name, they run.
     if reason and option("--precisions") is None and "mixed" in precisions:
         precisions, skipped = tuple(p for p in precisions if p != "mixed"), reason
@@ -161,16 +167,6 @@ def settings_from(config):
         fused_batch_norms=LAYERS[option("--batch-norm")],
         fused_convs=LAYERS[option("--conv")],
         skipped=skipped,
-    )
-
-
-def bf16_skip_reason(gpu, native_bf16):
-    """Why the profiles leave bf16 out, or "" (`native_bf16` None: unknown)."""
-    if gpu or native_bf16 is not False:
-        return ""
-    return (
-        "bf16 rows skipped: no GPU, and this CPU has no native bf16 "
-        "(emulated bf16 runs many times slower than float32)"
     )
 
 

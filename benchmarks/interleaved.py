@@ -1,10 +1,8 @@
 """Speed ratios that hold from run to run: implementations interleaved in rounds.
 
-Every implementation (the Keras step on the current backend; native PyTorch
-eager, channels_last and, with `--compiled`, compiled) runs `--steps` steps
-per round, in a new random order each round, in one process, so a change of
-machine speed hits both sides of a round's ratio alike. Why, and the
-commands: docs/benchmarks.md, "Ratios that hold".
+Each implementation runs `--steps` steps per round, in a new random order
+each round, in one process. Why, and the commands: docs/benchmarks.md,
+"Ratios that hold".
 
     KERAS_BACKEND=torch python -m benchmarks.interleaved --rounds 9
 """

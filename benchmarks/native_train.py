@@ -1,11 +1,9 @@
 """The training command's default recipe in plain PyTorch: the accuracy anchor.
 
-The network of `torch_reference.py`, the recipe and schedule of
-`keras_cifar_resnet.config.RECIPES["default"]`, torch's own optimizer,
-BatchNorm and random draws; the images, split and batch order of the
-package's numpy data code, so both trainers see the same batches. Nothing
-that trains touches Keras. The run folder holds the command's `config.json`,
-`log.csv` and `summary.json`, and `best.pt`/`final.pt`.
+The network of `torch_reference.py` with torch's own optimizer, BatchNorm and
+random draws, on the package's data split and batch order; nothing that
+trains touches Keras. The run folder is the command's, with `best.pt` and
+`final.pt` for its models.
 
     python -m benchmarks.native_train --width-multiplier 0.25 --epochs 10 \\
         --batch-size 256 --output-dir runs/native

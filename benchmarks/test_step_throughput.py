@@ -1,7 +1,6 @@
-"""Training-step and inference throughput: the package's Keras model on the
-current backend, and with `--native` the native PyTorch reference, in one
-process. Every figure lands in the benchmark's `extra_info`, which
-`benchmarks/report.py` turns into a table and a chart.
+"""Training-step and inference throughput of the Keras model on the current
+backend and, with `--native`, of the native PyTorch reference; the figures
+go to each benchmark's `extra_info`, for `benchmarks/report.py`.
 
     KERAS_BACKEND=jax pytest benchmarks --quick --benchmark-json=out.json
 """

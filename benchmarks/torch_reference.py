@@ -1,15 +1,10 @@
 """The anchor: the same ResNet and training step in plain PyTorch.
 
-What a user would write without Keras, kept to exactly the network of
-`keras_cifar_resnet.models` (a test checks the parameter counts and, with
-Keras's weights copied in, the logits), so it takes Keras's conventions:
-scaling `2 * x / 255 - 1` inside the model on NHWC uint8 images, conv
-biases, BatchNorm eps 1e-3 and momentum `1 - m` for Keras's `m`, and
-TensorFlow's "same" padding (the extra pixel right/bottom, -inf for the
-pool). The step: batch-wide crop, flip and cutout, label-smoothed
-cross-entropy, Nesterov SGD with coupled decay on conv and dense kernels.
-Variants (NCHW or channels_last, float32 or bf16, eager or compiled):
-benchmarks/README.md.
+Exactly the network of `keras_cifar_resnet.models` (a test checks the
+parameter counts and, with Keras's weights copied in, the logits), in
+Keras's conventions: `2 * x / 255 - 1` inside the model on NHWC uint8
+images, conv biases, BatchNorm eps 1e-3 and momentum `1 - m`, TensorFlow's
+"same" padding. The step and its variants: benchmarks/README.md.
 """
 
 from __future__ import annotations
