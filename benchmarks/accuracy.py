@@ -123,7 +123,9 @@ def build_parser():
         "--profile",
         choices=sorted(PROFILES),
         default="quick",
-        help="how far to train (see the module docstring). Default: quick.",
+        help="how far to train: full (the recipe unchanged), gpu (the recipe for "
+        "--epochs), quick (a CPU smoke run, not the GPU figure), cpu (the "
+        "README's first run), tiny (CI only). Default: quick.",
     )
     add(
         "--native",
