@@ -99,8 +99,9 @@ def _jax_gpu():
     return gpus[0] if gpus else None
 
 
-class Rotation:
-    """Hands out `self.batches` in turn, as the steps' input."""
+class StepRunner:
+    """What the benchmarks call: `first_step()`, `run(steps)`, `predict(steps)`
+    and `finish()`, on `self.batches` in turn."""
 
     _next = 0
 
@@ -109,8 +110,14 @@ class Rotation:
         self._next += 1
         return batch
 
+    def first_step(self):
+        self.run(1)
 
-class KerasTrainStep(Rotation):
+    def finish(self):
+        pass
+
+
+class KerasTrainStep(StepRunner):
     """One compiled model and its batches; `run(steps)` trains that many steps.
 
     `precision` is `float32` or `mixed` (`mixed_bfloat16`); `jit_compile`,
@@ -151,11 +158,8 @@ class KerasTrainStep(Rotation):
         self._state = None
 
     def first_step(self):
-        """Builds and compiles through `train_on_batch`; returns its seconds."""
-        images, labels = self._batch()
-        start = time.perf_counter()
-        self.model.train_on_batch(images, labels, return_dict=True)
-        return time.perf_counter() - start
+        """The first step, through `train_on_batch`: it builds and compiles."""
+        self.model.train_on_batch(*self._batch(), return_dict=True)
 
     def run(self, steps):
         """`steps` compiled train steps, then a synchronisation; returns the loss."""

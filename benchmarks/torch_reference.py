@@ -9,14 +9,12 @@ images, conv biases, BatchNorm eps 1e-3 and momentum `1 - m`, TensorFlow's
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.harness import RECIPE, Rotation, synthetic_batches
+from benchmarks.harness import RECIPE, StepRunner, synthetic_batches
 from keras_cifar_resnet.models import ARCHITECTURES
 from keras_cifar_resnet.network.conv import same_padding
 from keras_cifar_resnet.training.precision_support import accelerator_present
@@ -204,7 +202,7 @@ def make_optimizer(module, config):
     )
 
 
-class NativeTorchStep(Rotation):
+class NativeTorchStep(StepRunner):
     """The native step with the same interface as `harness.KerasTrainStep`:
     the same batches and recipe, in the variant's layout, precision and
     compilation."""
@@ -265,19 +263,11 @@ class NativeTorchStep(Rotation):
             torch.cuda.synchronize()
         return float(tensor.float().ravel()[0])
 
-    def first_step(self):
-        start = time.perf_counter()
-        self._sync(self._step(*self._batch()))
-        return time.perf_counter() - start
-
     def run(self, steps):
         self.model.train()
         for _ in range(steps):
             loss = self._step(*self._batch())
         return self._sync(loss)
-
-    def finish(self):
-        pass
 
     def predict(self, steps):
         self.model.eval()
