@@ -184,18 +184,18 @@ class TrainStepBase:
             return images
         return self.augmentation(images, step, first_index)
 
-    def training_loss(self, labels, logits, trainable_values):
+    def training_loss(self, labels, logits, trainable_values, decay_in_loss=True):
         """(objective, cross_entropy): cross-entropy plus the L2 weight decay.
 
         `trainable_values` lines up with `self.trainable_variables`: the
         variables themselves, or JAX's traced values of them. The L2 term
-        stays in the loss rather than as `wd * w` added to the gradients:
-        the gradient form brings no speed (see benchmarks/results/), and in the
-        loss the float16 loss scale and TensorFlow's per-replica sum apply
-        to it without extra code.
+        is in the loss, where the float16 loss scale and TensorFlow's
+        per-replica sum apply to it without extra code; the torch step adds
+        its gradient instead where it can (`decay_in_loss=False`, then
+        `add_weight_decay`).
         """
         loss = cross_entropy(labels, logits, self.label_smoothing)
-        if not self.weight_decay:
+        if not self.weight_decay or not decay_in_loss:
             return loss, loss
         squares = [
             ops.sum(ops.square(ops.cast(trainable_values[i], "float32")))

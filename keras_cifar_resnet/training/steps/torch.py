@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import torch
 
 from keras_cifar_resnet.training.steps.common import TrainStepBase
@@ -36,14 +37,38 @@ class TorchTrainStep(TrainStepBase):
         # over the ranks during backward(); bypassing it would skip them.
         forward = self if self.distributed_module is None else self.distributed_module
         logits = forward(images, training=True)
-        objective, loss = self.training_loss(labels, logits, self.trainable_variables)
+        # Under float16's loss scaling the gradients are scaled: there the
+        # L2 term stays in the loss, which the scale then covers.
+        decay_in_loss = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+        objective, loss = self.training_loss(
+            labels, logits, self.trainable_variables, decay_in_loss=decay_in_loss
+        )
         # Identity unless the optimizer is a LossScaleOptimizer (float16).
         self.optimizer.scale_loss(objective).backward()
         gradients = [v.value.grad for v in trainable_weights]
         # The update itself must not be recorded by autograd.
         with torch.no_grad():
+            if not decay_in_loss:
+                self.add_weight_decay(gradients, trainable_weights)
             self.optimizer.apply(gradients, trainable_weights)
         return self.update_metrics(loss.detach(), labels, logits.detach())
+
+    def add_weight_decay(self, gradients, trainable_weights):
+        """Adds `weight_decay * w`, the L2 term's gradient, to the decayed kernels'.
+
+        The same update as differentiating `0.5 * wd * sum(w ** 2)` in the
+        loss, in one pass over the kernels instead of a square, a sum and two
+        products through autograd: about 2% of a bf16 ResNet18 step on the
+        CPU.
+        """
+        if not self.weight_decay:
+            return
+        kernels = [trainable_weights[i].value for i in self.decayed_variable_indices]
+        for i, kernel in zip(self.decayed_variable_indices, kernels, strict=True):
+            if gradients[i] is None:  # a kernel the loss does not reach
+                gradients[i] = torch.zeros_like(kernel)
+        decayed = [gradients[i] for i in self.decayed_variable_indices]
+        torch._foreach_add_(decayed, kernels, alpha=self.weight_decay)
 
     def _first_global_index(self, images):
         # Under DDP rank r feeds images [r * n, (r + 1) * n) of each global
