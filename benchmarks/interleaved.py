@@ -19,6 +19,7 @@ from pathlib import Path
 
 import keras
 
+from benchmarks import report
 from benchmarks.accuracy import installed_versions, machine_description
 from benchmarks.harness import CPUUse, KerasTrainStep
 from benchmarks.statistics import mean_interval
@@ -102,8 +103,13 @@ def _median(values):
     return sorted(values)[len(values) // 2]
 
 
-def ratios(seconds):
-    """Each Keras implementation's speed over each native one's, per round."""
+def ratios(seconds, others=None):
+    """Each Keras implementation's speed over each native one's, per round.
+
+    The median and mean are over the rounds in which other processes kept at
+    most `report.OTHER_LOAD_BOUND` cores busy (`others`, one per round; all
+    rounds without it): a busy round slows the two sides unequally.
+    """
     found = {}
     for keras_name, keras_seconds in seconds.items():
         for native, native_seconds in seconds.items():
@@ -111,12 +117,19 @@ def ratios(seconds):
                 per_round = [
                     n / k for n, k in zip(native_seconds, keras_seconds, strict=True)
                 ]
-                interval = mean_interval(per_round)
+                busy = others or [None] * len(per_round)  # None: not measured
+                used = [
+                    r
+                    for r, b in zip(per_round, busy, strict=True)
+                    if b is None or b <= report.OTHER_LOAD_BOUND
+                ]
+                interval = mean_interval(used) if used else None
                 found[f"{keras_name} / {native}"] = {
                     "per_round": per_round,
-                    "median": _median(per_round),
-                    "mean": interval.mean,
-                    "half_width": interval.half_width,
+                    "rounds_used": len(used),
+                    "median": _median(used) if used else None,
+                    "mean": interval and interval.mean,
+                    "half_width": interval and interval.half_width,
                 }
     return found
 
@@ -146,7 +159,7 @@ def main(argv=None):
         "ms_per_step_median": {name: 1000 * _median(s) for name, s in seconds.items()},
         "seconds_per_step": seconds,
         "other_busy_cores": others,
-        "ratios": ratios(seconds),
+        "ratios": ratios(seconds, others),
         "machine": machine_description(),
         "versions": installed_versions(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
@@ -161,8 +174,7 @@ def main(argv=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, record)
     for pair, ratio in record["ratios"].items():
-        mean, half = ratio["mean"], ratio["half_width"]
-        print(f"{pair}: median {ratio['median']:.3f}, mean {mean:.3f} ± {half:.3f}")
+        print(f"{pair}: {report.ratio_summary(ratio, args.rounds)}")
     print(f"interleaved.py: wrote {path}")
     return 0
 

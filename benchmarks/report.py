@@ -459,6 +459,19 @@ def regression_lines(rows, folder, marked):
     ]
 
 
+def ratio_summary(ratio, rounds):
+    """One interleaved ratio in words: its median and mean over the quiet rounds."""
+    used = ratio.get("rounds_used", rounds)
+    if ratio["median"] is None:
+        return f"no round was quiet (others kept > {OTHER_LOAD_BOUND} cores busy)"
+    half = ratio["half_width"]
+    spread = "" if half is None else f" ± {half:.3f}"
+    return (
+        f"median {ratio['median']:.3f}, mean {ratio['mean']:.3f}{spread} "
+        f"({used} of {rounds} rounds quiet)"
+    )
+
+
 def interleaved_lines(records):
     """Each interleaved run's ratios, and every implementation's ms per step."""
     ratios, steps = [], []
@@ -466,11 +479,14 @@ def interleaved_lines(records):
         config = [r["backend"], r["model"], f"{r['width_multiplier']:g}"]
         config += [r["batch_size"], r["precision"]]
         for pair, ratio in r["ratios"].items():
+            used = ratio.get("rounds_used", r["rounds"])
+            rounds = r["rounds"] if used == r["rounds"] else f"{used} of {r['rounds']}"
             half = ratio.get("half_width")
             spread = "" if half is None else f" ± {half:.3f}"
+            median, mean = ratio["median"], ratio["mean"]
             ratios.append(
-                [*config, pair, r["rounds"], f"{ratio['median']:.3f}"]
-                + [f"{ratio['mean']:.3f}{spread}"]
+                [*config, pair, rounds, "-" if median is None else f"{median:.3f}"]
+                + ["-" if mean is None else f"{mean:.3f}{spread}"]
             )
         steps += [
             [*config, name, f"{ms:.1f}"] for name, ms in r["ms_per_step_median"].items()
@@ -480,7 +496,9 @@ def interleaved_lines(records):
         *table(
             "**Interleaved ratios**: the Keras step's speed over native PyTorch's, "
             "one ratio per round (implementations in a new random order each "
-            "round, one process); median, and mean ± 95% interval (Student's t)",
+            "round, one process); median, and mean ± 95% interval (Student's t), "
+            f"over the rounds in which other processes kept at most "
+            f"{OTHER_LOAD_BOUND} cores busy",
             header + "ratio|rounds|median|mean ± 95%",
             "llrrll",
             ratios,

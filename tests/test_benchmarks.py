@@ -147,6 +147,27 @@ def test_interleaved_ratios_are_per_round():
     assert ratio["per_round"] == pytest.approx([1.1, 0.9, 1.1])
     assert ratio["median"] == pytest.approx(1.1)
     assert ratio["mean"] == pytest.approx(31 / 30)
+    assert ratio["rounds_used"] == 3
+
+
+def test_interleaved_ratios_leave_out_rounds_others_kept_busy():
+    seconds = {
+        "keras-torch": [0.10, 0.20, 0.40, 0.10],
+        "native-torch-eager": [0.11, 0.18, 0.44, 0.30],
+    }
+    busy = report.OTHER_LOAD_BOUND + 0.5
+    ratio = interleaved.ratios(seconds, [0.0, 0.01, 0.0, busy])[
+        "keras-torch / native-torch-eager"
+    ]
+    assert len(ratio["per_round"]) == 4  # every round is kept in the record
+    assert ratio["rounds_used"] == 3
+    assert ratio["median"] == pytest.approx(1.1)
+    assert ratio["mean"] == pytest.approx(31 / 30)
+    assert "3 of 4 rounds quiet" in report.ratio_summary(ratio, 4)
+    none_quiet = interleaved.ratios(seconds, [busy] * 4)
+    ratio = none_quiet["keras-torch / native-torch-eager"]
+    assert ratio["median"] is None and ratio["rounds_used"] == 0
+    assert "no round was quiet" in report.ratio_summary(ratio, 4)
 
 
 @pytest.mark.slow
