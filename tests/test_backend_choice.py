@@ -48,7 +48,7 @@ def _python(code, tmp_path, *, hide=(), backend=None, configured="tensorflow"):
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
     )
     return result.returncode, result.stdout, result.stderr
 

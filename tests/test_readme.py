@@ -201,7 +201,7 @@ def test_the_test_command_names_each_module_as_it_collects_it():
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-2000:]
     assert re.search(
