@@ -16,10 +16,10 @@ Keras's ops into a few loops.
 
 from __future__ import annotations
 
-import importlib
-
 import keras
 from keras import layers, ops
+
+from keras_cifar_resnet.network import kernels
 
 # Backend -> module with `fused_batch_norm`; a backend absent here runs Keras's
 # own layer. What each gains on whole training steps: benchmarks/results/.
@@ -31,10 +31,7 @@ FUSED_KERNEL_MODULES = {
 
 def fused_kernel(backend=None):
     """The `fused_batch_norm` function for `backend` (default: Keras's), or None."""
-    module_name = FUSED_KERNEL_MODULES.get(backend or keras.backend.backend())
-    if module_name is None:
-        return None
-    return importlib.import_module(module_name).fused_batch_norm
+    return kernels.backend_kernel(FUSED_KERNEL_MODULES, "fused_batch_norm", backend)
 
 
 @keras.saving.register_keras_serializable(package="keras_cifar_resnet")

@@ -14,10 +14,10 @@ none: their convolutions take NHWC tensors natively.
 
 from __future__ import annotations
 
-import importlib
-
 import keras
 from keras import layers, ops
+
+from keras_cifar_resnet.network import kernels
 
 # Backend -> module with `channels_last_conv2d`; a backend absent here runs
 # Keras's own layer. Whole ResNet18 steps on the CPU against Keras's layer:
@@ -34,10 +34,7 @@ SUBSAMPLE_STRIDED_1X1 = ("tensorflow",)
 
 def fused_kernel(backend=None):
     """The `channels_last_conv2d` function for `backend` (default: Keras's), or None."""
-    module_name = FUSED_KERNEL_MODULES.get(backend or keras.backend.backend())
-    if module_name is None:
-        return None
-    return importlib.import_module(module_name).channels_last_conv2d
+    return kernels.backend_kernel(FUSED_KERNEL_MODULES, "channels_last_conv2d", backend)
 
 
 def same_padding(size, kernel_size, stride):
@@ -52,7 +49,7 @@ def same_padding(size, kernel_size, stride):
 
 
 @keras.saving.register_keras_serializable(package="keras_cifar_resnet")
-class Conv2D(layers.Conv2D):
+class Conv2D(kernels.ChannelsLastKernelLayer, layers.Conv2D):
     """Keras's `Conv2D`, on the backend's layout-preserving kernel where it has one.
 
     The class name is Keras's on purpose: `.keras` and `.weights.h5` files
@@ -78,18 +75,11 @@ class Conv2D(layers.Conv2D):
     >>> outputs = conv(images)  # (N, H, W, C) -> (N, H, W, 64)
     """
 
-    def __init__(self, *args, kernel_function="auto", **kwargs):
-        super().__init__(*args, **kwargs)
-        self.kernel_function = (
-            fused_kernel() if kernel_function == "auto" else kernel_function
-        )
+    fused_kernel = staticmethod(fused_kernel)
 
     def _fused_path_applies(self, inputs):
         return (
-            self.kernel_function is not None
-            and not getattr(self.kernel_function, "steps_aside", bool)()
-            and len(inputs.shape) == 4
-            and self.data_format == "channels_last"
+            self._kernel_applies(inputs)
             and self.padding in ("valid", "same")
             and tuple(self.dilation_rate) == (1, 1)
             and self.groups == 1

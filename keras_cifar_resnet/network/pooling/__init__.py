@@ -16,14 +16,12 @@ for the package's Conv2D; TensorFlow and JAX pool NHWC natively.
 
 from __future__ import annotations
 
-import importlib
-
 import keras
 from keras import layers
 
 # The module, not its name: Keras's first import may register the package's
 # classes while `conv` is still initializing (registration.py).
-from keras_cifar_resnet.network import conv
+from keras_cifar_resnet.network import conv, kernels
 
 # Backend -> module with `channels_last_max_pool2d`.
 FUSED_KERNEL_MODULES = {"torch": "keras_cifar_resnet.network.pooling.torch"}
@@ -31,14 +29,13 @@ FUSED_KERNEL_MODULES = {"torch": "keras_cifar_resnet.network.pooling.torch"}
 
 def fused_kernel(backend=None):
     """`backend`'s `channels_last_max_pool2d` (default: Keras's backend), or None."""
-    module_name = FUSED_KERNEL_MODULES.get(backend or keras.backend.backend())
-    if module_name is None:
-        return None
-    return importlib.import_module(module_name).channels_last_max_pool2d
+    return kernels.backend_kernel(
+        FUSED_KERNEL_MODULES, "channels_last_max_pool2d", backend
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_cifar_resnet")
-class MaxPooling2D(layers.MaxPooling2D):
+class MaxPooling2D(kernels.ChannelsLastKernelLayer, layers.MaxPooling2D):
     """Keras's `MaxPooling2D`, on the backend's layout-preserving kernel if any.
 
     The fast path covers channels-last 4-D inputs with "valid" or "same"
@@ -52,20 +49,10 @@ class MaxPooling2D(layers.MaxPooling2D):
         **kwargs: `keras.layers.MaxPooling2D`'s arguments.
     """
 
-    def __init__(self, *args, kernel_function="auto", **kwargs):
-        super().__init__(*args, **kwargs)
-        self.kernel_function = (
-            fused_kernel() if kernel_function == "auto" else kernel_function
-        )
+    fused_kernel = staticmethod(fused_kernel)
 
     def _fused_path_applies(self, inputs):
-        return (
-            self.kernel_function is not None
-            and not getattr(self.kernel_function, "steps_aside", bool)()
-            and len(inputs.shape) == 4
-            and self.data_format == "channels_last"
-            and self.padding in ("valid", "same")
-        )
+        return self._kernel_applies(inputs) and self.padding in ("valid", "same")
 
     def call(self, inputs):
         if not self._fused_path_applies(inputs):
