@@ -188,12 +188,17 @@ def test_an_interleaved_run_writes_its_ratios_and_the_report_shows_them(tmp_path
         "native-torch-channels_last",
     }
     assert all(len(s) == 3 for s in record["seconds_per_step"].values())
-    assert len(record["ratios"]["keras-torch / native-torch-eager"]["per_round"]) == 3
+    ratio = record["ratios"]["keras-torch / native-torch-eager"]
+    assert len(ratio["per_round"]) == 3
+    # On a busy machine some rounds are left out of the ratio, and said so.
+    used = ratio["rounds_used"]
+    assert 0 <= used <= 3 and len(record["other_busy_cores"]) == 3
     assert report.main([str(tmp_path)]) == 0
     table = (tmp_path / "table.md").read_text()
+    rounds = "3" if used == 3 else f"{used} of 3"
     assert (
-        "| torch | tiny | 1 | 4 | float32 | keras-torch / native-torch-eager | 3 |"
-        in table
+        f"| torch | tiny | 1 | 4 | float32 | keras-torch / native-torch-eager | "
+        f"{rounds} |" in table
     )
 
 
