@@ -365,7 +365,7 @@ def test_seconds_to_reach_sums_epochs_until_the_first_epoch_at_threshold():
 def test_accuracy_run_records_what_the_training_command_wrote(tmp_path):
     """The real training command (tiny profile), read back into the record."""
     run_only_in_session(
-        "torch", "the record's reading does not depend on the backend trained"
+        "tensorflow", "the record's reading does not depend on the backend trained"
     )
     backend = current_backend()
     run_command_under_backend(
