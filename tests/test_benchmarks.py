@@ -236,9 +236,11 @@ def test_report_cli_rejects_missing_input(tmp_path, capsys):
 @pytest.mark.slow
 def test_native_reference_is_the_keras_network():
     """Same parameter counts, same logits with Keras's weights, same BN update."""
-    run_only_in_session("torch", "plain PyTorch beside Keras")
+    # Keras's torch backend beside plain PyTorch, in a subprocess, checked
+    # in the jax session, which has the lightest load of run-once checks.
+    run_only_in_session("jax", "plain PyTorch beside Keras torch")
     run_under_backend(
-        current_backend(),
+        "torch",
         """
         import numpy as np
         import torch
@@ -412,9 +414,9 @@ def test_accuracy_run_records_what_the_training_command_wrote(tmp_path):
 @pytest.mark.slow
 def test_native_accuracy_run_writes_the_same_records(tmp_path):
     """`accuracy.py --native`: plain PyTorch, the same files and record keys."""
-    run_only_in_session("torch", "plain PyTorch")
+    run_only_in_session("tensorflow", "plain PyTorch, in a subprocess")
     run_command_under_backend(
-        current_backend(),
+        "torch",
         [
             "-m",
             "benchmarks.accuracy",

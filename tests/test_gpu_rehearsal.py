@@ -141,14 +141,8 @@ def test_the_output_folder_takes_at_most_max_files(tmp_path):
 # The compiled torch steps take longest on a CPU; the TensorFlow session,
 # which has no stage of its own, rehearses them.
 REHEARSED_IN = {
-    "jax": ("keras-jax", "keras-jax-float32", "accuracy-jax"),
-    "torch": (
-        "keras-torch",
-        "keras-torch-keras-bn",
-        "keras-torch-keras-conv",
-        "native-torch",
-        "accuracy-torch",
-    ),
+    "jax": ("keras-jax", "keras-jax-float32", "accuracy-jax", "keras-torch-keras-conv"),
+    "torch": ("keras-torch", "keras-torch-keras-bn", "native-torch", "accuracy-torch"),
     "tensorflow": ("native-torch-compiled", "keras-torch-compiled"),
 }
 
