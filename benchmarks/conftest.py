@@ -86,9 +86,9 @@ OPTIONS = (
     (
         "--conv",
         dict(choices=sorted(LAYERS), default="fused"),
-        "the Keras model's Conv2D: 'fused' (the package's layer, in the "
-        "tensors' own layout where the backend would copy them), 'keras' "
-        "(Keras's own layer; rows '...-keras-conv') or 'both'. Default: fused.",
+        "the Keras model's Conv2D and MaxPooling2D: 'fused' (the package's, "
+        "in the tensors' own layout where the backend would copy them), "
+        "'keras' (Keras's own; rows '...-keras-conv') or 'both'. Default: fused.",
     ),
 )
 
