@@ -513,11 +513,27 @@ def interleaved_lines(records):
     ]
 
 
+class UnreadableFigures(ValueError):
+    """A figures file that is not readable JSON; the message is one line."""
+
+
 def _json_contents(paths):
-    """The parsed JSON of each file given and of each folder's *.json."""
+    """The parsed JSON objects of each file given and of each folder's *.json.
+
+    Raises:
+        UnreadableFigures: a file that cannot be read or is not JSON (an
+            interrupted run leaves empty ones).
+    """
     for path in map(Path, paths):
         for file in sorted(path.glob("*.json")) if path.is_dir() else [path]:
-            data = json.loads(file.read_text())
+            try:
+                data = json.loads(file.read_text())
+            except (OSError, UnicodeDecodeError, ValueError) as err:
+                empty = isinstance(err, json.JSONDecodeError) and not err.doc.strip()
+                reason = "empty" if empty else err
+                raise UnreadableFigures(
+                    f"{file} is not readable JSON ({reason})"
+                ) from None
             if isinstance(data, dict):
                 yield data
 
@@ -616,7 +632,10 @@ def main(argv=None):
     missing = [p for p in args.inputs if not Path(p).exists()]
     if missing:
         return _fail(f"no such file or folder: {', '.join(missing)}")
-    contents = list(_json_contents(args.inputs))
+    try:
+        contents = list(_json_contents(args.inputs))
+    except UnreadableFigures as err:
+        return _fail(str(err))
     rows, accuracy = load(args.inputs, contents)
     interleaved = [d for d in contents if d.get("kind") == "interleaved"]
     if not (rows or accuracy or interleaved):

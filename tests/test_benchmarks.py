@@ -231,6 +231,15 @@ def test_report_cli_rejects_missing_input(tmp_path, capsys):
     assert "no such file or folder" in capsys.readouterr().err
     assert report.main([str(tmp_path)]) == 2
     assert "no benchmark figures" in capsys.readouterr().err
+    # An interrupted run's empty file, and a damaged one: one line each.
+    (tmp_path / "benchmark-torch.json").write_text("")
+    assert report.main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().endswith("is not readable JSON (empty)")
+    (tmp_path / "benchmark-torch.json").write_text('{"benchmarks": [')
+    assert report.main([str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert "benchmark-torch.json is not readable JSON (" in error
+    assert len(error.strip().splitlines()) == 1
 
 
 @pytest.mark.slow
