@@ -28,7 +28,7 @@ from keras_cifar_resnet.training.run_folder import (
 THRESHOLDS = (0.94, 0.95)
 # Native PyTorch runs of a seed start from the weights the command draws.
 DEFAULT_INITIALIZER = RECIPES["default"].initializer
-# Each profile's flags for the trainer, and the note its records carry.
+# Each profile's flags for the trainer, and the description its records hold.
 PROFILES = {
     "full": ("", "default recipe, full length"),
     # The training command scales the recipe's 0.2 at batch 512 to 0.05.
