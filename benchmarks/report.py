@@ -459,15 +459,21 @@ def regression_lines(rows, folder, marked):
     ]
 
 
+def _mean_with_interval(ratio):
+    """An interleaved ratio's `mean ± half width`, or "-" where no round was quiet."""
+    if ratio["mean"] is None:
+        return "-"
+    half = ratio.get("half_width")
+    return f"{ratio['mean']:.3f}" + ("" if half is None else f" ± {half:.3f}")
+
+
 def ratio_summary(ratio, rounds):
     """One interleaved ratio in words: its median and mean over the quiet rounds."""
     used = ratio.get("rounds_used", rounds)
     if ratio["median"] is None:
         return f"no round was quiet (others kept > {OTHER_LOAD_BOUND} cores busy)"
-    half = ratio["half_width"]
-    spread = "" if half is None else f" ± {half:.3f}"
     return (
-        f"median {ratio['median']:.3f}, mean {ratio['mean']:.3f}{spread} "
+        f"median {ratio['median']:.3f}, mean {_mean_with_interval(ratio)} "
         f"({used} of {rounds} rounds quiet)"
     )
 
@@ -481,12 +487,10 @@ def interleaved_lines(records):
         for pair, ratio in r["ratios"].items():
             used = ratio.get("rounds_used", r["rounds"])
             rounds = r["rounds"] if used == r["rounds"] else f"{used} of {r['rounds']}"
-            half = ratio.get("half_width")
-            spread = "" if half is None else f" ± {half:.3f}"
-            median, mean = ratio["median"], ratio["mean"]
+            median = ratio["median"]
             ratios.append(
                 [*config, pair, rounds, "-" if median is None else f"{median:.3f}"]
-                + ["-" if mean is None else f"{mean:.3f}{spread}"]
+                + [_mean_with_interval(ratio)]
             )
         steps += [
             [*config, name, f"{ms:.1f}"] for name, ms in r["ms_per_step_median"].items()

@@ -41,7 +41,7 @@ class TorchTrainStep(TrainStepBase):
         # L2 term stays in the loss, which the scale then covers.
         decay_in_loss = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
         objective, loss = self.training_loss(
-            labels, logits, self.trainable_variables, decay_in_loss=decay_in_loss
+            labels, logits, trainable_weights, decay_in_loss=decay_in_loss
         )
         # Identity unless the optimizer is a LossScaleOptimizer (float16).
         self.optimizer.scale_loss(objective).backward()
