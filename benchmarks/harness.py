@@ -285,8 +285,8 @@ def device_name(backend):
         import torch
 
         return torch.cuda.get_device_name(0)
-    if backend == "jax" and _jax_gpu() is not None:
-        return _jax_gpu().device_kind
+    if backend == "jax" and (gpu := _jax_gpu()) is not None:
+        return gpu.device_kind
     if backend == "tensorflow":
         import tensorflow as tf
 
